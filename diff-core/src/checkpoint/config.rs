@@ -1,0 +1,78 @@
+//! `config.json` and `tokenizer.json` found beside the weights.
+//!
+//! The weight diff needs neither; they are described in the report so readers know what was compared, and later
+//! analyses build the model from them. Config dialects differ between transformers versions (`torch_dtype` vs
+//! `dtype`, `n_layer` in GPT-2), so fields are read leniently.
+
+use std::path::{Path, PathBuf};
+
+use serde_json::Value;
+
+use crate::report::ModelConfigSummary;
+
+/// `dir/name` when it is a file.
+#[must_use]
+pub fn find_beside(dir: &Path, name: &str) -> Option<PathBuf> {
+    let path = dir.join(name);
+    path.is_file().then_some(path)
+}
+
+/// Reads the fields of `config.json` the report shows.
+///
+/// # Errors
+/// A one-line description of why the file cannot be used (unreadable, not JSON, not an object).
+pub fn read_config_summary(path: &Path) -> Result<ModelConfigSummary, String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text)
+        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let Value::Object(map) = value else {
+        return Err(format!("{} is not a JSON object", path.display()));
+    };
+    let first_u64 = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| map.get(*k).and_then(Value::as_u64))
+    };
+    let first_str = |keys: &[&str]| {
+        keys.iter()
+            .find_map(|k| map.get(*k).and_then(Value::as_str))
+            .map(String::from)
+    };
+    Ok(ModelConfigSummary {
+        path: path.display().to_string(),
+        architecture: map
+            .get("architectures")
+            .and_then(|a| a.get(0))
+            .and_then(Value::as_str)
+            .map(String::from),
+        model_type: first_str(&["model_type"]),
+        num_layers: first_u64(&["num_hidden_layers", "n_layer", "num_layers"]),
+        hidden_size: first_u64(&["hidden_size", "n_embd", "d_model"]),
+        vocab_size: first_u64(&["vocab_size"]),
+        dtype: first_str(&["dtype", "torch_dtype"]),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reads_llama_and_gpt2_dialects() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(&path, r#"{"architectures":["GPT2LMHeadModel"],"n_layer":2,"n_embd":64,"torch_dtype":"float32"}"#)
+            .unwrap();
+        let s = read_config_summary(&path).unwrap();
+        assert_eq!(s.architecture.as_deref(), Some("GPT2LMHeadModel"));
+        assert_eq!((s.num_layers, s.hidden_size), (Some(2), Some(64)));
+        assert_eq!(s.dtype.as_deref(), Some("float32"));
+
+        std::fs::write(&path, "{not json").unwrap();
+        assert!(
+            read_config_summary(&path)
+                .unwrap_err()
+                .contains("not valid JSON")
+        );
+    }
+}

@@ -1,0 +1,180 @@
+//! One memory-mapped `.safetensors` file.
+//!
+//! The header is parsed and validated by the `safetensors` crate (offsets contiguous, in range and consistent
+//! with dtype × shape); its errors are turned into one line that names the file and what to do.
+
+use std::collections::BTreeMap;
+use std::fs::File;
+use std::ops::Range;
+use std::path::{Path, PathBuf};
+
+use memmap2::Mmap;
+use safetensors::SafeTensorError;
+
+use super::dtype::{FloatDtype, TensorData};
+use super::{TensorInfo, TensorSource};
+use crate::error::{Error, Result};
+
+/// A mapped safetensors file and its validated header.
+pub struct SafetensorsFile {
+    path: PathBuf,
+    size_bytes: u64,
+    mmap: Mmap,
+    tensors: BTreeMap<String, TensorInfo>,
+    /// Byte range of each tensor within the file.
+    ranges: BTreeMap<String, Range<usize>>,
+}
+
+impl SafetensorsFile {
+    /// Maps and validates `path`.
+    ///
+    /// # Errors
+    /// [`Error::Read`] when it cannot be opened; [`Error::InvalidSafetensors`] for a truncated file, a header
+    /// length past the end, a header that is not JSON, or tensor offsets out of range or overlapping.
+    pub fn open(path: &Path) -> Result<Self> {
+        let read_err = |source| Error::Read {
+            path: path.to_path_buf(),
+            source,
+        };
+        let file = File::open(path).map_err(read_err)?;
+        let size_bytes = file.metadata().map_err(read_err)?.len();
+        let mmap = map(&file).map_err(read_err)?;
+        let (header_len, metadata) =
+            safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| {
+                Error::InvalidSafetensors {
+                    path: path.to_path_buf(),
+                    reason: explain(&e, size_bytes),
+                }
+            })?;
+        let data_start = 8 + header_len;
+        let mut tensors = BTreeMap::new();
+        let mut ranges = BTreeMap::new();
+        for (name, info) in metadata.tensors() {
+            let (begin, end) = info.data_offsets;
+            tensors.insert(
+                name.clone(),
+                TensorInfo {
+                    dtype: format!("{:?}", info.dtype),
+                    shape: info.shape.clone(),
+                },
+            );
+            ranges.insert(name, data_start + begin..data_start + end);
+        }
+        Ok(Self {
+            path: path.to_path_buf(),
+            size_bytes,
+            mmap,
+            tensors,
+            ranges,
+        })
+    }
+
+    /// The file's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The file's size in bytes.
+    #[must_use]
+    pub fn size_bytes(&self) -> u64 {
+        self.size_bytes
+    }
+}
+
+impl TensorSource for SafetensorsFile {
+    fn tensors(&self) -> &BTreeMap<String, TensorInfo> {
+        &self.tensors
+    }
+
+    fn read(&self, name: &str) -> Result<TensorData<'_>> {
+        let not_found = || Error::TensorNotFound {
+            tensor: name.to_string(),
+            path: self.path.clone(),
+        };
+        let info = self.tensors.get(name).ok_or_else(not_found)?;
+        let range = self.ranges.get(name).ok_or_else(not_found)?;
+        let dtype = FloatDtype::parse(&info.dtype).ok_or_else(|| Error::UnsupportedDtype {
+            tensor: name.to_string(),
+            dtype: info.dtype.clone(),
+        })?;
+        // The header was validated against the file length, so the range is in bounds; stay defensive anyway.
+        let bytes = self
+            .mmap
+            .get(range.clone())
+            .ok_or_else(|| Error::InvalidSafetensors {
+                path: self.path.clone(),
+                reason: format!("tensor {name} lies outside the file"),
+            })?;
+        Ok(TensorData::Mapped {
+            bytes,
+            dtype,
+            release: PageRelease {
+                mmap: &self.mmap,
+                range: range.clone(),
+            },
+        })
+    }
+}
+
+/// Hands a tensor's mapped pages back to the OS when dropped, so resident memory stays bounded by the tensors
+/// in flight instead of growing to the size of the checkpoint.
+pub struct PageRelease<'a> {
+    mmap: &'a Mmap,
+    range: Range<usize>,
+}
+
+impl Drop for PageRelease<'_> {
+    #[allow(unsafe_code)]
+    fn drop(&mut self) {
+        #[cfg(unix)]
+        // SAFETY: the map is a read-only shared file mapping. MADV_DONTNEED on it only drops our page table
+        // entries; a later access faults the same bytes back in from the page cache, so no reader (in this or
+        // another thread) can observe changed contents. Failure only means the pages stay resident.
+        unsafe {
+            let _ = self.mmap.unchecked_advise_range(
+                memmap2::UncheckedAdvice::DontNeed,
+                self.range.start,
+                self.range.len(),
+            );
+        }
+    }
+}
+
+#[allow(unsafe_code)]
+fn map(file: &File) -> std::io::Result<Mmap> {
+    // SAFETY: the mapping is read-only. Like every mmap-based loader (candle, safetensors, llama.cpp) we assume
+    // the checkpoint is not truncated or rewritten by another process while mdiff runs.
+    unsafe { Mmap::map(file) }
+}
+
+/// Turns the safetensors crate's terse errors into what a user can act on.
+fn explain(err: &SafeTensorError, size_bytes: u64) -> String {
+    match err {
+        SafeTensorError::HeaderTooSmall => {
+            format!("file is only {size_bytes} bytes, too short for a header")
+        }
+        SafeTensorError::InvalidHeaderLength | SafeTensorError::HeaderTooLarge => {
+            format!(
+                "header length runs past the end of the {size_bytes}-byte file (truncated download?)"
+            )
+        }
+        SafeTensorError::InvalidHeader(_) => "header is not UTF-8".into(),
+        SafeTensorError::InvalidHeaderDeserialization(e) => {
+            format!("header is not valid safetensors JSON: {e}")
+        }
+        SafeTensorError::InvalidOffset(name) => {
+            format!("tensor {name} has data offsets that overlap or leave a gap")
+        }
+        SafeTensorError::TensorInvalidInfo => {
+            "a tensor's byte range does not match its dtype and shape".into()
+        }
+        SafeTensorError::MetadataIncompleteBuffer => {
+            format!(
+                "tensor data does not match the file size ({size_bytes} bytes): truncated or padded file"
+            )
+        }
+        SafeTensorError::ValidationOverflow => "a tensor shape overflows".into(),
+        other => other.to_string(),
+    }
+}

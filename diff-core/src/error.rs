@@ -1,0 +1,218 @@
+//! The one error type of `mdiff_core`.
+//!
+//! Every variant renders as one line that says what is wrong, where, and what to do. Variants are grouped by
+//! whether the user can fix them (bad input, exit code 2) or they are our fault (internal, exit code 3); see
+//! [`Error::is_input_error`].
+
+use std::path::PathBuf;
+
+/// Result alias used throughout `mdiff_core`.
+pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// Everything that can go wrong in `mdiff_core`.
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    // ---- inputs: files and directories --------------------------------------------------------------------
+    /// A path could not be read (missing, permissions, not a regular file, ...).
+    #[error("cannot read {}: {source}; check the path and its permissions", path.display())]
+    Read {
+        /// The path that failed.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
+    /// A `.safetensors` file whose header or layout is broken.
+    #[error("{}: not a valid safetensors file ({reason}); re-download or re-save the checkpoint", path.display())]
+    InvalidSafetensors {
+        /// The offending file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// A directory with no weights we know how to read.
+    #[error(
+        "{}: no model.safetensors, model.safetensors.index.json or adapter_config.json found; \
+         pass a .safetensors file, a Hugging Face model directory or a PEFT adapter directory",
+        path.display()
+    )]
+    NoWeights {
+        /// The directory searched.
+        path: PathBuf,
+    },
+
+    /// A directory with several unrelated `.safetensors` files and no index to say which belong together.
+    #[error(
+        "{}: {count} .safetensors files but no model.safetensors.index.json; pass one file directly",
+        path.display()
+    )]
+    AmbiguousWeights {
+        /// The directory searched.
+        path: PathBuf,
+        /// How many candidate files it holds.
+        count: usize,
+    },
+
+    /// A broken `model.safetensors.index.json` (bad JSON, a shard that does not hold what it claims, ...).
+    #[error("{}: invalid shard index ({reason}); re-download the checkpoint", path.display())]
+    InvalidShardIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// The shard index names a file that is not there.
+    #[error("{}: shard {shard} is missing; re-download the checkpoint", index.display())]
+    MissingShard {
+        /// The index file.
+        index: PathBuf,
+        /// The missing shard's file name.
+        shard: String,
+    },
+
+    /// A `.bin` (pickle) checkpoint, which we refuse to unpickle.
+    #[error(
+        "{}: PyTorch pickle checkpoints are not read (unsafe to load); convert it with \
+         `safetensors.torch.save_file` or `save_pretrained(..., safe_serialization=True)`",
+        path.display()
+    )]
+    PickleCheckpoint {
+        /// The pickle file.
+        path: PathBuf,
+    },
+
+    /// A tensor that cannot be read as floating point values.
+    #[error(
+        "tensor {tensor}: dtype {dtype} cannot be converted to f32; only F32, F16 and BF16 are diffed"
+    )]
+    UnsupportedDtype {
+        /// Tensor name.
+        tensor: String,
+        /// Its dtype as written in the file.
+        dtype: String,
+    },
+
+    /// A tensor name that the source does not hold.
+    #[error("tensor {tensor} not found in {}", path.display())]
+    TensorNotFound {
+        /// Tensor name.
+        tensor: String,
+        /// Where we looked.
+        path: PathBuf,
+    },
+
+    // ---- inputs: LoRA adapters -----------------------------------------------------------------------------
+    /// An adapter directory whose config or tensors are inconsistent.
+    #[error("{}: invalid PEFT adapter: {reason}", path.display())]
+    InvalidAdapter {
+        /// The adapter directory.
+        path: PathBuf,
+        /// What is inconsistent, and what to do.
+        reason: String,
+    },
+
+    /// An adapter that targets a module the base model does not have.
+    #[error(
+        "adapter targets {module} but the base has no tensor {tensor}; \
+         is the adapter meant for another base model?"
+    )]
+    AdapterTargetMissing {
+        /// The adapter's module path (e.g. `model.layers.0.self_attn.q_proj`).
+        module: String,
+        /// The base tensor we looked for.
+        tensor: String,
+    },
+
+    // ---- inputs: pairing -----------------------------------------------------------------------------------
+    /// Base and tuned share no tensor names at all.
+    #[error(
+        "no tensor names in common between base ({base_count} tensors, e.g. {base_example}) and tuned \
+         ({tuned_count} tensors, e.g. {tuned_example}); are they the same architecture?"
+    )]
+    NothingPaired {
+        /// Number of base tensors.
+        base_count: usize,
+        /// One base tensor name.
+        base_example: String,
+        /// Number of tuned tensors.
+        tuned_count: usize,
+        /// One tuned tensor name.
+        tuned_example: String,
+    },
+
+    // ---- reports -------------------------------------------------------------------------------------------
+    /// A report written by a newer mdiff with an incompatible schema.
+    #[error(
+        "{}: report schema {found} is newer than this mdiff reads ({supported}.x); upgrade mdiff",
+        path.display()
+    )]
+    NewerSchema {
+        /// The report file.
+        path: PathBuf,
+        /// The schema version found in it.
+        found: String,
+        /// The major version this build reads.
+        supported: u32,
+    },
+
+    /// A file that is not an mdiff report.
+    #[error("{}: not an mdiff report ({reason})", path.display())]
+    InvalidReport {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// The output could not be written.
+    #[error("cannot write {}: {source}; check that the directory exists and is writable", path.display())]
+    Write {
+        /// The output path.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+
+    /// A request that makes no sense (bad option values and the like).
+    #[error("{0}")]
+    Usage(String),
+
+    // ---- internal ------------------------------------------------------------------------------------------
+    /// A tensor operation failed; this is a bug in mdiff.
+    #[cfg(feature = "compute")]
+    #[error("tensor computation failed: {0}; please report this as a bug")]
+    Candle(#[from] candle_core::Error),
+
+    /// The LoRA merge failed inside peft-rs; this is a bug in mdiff.
+    #[cfg(feature = "compute")]
+    #[error("LoRA merge failed for {module}: {source}; please report this as a bug")]
+    Merge {
+        /// Adapter module being merged.
+        module: String,
+        /// The peft-rs error.
+        source: peft_rs::PeftError,
+    },
+
+    /// Serializing a report failed; this is a bug in mdiff.
+    #[error("serializing the report failed: {0}; please report this as a bug")]
+    Serialize(#[from] serde_json::Error),
+
+    /// A worker thread pool could not be built.
+    #[error("could not start worker threads: {0}")]
+    Threads(String),
+}
+
+impl Error {
+    /// True when the user can fix this by changing the input (exit code 2); false for internal errors (exit 3).
+    #[must_use]
+    pub fn is_input_error(&self) -> bool {
+        match self {
+            Self::Serialize(_) | Self::Threads(_) => false,
+            #[cfg(feature = "compute")]
+            Self::Candle(_) | Self::Merge { .. } => false,
+            _ => true,
+        }
+    }
+}

@@ -1,0 +1,18 @@
+//! `mdiff_core`: what changed when a language model was fine-tuned.
+//!
+//! Data flows one way: checkpoints ([`checkpoint`]) → analyses ([`weights`], ...) → one [`report::Report`].
+//! Only [`report`] and [`error`] build without the default `compute` feature (the viewer's wasm build).
+
+pub mod error;
+pub mod report;
+
+#[cfg(feature = "compute")]
+pub mod checkpoint;
+#[cfg(feature = "compute")]
+pub mod compare;
+#[cfg(feature = "compute")]
+pub mod progress;
+#[cfg(feature = "compute")]
+pub mod weights;
+
+pub use error::{Error, Result};

@@ -1,0 +1,166 @@
+//! The `weights` section: per-tensor ΔW statistics, singular values, and roll-ups per layer and component.
+
+mod naming;
+mod rollup;
+mod spectrum;
+mod stats;
+
+pub use naming::{component, layer_index};
+pub use spectrum::{SpectrumOptions, spectrum, stream_of};
+pub use stats::{CHANGE_TOLERANCE, PairStats, pair_stats};
+
+use rayon::prelude::*;
+
+use crate::checkpoint::{FloatDtype, Pair, Pairing, TensorSource};
+use crate::error::Result;
+use crate::progress::Progress;
+use crate::report::{SkippedTensor, TensorDiff, WeightTotals, WeightsSection};
+
+/// Diffs every pair, in parallel on rayon's pool; memory is bounded by the tensors in flight (one ΔW each).
+///
+/// # Errors
+/// Read errors of either source, or a candle failure in the spectrum.
+pub fn diff_weights(
+    base: &dyn TensorSource,
+    tuned: &dyn TensorSource,
+    pairing: Pairing,
+    opts: &SpectrumOptions,
+    progress: &dyn Progress,
+) -> Result<WeightsSection> {
+    let total_bytes: u64 = pairing.pairs.iter().map(|p| p.base.num_elements()).sum();
+    progress.begin("weights", total_bytes);
+    let outcomes: Vec<Result<Outcome>> = pairing
+        .pairs
+        .par_iter()
+        .map(|pair| {
+            let outcome = diff_pair(base, tuned, pair, opts);
+            progress.advance(pair.base.num_elements());
+            outcome
+        })
+        .collect();
+    progress.end();
+
+    let mut tensors = Vec::new();
+    let mut skipped_tensors = Vec::new();
+    for outcome in outcomes {
+        match outcome? {
+            Outcome::Diffed(diff) => tensors.push(*diff),
+            Outcome::Skipped(skip) => skipped_tensors.push(skip),
+        }
+    }
+    let (layers, components, layer_components) = rollup::rollups(&tensors);
+    Ok(WeightsSection {
+        spectrum_settings: opts.clone(),
+        totals: totals(&tensors),
+        tensors,
+        layers,
+        components,
+        layer_components,
+        unmatched_base: pairing.unmatched_base,
+        unmatched_tuned: pairing.unmatched_tuned,
+        shape_mismatches: pairing.shape_mismatches,
+        dtype_mismatches: pairing.dtype_mismatches,
+        skipped_tensors,
+    })
+}
+
+enum Outcome {
+    Diffed(Box<TensorDiff>),
+    Skipped(SkippedTensor),
+}
+
+fn diff_pair(
+    base: &dyn TensorSource,
+    tuned: &dyn TensorSource,
+    pair: &Pair,
+    opts: &SpectrumOptions,
+) -> Result<Outcome> {
+    for (side, info) in [("base", &pair.base), ("tuned", &pair.tuned)] {
+        if FloatDtype::parse(&info.dtype).is_none() {
+            return Ok(Outcome::Skipped(SkippedTensor {
+                name: pair.name.clone(),
+                reason: format!("{side} dtype {} is not F32, F16 or BF16", info.dtype),
+            }));
+        }
+    }
+    let (stats, delta) = {
+        let base_data = base.read(&pair.base_name)?;
+        let tuned_data = tuned.read(&pair.tuned_name)?;
+        pair_stats(&base_data, &tuned_data)
+    };
+    let spectrum = match pair.base.shape[..] {
+        [rows, cols] if stats.delta_sq > 0.0 => Some(spectrum(
+            delta,
+            rows,
+            cols,
+            stats.delta_sq,
+            opts,
+            stream_of(&pair.name),
+        )?),
+        _ => None,
+    };
+    Ok(Outcome::Diffed(Box::new(tensor_diff(
+        pair, &stats, spectrum,
+    ))))
+}
+
+fn tensor_diff(
+    pair: &Pair,
+    s: &PairStats,
+    spectrum: Option<crate::report::Spectrum>,
+) -> TensorDiff {
+    let (base_norm, tuned_norm) = (s.base_sq.sqrt(), s.tuned_sq.sqrt());
+    let per_entry = |count: u64| {
+        if s.num_elements == 0 {
+            0.0
+        } else {
+            count as f64 / s.num_elements as f64
+        }
+    };
+    TensorDiff {
+        name: pair.name.clone(),
+        base_name: pair.base_name.clone(),
+        tuned_name: pair.tuned_name.clone(),
+        shape: pair.base.shape.clone(),
+        dtype_base: pair.base.dtype.clone(),
+        dtype_tuned: pair.tuned.dtype.clone(),
+        layer: layer_index(&pair.name),
+        component: component(&pair.name),
+        num_elements: s.num_elements,
+        base_norm,
+        tuned_norm,
+        delta_norm: s.delta_sq.sqrt(),
+        relative: (base_norm > 0.0).then(|| s.delta_sq.sqrt() / base_norm),
+        cosine: (base_norm > 0.0 && tuned_norm > 0.0)
+            .then(|| (s.dot / (base_norm * tuned_norm)).clamp(-1.0, 1.0)),
+        max_abs_delta: s.max_abs_delta,
+        mean_abs_delta: if s.num_finite == 0 {
+            0.0
+        } else {
+            s.abs_delta_sum / s.num_finite as f64
+        },
+        num_changed: s.num_changed,
+        changed_fraction: per_entry(s.num_changed),
+        changed_fraction_tol: per_entry(s.num_changed_tol),
+        non_finite: s.non_finite,
+        spectrum,
+    }
+}
+
+fn totals(tensors: &[TensorDiff]) -> WeightTotals {
+    let base_sq: f64 = tensors.iter().map(|t| t.base_norm * t.base_norm).sum();
+    let delta_sq: f64 = tensors.iter().map(|t| t.delta_norm * t.delta_norm).sum();
+    WeightTotals {
+        num_tensors: tensors.len(),
+        num_changed: tensors.iter().filter(|t| t.num_changed > 0).count(),
+        num_parameters: tensors.iter().map(|t| t.num_elements).sum(),
+        num_changed_parameters: tensors.iter().map(|t| t.num_changed).sum(),
+        base_norm: base_sq.sqrt(),
+        delta_norm: delta_sq.sqrt(),
+        relative: if base_sq > 0.0 {
+            (delta_sq / base_sq).sqrt()
+        } else {
+            0.0
+        },
+    }
+}

@@ -1,0 +1,336 @@
+//! Leading singular values of ΔW.
+//!
+//! Small matrices are decomposed exactly by one-sided Jacobi (Hestenes) in f64. Large ones use the randomized
+//! range finder of Halko, Martinsson & Tropp (2011, Alg. 4.4): Y = (AAᵀ)^q AΩ with re-orthonormalization between
+//! products, then the exact singular values of the small QᵀA. The products run through candle's f32 matmul; the
+//! orthonormalization and the final decomposition are f64.
+
+use candle_core::{Device, Tensor};
+
+use crate::error::Result;
+use crate::report::{Spectrum, SpectrumSettings};
+
+/// Options of the estimate (the report's [`SpectrumSettings`]).
+pub type SpectrumOptions = SpectrumSettings;
+
+impl Default for SpectrumSettings {
+    fn default() -> Self {
+        Self {
+            top_k: 8,
+            oversample: 8,
+            power_iterations: 4,
+            exact_max_work: 1 << 24,
+            rank_tolerance: 1e-3,
+            seed: 0,
+        }
+    }
+}
+
+/// Singular values of the `rows × cols` row-major matrix `delta` whose squared Frobenius norm is `delta_sq`.
+///
+/// `stream` distinguishes tensors so each gets its own random test matrix regardless of thread scheduling.
+///
+/// # Errors
+/// Only on a candle failure (a bug).
+pub fn spectrum(
+    delta: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    delta_sq: f64,
+    opts: &SpectrumOptions,
+    stream: u64,
+) -> Result<Spectrum> {
+    let (short, long) = (rows.min(cols), rows.max(cols));
+    let work = (short as u64)
+        .saturating_mul(short as u64)
+        .saturating_mul(long as u64);
+    let exact = work <= opts.exact_max_work || short <= opts.top_k + opts.oversample;
+    let mut values = if exact {
+        exact_singular_values(&delta, rows, cols)
+    } else {
+        randomized_singular_values(delta, rows, cols, opts, stream)?
+    };
+    values.truncate(opts.top_k);
+    let sigma1 = values.first().copied().unwrap_or(0.0);
+    Ok(Spectrum {
+        stable_rank: if sigma1 > 0.0 {
+            delta_sq / (sigma1 * sigma1)
+        } else {
+            0.0
+        },
+        effective_rank: values
+            .iter()
+            .filter(|&&s| sigma1 > 0.0 && s > opts.rank_tolerance * sigma1)
+            .count(),
+        singular_values: values,
+        exact,
+    })
+}
+
+/// All singular values, descending, by Jacobi on the shorter orientation.
+fn exact_singular_values(delta: &[f32], rows: usize, cols: usize) -> Vec<f64> {
+    let mut mat: Vec<f64> = if rows <= cols {
+        delta.iter().map(|&v| f64::from(v)).collect()
+    } else {
+        let mut t = vec![0.0; rows * cols];
+        for (r, row) in delta.chunks_exact(cols).enumerate() {
+            for (c, &v) in row.iter().enumerate() {
+                t[c * rows + r] = f64::from(v);
+            }
+        }
+        t
+    };
+    jacobi_row_norms(&mut mat, rows.min(cols), rows.max(cols))
+}
+
+fn randomized_singular_values(
+    delta: Vec<f32>,
+    rows: usize,
+    cols: usize,
+    opts: &SpectrumOptions,
+    stream: u64,
+) -> Result<Vec<f64>> {
+    let dev = Device::Cpu;
+    let l = (opts.top_k + opts.oversample).min(rows.min(cols));
+    let a = Tensor::from_vec(delta, (rows, cols), &dev)?;
+    let mut rng = SplitMix64::new(opts.seed ^ stream);
+    let omega: Vec<f32> = (0..cols * l).map(|_| rng.gaussian() as f32).collect();
+    let omega = Tensor::from_vec(omega, (cols, l), &dev)?;
+
+    // Qᵀ (l × rows) spans the range of A·Ω; each power iteration refines it through Aᵀ.
+    let mut q_t = orthonormal_rows_of(&a.matmul(&omega)?.t()?.contiguous()?)?;
+    for _ in 0..opts.power_iterations {
+        let z_t = orthonormal_rows_of(&q_t.matmul(&a)?)?;
+        q_t = orthonormal_rows_of(&a.matmul(&z_t.t()?)?.t()?.contiguous()?)?;
+    }
+    let b = q_t.matmul(&a)?;
+    let mut b64: Vec<f64> = b
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    Ok(jacobi_row_norms(&mut b64, l, cols))
+}
+
+/// Orthonormalizes the rows of a 2-D f32 tensor in f64 (modified Gram–Schmidt, twice for stability).
+fn orthonormal_rows_of(t: &Tensor) -> Result<Tensor> {
+    let (n_rows, n_cols) = t.dims2()?;
+    let mut m: Vec<f64> = t
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .into_iter()
+        .map(f64::from)
+        .collect();
+    for _ in 0..2 {
+        orthonormalize_rows(&mut m, n_rows, n_cols);
+    }
+    let back: Vec<f32> = m.into_iter().map(|v| v as f32).collect();
+    Ok(Tensor::from_vec(back, (n_rows, n_cols), t.device())?)
+}
+
+/// Modified Gram–Schmidt over rows; a row that is (numerically) in the span of earlier ones becomes zero, which
+/// is what a rank-deficient ΔW (a LoRA update) needs.
+fn orthonormalize_rows(m: &mut [f64], n_rows: usize, n_cols: usize) {
+    for i in 0..n_rows {
+        let (done, rest) = m.split_at_mut(i * n_cols);
+        let Some(row) = rest.get_mut(..n_cols) else {
+            return;
+        };
+        let original = norm(row);
+        for prev in done.chunks_exact(n_cols) {
+            let proj = dot(row, prev);
+            row.iter_mut().zip(prev).for_each(|(r, p)| *r -= proj * p);
+        }
+        let left = norm(row);
+        if left <= 1e-10 * original || left == 0.0 {
+            row.fill(0.0);
+        } else {
+            row.iter_mut().for_each(|r| *r /= left);
+        }
+    }
+}
+
+/// One-sided Jacobi: rotates pairs of rows until all are orthogonal; the row norms are then the singular values.
+fn jacobi_row_norms(m: &mut [f64], n_rows: usize, n_cols: usize) -> Vec<f64> {
+    const MAX_SWEEPS: usize = 60;
+    for _ in 0..MAX_SWEEPS {
+        let mut rotated = false;
+        for i in 0..n_rows {
+            for j in (i + 1)..n_rows {
+                let (head, tail) = m.split_at_mut(j * n_cols);
+                let (Some(x), Some(y)) = (
+                    head.get_mut(i * n_cols..(i + 1) * n_cols),
+                    tail.get_mut(..n_cols),
+                ) else {
+                    continue;
+                };
+                let (alpha, beta, gamma) = (dot(x, x), dot(y, y), dot(x, y));
+                if gamma == 0.0 || gamma.abs() <= 1e-15 * (alpha * beta).sqrt() {
+                    continue;
+                }
+                rotated = true;
+                let zeta = (beta - alpha) / (2.0 * gamma);
+                let t = zeta.signum() / (zeta.abs() + (1.0 + zeta * zeta).sqrt());
+                let c = 1.0 / (1.0 + t * t).sqrt();
+                let s = c * t;
+                for (xk, yk) in x.iter_mut().zip(y.iter_mut()) {
+                    let (xv, yv) = (*xk, *yk);
+                    *xk = c * xv - s * yv;
+                    *yk = s * xv + c * yv;
+                }
+            }
+        }
+        if !rotated {
+            break;
+        }
+    }
+    let mut values: Vec<f64> = m
+        .chunks_exact(n_cols.max(1))
+        .take(n_rows)
+        .map(norm)
+        .collect();
+    values.sort_by(|a, b| b.total_cmp(a));
+    values
+}
+
+fn dot(a: &[f64], b: &[f64]) -> f64 {
+    a.iter().zip(b).map(|(x, y)| x * y).sum()
+}
+
+fn norm(a: &[f64]) -> f64 {
+    dot(a, a).sqrt()
+}
+
+/// SplitMix64 (Steele et al. 2014): tiny, seedable, and the same on every platform.
+struct SplitMix64(u64);
+
+impl SplitMix64 {
+    fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in (0, 1].
+    fn uniform(&mut self) -> f64 {
+        ((self.next_u64() >> 11) as f64 + 1.0) / (1u64 << 53) as f64
+    }
+
+    /// Standard normal by Box–Muller.
+    fn gaussian(&mut self) -> f64 {
+        let (u1, u2) = (self.uniform(), self.uniform());
+        (-2.0 * u1.ln()).sqrt() * (std::f64::consts::TAU * u2).cos()
+    }
+}
+
+/// FNV-1a of a tensor name: the per-tensor stream of the random test matrix.
+#[must_use]
+pub fn stream_of(name: &str) -> u64 {
+    name.bytes().fold(0xcbf2_9ce4_8422_2325, |h, b| {
+        (h ^ u64::from(b)).wrapping_mul(0x0100_0000_01b3)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// u_i v_iᵀ σ_i with orthogonal coordinate vectors: the singular values are the σ_i by construction.
+    fn planted(rows: usize, cols: usize, sigmas: &[f64], noise: f64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(7);
+        let mut m = vec![0.0f32; rows * cols];
+        for (i, s) in sigmas.iter().enumerate() {
+            // Rows i*3 and columns i*5 keep the rank-one terms orthogonal.
+            m[(i * 3) * cols + i * 5] += *s as f32;
+        }
+        m.iter_mut()
+            .for_each(|v| *v += (noise * rng.gaussian()) as f32);
+        m
+    }
+
+    fn frob_sq(m: &[f32]) -> f64 {
+        m.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+    }
+
+    #[test]
+    fn exact_path_recovers_planted_singular_values_and_rank() {
+        let sigmas = [5.0, 3.0, 1.0];
+        let m = planted(40, 30, &sigmas, 0.0);
+        let s = spectrum(
+            m.clone(),
+            40,
+            30,
+            frob_sq(&m),
+            &SpectrumOptions::default(),
+            1,
+        )
+        .unwrap();
+        assert!(s.exact);
+        assert_eq!(s.effective_rank, 3);
+        for (got, want) in s.singular_values.iter().zip(sigmas) {
+            assert!((got - want).abs() < 1e-6, "{got} vs {want}");
+        }
+        assert!((s.stable_rank - 35.0 / 25.0).abs() < 1e-6);
+    }
+
+    #[test]
+    fn randomized_path_matches_exact_on_a_low_rank_plus_noise_matrix() {
+        let (rows, cols) = (300, 200);
+        let m = planted(
+            rows,
+            cols,
+            &[50.0, 40.0, 30.0, 20.0, 10.0, 8.0, 6.0, 4.0],
+            1e-3,
+        );
+        let exact = spectrum(
+            m.clone(),
+            rows,
+            cols,
+            frob_sq(&m),
+            &SpectrumOptions::default(),
+            1,
+        )
+        .unwrap();
+        let opts = SpectrumOptions {
+            exact_max_work: 0,
+            ..SpectrumOptions::default()
+        };
+        let approx = spectrum(m.clone(), rows, cols, frob_sq(&m), &opts, 1).unwrap();
+        assert!(exact.exact && !approx.exact);
+        for (a, e) in approx.singular_values.iter().zip(&exact.singular_values) {
+            assert!((a - e).abs() / e < 1e-4, "{a} vs {e}");
+        }
+    }
+
+    #[test]
+    fn randomized_path_sees_exactly_the_rank_of_a_rank_two_update() {
+        let (rows, cols) = (256, 192);
+        let m = planted(rows, cols, &[2.0, 1.0], 0.0);
+        let opts = SpectrumOptions {
+            exact_max_work: 0,
+            ..SpectrumOptions::default()
+        };
+        let s = spectrum(m.clone(), rows, cols, frob_sq(&m), &opts, 3).unwrap();
+        assert_eq!(s.effective_rank, 2, "{:?}", s.singular_values);
+        assert!((s.stable_rank - 1.25).abs() < 1e-5);
+    }
+
+    #[test]
+    fn same_seed_same_values() {
+        let m = planted(200, 150, &[3.0, 2.0], 0.1);
+        let opts = SpectrumOptions {
+            exact_max_work: 0,
+            ..SpectrumOptions::default()
+        };
+        let a = spectrum(m.clone(), 200, 150, frob_sq(&m), &opts, 9).unwrap();
+        let b = spectrum(m.clone(), 200, 150, frob_sq(&m), &opts, 9).unwrap();
+        assert_eq!(a, b);
+    }
+}
