@@ -1,1 +1,55 @@
-fn main() {}
+//! `mdiff`: tells you what changed when a language model was fine-tuned.
+
+mod cli;
+mod commands;
+mod exit;
+mod format;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+use crate::cli::{Cli, Command};
+use crate::exit::Exit;
+
+fn main() -> ExitCode {
+    let cli = match Cli::try_parse() {
+        Ok(cli) => cli,
+        Err(err) => {
+            // --help and --version are "errors" that print to stdout and succeed.
+            let _ = err.print();
+            return if err.use_stderr() {
+                Exit::BadInput.into()
+            } else {
+                Exit::Ok.into()
+            };
+        }
+    };
+    let result = match cli.command {
+        Command::Compare(args) => commands::compare::run(&args),
+        Command::Inspect(args) => commands::inspect::run(&args),
+    };
+    match result {
+        Ok(()) => Exit::Ok.into(),
+        Err(err) => {
+            let exit = Exit::of_error(&err);
+            if exit != Exit::Ok {
+                eprintln!("mdiff: error: {}", one_line(&err));
+            }
+            exit.into()
+        }
+    }
+}
+
+/// The context chain joined by ": ", stopping at the first `mdiff_core::Error`: it already names its cause.
+fn one_line(err: &anyhow::Error) -> String {
+    let mut parts = Vec::new();
+    for cause in err.chain() {
+        parts.push(cause.to_string());
+        if cause.is::<mdiff_core::Error>() {
+            break;
+        }
+    }
+    parts.join(": ").replace('\n', " ")
+}

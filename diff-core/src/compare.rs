@@ -72,10 +72,7 @@ pub fn compare(
                 reason: format!("not implemented in mdiff {}", env!("CARGO_PKG_VERSION")),
             }),
         }
-        timings_ms.insert(
-            method.name().to_string(),
-            started.elapsed().as_secs_f64() * 1e3,
-        );
+        timings_ms.insert(method.name().to_string(), started.elapsed().as_secs_f64() * 1e3);
     }
 
     Ok(Report {

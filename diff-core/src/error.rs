@@ -84,9 +84,7 @@ pub enum Error {
     },
 
     /// A tensor that cannot be read as floating point values.
-    #[error(
-        "tensor {tensor}: dtype {dtype} cannot be converted to f32; only F32, F16 and BF16 are diffed"
-    )]
+    #[error("tensor {tensor}: dtype {dtype} cannot be converted to f32; only F32, F16 and BF16 are diffed")]
     UnsupportedDtype {
         /// Tensor name.
         tensor: String,

@@ -1,1 +1,181 @@
-//! Helpers for the end-to-end tests.
+//! Helpers for the end-to-end tests: run the real `mdiff` binary in a temp dir and check what a user would see.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::sync::OnceLock;
+
+/// The repository root (where `fixtures/` lives).
+#[must_use]
+pub fn repo_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map(Path::to_path_buf)
+        .unwrap_or_default()
+}
+
+/// A path under `fixtures/`.
+#[must_use]
+pub fn fixture(rel: &str) -> PathBuf {
+    repo_root().join("fixtures").join(rel)
+}
+
+/// The `mdiff` binary, built on first use when `cargo test -p mdiff-tests` ran without it.
+///
+/// # Panics
+/// When the binary cannot be built.
+#[must_use]
+pub fn mdiff_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let path = assert_cmd::cargo::cargo_bin("mdiff");
+        if !path.is_file() {
+            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+            let status = Command::new(cargo)
+                .args(["build", "-p", "diff-cli", "--bin", "mdiff"])
+                .current_dir(repo_root())
+                .status()
+                .expect("running cargo build");
+            assert!(status.success(), "building mdiff failed");
+        }
+        path
+    })
+}
+
+/// What one `mdiff` run produced.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Asserts a clean failure: the exit code, exactly one line on stderr starting with `mdiff: error:` that
+    /// contains every one of `needles`, and never a panic.
+    ///
+    /// # Panics
+    /// When any of that does not hold.
+    pub fn assert_fails_cleanly(&self, code: i32, needles: &[&str]) {
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        assert_eq!(self.code, code, "exit code; stderr: {}", self.stderr);
+        let lines: Vec<&str> = self.stderr.lines().collect();
+        assert_eq!(lines.len(), 1, "want one stderr line, got: {:?}", self.stderr);
+        assert!(lines[0].starts_with("mdiff: error: "), "{}", lines[0]);
+        for needle in needles {
+            assert!(lines[0].contains(needle), "{needle:?} not in {:?}", lines[0]);
+        }
+    }
+
+    /// Asserts success and no panic.
+    ///
+    /// # Panics
+    /// When the run failed.
+    pub fn assert_ok(&self) -> &Self {
+        assert!(!self.stderr.contains("panicked"), "panic: {}", self.stderr);
+        assert_eq!(self.code, 0, "stderr: {}", self.stderr);
+        self
+    }
+}
+
+/// A temp dir to run `mdiff` in and build broken inputs in.
+pub struct Sandbox {
+    dir: tempfile::TempDir,
+}
+
+impl Sandbox {
+    /// A fresh empty dir.
+    ///
+    /// # Panics
+    /// When no temp dir can be made.
+    #[must_use]
+    pub fn new() -> Self {
+        Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+        }
+    }
+
+    /// The dir's path.
+    #[must_use]
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    /// `path()/rel`.
+    #[must_use]
+    pub fn join(&self, rel: &str) -> PathBuf {
+        self.dir.path().join(rel)
+    }
+
+    /// Copies a fixture directory (or file) into the sandbox under `name` and returns its path.
+    ///
+    /// # Panics
+    /// On I/O failure.
+    #[must_use]
+    pub fn copy_fixture(&self, fixture_rel: &str, name: &str) -> PathBuf {
+        let src = fixture(fixture_rel);
+        let dst = self.join(name);
+        if src.is_dir() {
+            std::fs::create_dir_all(&dst).expect("mkdir");
+            for entry in std::fs::read_dir(&src).expect("read fixture dir") {
+                let entry = entry.expect("dir entry");
+                std::fs::copy(entry.path(), dst.join(entry.file_name())).expect("copy");
+            }
+        } else {
+            std::fs::copy(&src, &dst).expect("copy");
+        }
+        dst
+    }
+
+    /// Runs `mdiff` with `args` in this dir.
+    ///
+    /// # Panics
+    /// When the binary cannot be started.
+    #[must_use]
+    pub fn mdiff<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
+        let out = Command::new(mdiff_bin())
+            .args(args)
+            .current_dir(self.path())
+            .output()
+            .expect("running mdiff");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+}
+
+impl Default for Sandbox {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// Writes a safetensors file holding `tensors` (name, shape, f32 values).
+///
+/// # Panics
+/// On I/O failure or inconsistent shapes.
+pub fn write_f32_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>)]) {
+    let bytes: Vec<(String, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| {
+            (
+                (*name).to_string(),
+                shape.clone(),
+                values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+            )
+        })
+        .collect();
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = bytes
+        .iter()
+        .map(|(name, shape, data)| {
+            let view = safetensors::tensor::TensorView::new(safetensors::Dtype::F32, shape.clone(), data)
+                .expect("consistent shape");
+            (name.clone(), view)
+        })
+        .collect();
+    safetensors::serialize_to_file(views, None, path).expect("writing safetensors");
+}

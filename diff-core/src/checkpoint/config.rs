@@ -22,17 +22,12 @@ pub fn find_beside(dir: &Path, name: &str) -> Option<PathBuf> {
 /// # Errors
 /// A one-line description of why the file cannot be used (unreadable, not JSON, not an object).
 pub fn read_config_summary(path: &Path) -> Result<ModelConfigSummary, String> {
-    let text = std::fs::read_to_string(path)
-        .map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-    let value: Value = serde_json::from_str(&text)
-        .map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
+    let text = std::fs::read_to_string(path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let value: Value = serde_json::from_str(&text).map_err(|e| format!("{} is not valid JSON: {e}", path.display()))?;
     let Value::Object(map) = value else {
         return Err(format!("{} is not a JSON object", path.display()));
     };
-    let first_u64 = |keys: &[&str]| {
-        keys.iter()
-            .find_map(|k| map.get(*k).and_then(Value::as_u64))
-    };
+    let first_u64 = |keys: &[&str]| keys.iter().find_map(|k| map.get(*k).and_then(Value::as_u64));
     let first_str = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| map.get(*k).and_then(Value::as_str))
@@ -61,18 +56,17 @@ mod tests {
     fn reads_llama_and_gpt2_dialects() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("config.json");
-        std::fs::write(&path, r#"{"architectures":["GPT2LMHeadModel"],"n_layer":2,"n_embd":64,"torch_dtype":"float32"}"#)
-            .unwrap();
+        std::fs::write(
+            &path,
+            r#"{"architectures":["GPT2LMHeadModel"],"n_layer":2,"n_embd":64,"torch_dtype":"float32"}"#,
+        )
+        .unwrap();
         let s = read_config_summary(&path).unwrap();
         assert_eq!(s.architecture.as_deref(), Some("GPT2LMHeadModel"));
         assert_eq!((s.num_layers, s.hidden_size), (Some(2), Some(64)));
         assert_eq!(s.dtype.as_deref(), Some("float32"));
 
         std::fs::write(&path, "{not json").unwrap();
-        assert!(
-            read_config_summary(&path)
-                .unwrap_err()
-                .contains("not valid JSON")
-        );
+        assert!(read_config_summary(&path).unwrap_err().contains("not valid JSON"));
     }
 }

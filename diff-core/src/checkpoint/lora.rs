@@ -44,9 +44,7 @@ pub enum TargetModules {
 pub struct Patterns<T>(pub Vec<(String, T)>);
 
 impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patterns<T> {
-    fn deserialize<D: serde::Deserializer<'de>>(
-        deserializer: D,
-    ) -> std::result::Result<Self, D::Error> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
         struct Visitor<T>(std::marker::PhantomData<T>);
         impl<'de, T: Deserialize<'de>> serde::de::Visitor<'de> for Visitor<T> {
             type Value = Patterns<T>;
@@ -56,10 +54,7 @@ impl<'de, T: Deserialize<'de>> Deserialize<'de> for Patterns<T> {
             fn visit_unit<E>(self) -> std::result::Result<Self::Value, E> {
                 Ok(Patterns(Vec::new()))
             }
-            fn visit_map<A: serde::de::MapAccess<'de>>(
-                self,
-                mut map: A,
-            ) -> std::result::Result<Self::Value, A::Error> {
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
                 let mut entries = Vec::new();
                 while let Some(entry) = map.next_entry()? {
                     entries.push(entry);
@@ -142,8 +137,7 @@ fn parse_lora_key(key: &str) -> Option<(&str, Part)> {
     MARKERS.iter().find_map(|&(marker, part)| {
         let at = key.find(marker)?;
         let rest = key.get(at + marker.len()..)?;
-        (rest.is_empty() || rest.starts_with('.'))
-            .then(|| (key.get(..at).unwrap_or_default(), part))
+        (rest.is_empty() || rest.starts_with('.')).then(|| (key.get(..at).unwrap_or_default(), part))
     })
 }
 
@@ -211,16 +205,10 @@ impl LoraSource {
             if bin.is_file() {
                 return Err(Error::PickleCheckpoint { path: bin });
             }
-            return Err(invalid(format!(
-                "no {ADAPTER_WEIGHTS} beside {ADAPTER_CONFIG}"
-            )));
+            return Err(invalid(format!("no {ADAPTER_WEIGHTS} beside {ADAPTER_CONFIG}")));
         }
         let adapter = SafetensorsFile::open(&weights_path)?;
-        let base_names: BTreeMap<&str, &str> = base
-            .tensors()
-            .keys()
-            .map(|n| (canonical_name(n), n.as_str()))
-            .collect();
+        let base_names: BTreeMap<&str, &str> = base.tensors().keys().map(|n| (canonical_name(n), n.as_str())).collect();
 
         let mut halves: BTreeMap<&str, [Option<(&str, Part)>; 2]> = BTreeMap::new();
         let mut replaced = BTreeMap::new();
@@ -235,9 +223,7 @@ impl LoraSource {
                 Some((module, part @ (Part::A | Part::EmbeddingA))) => {
                     halves.entry(module).or_default()[0] = Some((key.as_str(), part));
                 }
-                Some((module, part)) => {
-                    halves.entry(module).or_default()[1] = Some((key.as_str(), part))
-                }
+                Some((module, part)) => halves.entry(module).or_default()[1] = Some((key.as_str(), part)),
                 None => {
                     let target = strip_modules_to_save(canonical);
                     let Some(base_name) = resolve_name(&base_names, &target) else {
@@ -251,14 +237,10 @@ impl LoraSource {
             }
         }
         if halves.is_empty() {
-            return Err(invalid(format!(
-                "{ADAPTER_WEIGHTS} holds no lora_A/lora_B tensors"
-            )));
+            return Err(invalid(format!("{ADAPTER_WEIGHTS} holds no lora_A/lora_B tensors")));
         }
         let matcher = TargetMatcher::new(config.target_modules.as_ref()).map_err(&invalid)?;
-        matcher
-            .check_base_has_targets(&base_names)
-            .map_err(&invalid)?;
+        matcher.check_base_has_targets(&base_names).map_err(&invalid)?;
 
         let mut updates = BTreeMap::new();
         for (module, [a, b]) in halves {
@@ -280,18 +262,14 @@ impl LoraSource {
                     tensor: weight,
                 });
             };
-            let update = resolve_update(&config, module, a_key, b_key, a_part == Part::EmbeddingA)
-                .map_err(&invalid)?;
-            check_shapes(&update, adapter.tensors(), base.tensors().get(base_name))
-                .map_err(&invalid)?;
+            let update = resolve_update(&config, module, a_key, b_key, a_part == Part::EmbeddingA).map_err(&invalid)?;
+            check_shapes(&update, adapter.tensors(), base.tensors().get(base_name)).map_err(&invalid)?;
             updates.insert(base_name.to_string(), update);
         }
 
         let mut tensors = base.tensors().clone();
         for (base_name, key) in &replaced {
-            if let (Some(info), Some(slot)) =
-                (adapter.tensors().get(key), tensors.get_mut(base_name))
-            {
+            if let (Some(info), Some(slot)) = (adapter.tensors().get(key), tensors.get_mut(base_name)) {
                 if info.shape != slot.shape {
                     return Err(invalid(format!(
                         "{key} has shape {:?} but replaces {base_name} of shape {:?}",
@@ -320,10 +298,7 @@ impl LoraSource {
 
     /// Base tensor names that the adapter changes (by update or replacement).
     pub fn changed_tensors(&self) -> impl Iterator<Item = &str> {
-        self.updates
-            .keys()
-            .chain(self.replaced.keys())
-            .map(String::as_str)
+        self.updates.keys().chain(self.replaced.keys()).map(String::as_str)
     }
 
     /// Rank of the update to `base_name`, when it is a LoRA target.
@@ -386,11 +361,7 @@ impl LoraSource {
                 .get(key)
                 .map(|i| i.shape.clone())
                 .unwrap_or_default();
-            Ok(Tensor::from_vec(
-                self.adapter.read(key)?.into_vec(),
-                shape,
-                &dev,
-            )?)
+            Ok(Tensor::from_vec(self.adapter.read(key)?.into_vec(), shape, &dev)?)
         };
         let a = load(&update.a_key)?;
         let mut b = load(&update.b_key)?;
@@ -412,11 +383,7 @@ impl LoraSource {
             }
         };
         let layer = LoraLayer::from_weights(a, b, lora_config).map_err(merge_err)?;
-        let weight = Tensor::from_vec(
-            self.base.read(base_name)?.into_vec(),
-            info.shape.clone(),
-            &dev,
-        )?;
+        let weight = Tensor::from_vec(self.base.read(base_name)?.into_vec(), info.shape.clone(), &dev)?;
         let merged = if update.transposed {
             layer
                 .merge(&weight.t()?.contiguous()?)
@@ -466,8 +433,7 @@ fn resolve_update(
     b_key: &str,
     embedding: bool,
 ) -> std::result::Result<ModuleUpdate, String> {
-    let bad_pattern =
-        |e: regex::Error| format!("rank_pattern/alpha_pattern is not a valid regex: {e}");
+    let bad_pattern = |e: regex::Error| format!("rank_pattern/alpha_pattern is not a valid regex: {e}");
     let r = config
         .rank_pattern
         .lookup(module)
@@ -505,12 +471,7 @@ fn check_shapes(
     adapter: &BTreeMap<String, TensorInfo>,
     weight: Option<&TensorInfo>,
 ) -> std::result::Result<(), String> {
-    let shape = |key: &str| {
-        adapter
-            .get(key)
-            .map(|i| i.shape.clone())
-            .unwrap_or_default()
-    };
+    let shape = |key: &str| adapter.get(key).map(|i| i.shape.clone()).unwrap_or_default();
     let (a, b) = (shape(&update.a_key), shape(&update.b_key));
     let module = &update.module;
     let [a_rows, a_cols] = a[..] else {
@@ -555,8 +516,7 @@ impl<'a> TargetMatcher<'a> {
             Some(TargetModules::List(list)) if list.iter().any(|t| t == "all-linear") => Self::Any,
             Some(TargetModules::List(list)) => Self::List(list),
             Some(TargetModules::Regex(re)) => Self::Regex(
-                Regex::new(&format!("^(?:{re})$"))
-                    .map_err(|e| format!("target_modules is not a valid regex: {e}"))?,
+                Regex::new(&format!("^(?:{re})$")).map_err(|e| format!("target_modules is not a valid regex: {e}"))?,
             ),
         })
     }
@@ -564,18 +524,13 @@ impl<'a> TargetMatcher<'a> {
     fn matches(&self, module: &str) -> bool {
         match self {
             Self::Any => true,
-            Self::List(list) => list
-                .iter()
-                .any(|t| module == t || module.ends_with(&format!(".{t}"))),
+            Self::List(list) => list.iter().any(|t| module == t || module.ends_with(&format!(".{t}"))),
             Self::Regex(re) => re.is_match(module),
         }
     }
 
     /// Each target must name at least one module of the base, as PEFT insists when it builds the adapter.
-    fn check_base_has_targets(
-        &self,
-        base_names: &BTreeMap<&str, &str>,
-    ) -> std::result::Result<(), String> {
+    fn check_base_has_targets(&self, base_names: &BTreeMap<&str, &str>) -> std::result::Result<(), String> {
         let modules: Vec<&str> = base_names
             .keys()
             .filter_map(|n| n.rsplit_once('.').map(|(m, _)| m))
@@ -642,25 +597,16 @@ mod tests {
             strip_modules_to_save("lm_head.modules_to_save.default.weight"),
             "lm_head.weight"
         );
-        assert_eq!(
-            strip_modules_to_save("model.norm.weight"),
-            "model.norm.weight"
-        );
+        assert_eq!(strip_modules_to_save("model.norm.weight"), "model.norm.weight");
     }
 
     #[test]
     fn target_list_matches_suffixes_and_regex_matches_whole_names() {
         let list = TargetModules::List(vec!["q_proj".into()]);
         let m = TargetMatcher::new(Some(&list)).unwrap();
-        assert!(
-            m.matches("model.layers.0.self_attn.q_proj")
-                && !m.matches("model.layers.0.self_attn.xq_proj")
-        );
+        assert!(m.matches("model.layers.0.self_attn.q_proj") && !m.matches("model.layers.0.self_attn.xq_proj"));
         let re = TargetModules::Regex(r".*\.mlp\.(gate|down)_proj".into());
         let m = TargetMatcher::new(Some(&re)).unwrap();
-        assert!(
-            m.matches("model.layers.0.mlp.gate_proj")
-                && !m.matches("model.layers.0.mlp.gate_proj.x")
-        );
+        assert!(m.matches("model.layers.0.mlp.gate_proj") && !m.matches("model.layers.0.mlp.gate_proj.x"));
     }
 }

@@ -151,27 +151,18 @@ impl Checkpoint {
             return Self::open(path);
         }
         let lora = Arc::new(LoraSource::open(path, Arc::clone(&base.source))?);
-        let mut files = vec![input_file(
-            lora.adapter_file().path(),
-            lora.adapter_file().size_bytes(),
-        )];
+        let mut files = vec![input_file(lora.adapter_file().path(), lora.adapter_file().size_bytes())];
         files.extend(base.files.iter().cloned());
-        let mut checkpoint =
-            Self::with_source(path, CheckpointKind::LoraAdapter, files, lora.clone(), path);
+        let mut checkpoint = Self::with_source(path, CheckpointKind::LoraAdapter, files, lora.clone(), path);
         // An adapter directory rarely carries config.json; the model it describes is the base's.
         checkpoint.config_path = checkpoint.config_path.or_else(|| base.config_path.clone());
-        checkpoint.tokenizer_path = checkpoint
-            .tokenizer_path
-            .or_else(|| base.tokenizer_path.clone());
+        checkpoint.tokenizer_path = checkpoint.tokenizer_path.or_else(|| base.tokenizer_path.clone());
         checkpoint.adapter = Some(lora);
         Ok(checkpoint)
     }
 
     fn open_file(path: &Path) -> Result<Self> {
-        if path
-            .extension()
-            .is_some_and(|e| e == "bin" || e == "pt" || e == "pth")
-        {
+        if path.extension().is_some_and(|e| e == "bin" || e == "pt" || e == "pth") {
             return Err(Error::PickleCheckpoint {
                 path: path.to_path_buf(),
             });
@@ -265,10 +256,7 @@ impl Checkpoint {
             dtypes,
             config,
             config_problem,
-            tokenizer: self
-                .tokenizer_path
-                .as_ref()
-                .map(|p| p.display().to_string()),
+            tokenizer: self.tokenizer_path.as_ref().map(|p| p.display().to_string()),
             lora: self.adapter.as_ref().map(|a| a.summary()),
         }
     }

@@ -19,17 +19,11 @@ pub fn canonical_name(name: &str) -> &str {
 }
 
 /// Finds `canonical` in a canonical → original name table, ignoring a `model.` prefix on either side.
-pub(crate) fn resolve_name<'a>(
-    table: &BTreeMap<&'a str, &'a str>,
-    canonical: &str,
-) -> Option<&'a str> {
+pub(crate) fn resolve_name<'a>(table: &BTreeMap<&'a str, &'a str>, canonical: &str) -> Option<&'a str> {
     resolve_entry(table, canonical).map(|(_, original)| original)
 }
 
-fn resolve_entry<'a>(
-    table: &BTreeMap<&'a str, &'a str>,
-    canonical: &str,
-) -> Option<(&'a str, &'a str)> {
+fn resolve_entry<'a>(table: &BTreeMap<&'a str, &'a str>, canonical: &str) -> Option<(&'a str, &'a str)> {
     let alternatives = [
         Some(canonical.to_string()),
         canonical.strip_prefix(MODEL_PREFIX).map(String::from),
@@ -75,21 +69,16 @@ pub struct Pairing {
 ///
 /// # Errors
 /// [`Error::NothingPaired`] when no name pairs at all (different architectures, or the wrong files).
-pub fn pair_tensors(
-    base: &BTreeMap<String, TensorInfo>,
-    tuned: &BTreeMap<String, TensorInfo>,
-) -> Result<Pairing> {
-    let base_by_canonical: BTreeMap<&str, &str> = base
-        .keys()
-        .map(|name| (canonical_name(name), name.as_str()))
-        .collect();
+pub fn pair_tensors(base: &BTreeMap<String, TensorInfo>, tuned: &BTreeMap<String, TensorInfo>) -> Result<Pairing> {
+    let base_by_canonical: BTreeMap<&str, &str> =
+        base.keys().map(|name| (canonical_name(name), name.as_str())).collect();
     let mut used_base: BTreeMap<&str, &str> = BTreeMap::new();
     let mut pairing = Pairing::default();
     let mut named_pairs = 0usize;
 
     for (tuned_name, tuned_info) in tuned {
-        let found = resolve_entry(&base_by_canonical, canonical_name(tuned_name))
-            .filter(|(c, _)| !used_base.contains_key(*c));
+        let found =
+            resolve_entry(&base_by_canonical, canonical_name(tuned_name)).filter(|(c, _)| !used_base.contains_key(*c));
         let Some((base_canonical, base_name)) = found else {
             pairing.unmatched_tuned.push(tuned_name.clone());
             continue;
@@ -131,17 +120,9 @@ pub fn pair_tensors(
     if named_pairs == 0 {
         return Err(Error::NothingPaired {
             base_count: base.len(),
-            base_example: base
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_else(|| "(none)".into()),
+            base_example: base.keys().next().cloned().unwrap_or_else(|| "(none)".into()),
             tuned_count: tuned.len(),
-            tuned_example: tuned
-                .keys()
-                .next()
-                .cloned()
-                .unwrap_or_else(|| "(none)".into()),
+            tuned_example: tuned.keys().next().cloned().unwrap_or_else(|| "(none)".into()),
         });
     }
     pairing.pairs.sort_by(|a, b| a.name.cmp(&b.name));
@@ -171,10 +152,7 @@ mod tests {
 
     #[test]
     fn strips_peft_and_one_sided_model_prefixes() {
-        let base = table(&[
-            ("model.layers.0.w", "F32", &[2, 2]),
-            ("lm_head.weight", "F32", &[4, 2]),
-        ]);
+        let base = table(&[("model.layers.0.w", "F32", &[2, 2]), ("lm_head.weight", "F32", &[4, 2])]);
         let tuned = table(&[
             ("base_model.model.layers.0.w", "BF16", &[2, 2]),
             ("lm_head.weight", "F32", &[4, 3]),

@@ -40,11 +40,9 @@ impl SafetensorsFile {
         let size_bytes = file.metadata().map_err(read_err)?.len();
         let mmap = map(&file).map_err(read_err)?;
         let (header_len, metadata) =
-            safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| {
-                Error::InvalidSafetensors {
-                    path: path.to_path_buf(),
-                    reason: explain(&e, size_bytes),
-                }
+            safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| Error::InvalidSafetensors {
+                path: path.to_path_buf(),
+                reason: explain(&e, size_bytes),
             })?;
         let data_start = 8 + header_len;
         let mut tensors = BTreeMap::new();
@@ -99,13 +97,10 @@ impl TensorSource for SafetensorsFile {
             dtype: info.dtype.clone(),
         })?;
         // The header was validated against the file length, so the range is in bounds; stay defensive anyway.
-        let bytes = self
-            .mmap
-            .get(range.clone())
-            .ok_or_else(|| Error::InvalidSafetensors {
-                path: self.path.clone(),
-                reason: format!("tensor {name} lies outside the file"),
-            })?;
+        let bytes = self.mmap.get(range.clone()).ok_or_else(|| Error::InvalidSafetensors {
+            path: self.path.clone(),
+            reason: format!("tensor {name} lies outside the file"),
+        })?;
         Ok(TensorData::Mapped {
             bytes,
             dtype,
@@ -155,9 +150,7 @@ fn explain(err: &SafeTensorError, size_bytes: u64) -> String {
             format!("file is only {size_bytes} bytes, too short for a header")
         }
         SafeTensorError::InvalidHeaderLength | SafeTensorError::HeaderTooLarge => {
-            format!(
-                "header length runs past the end of the {size_bytes}-byte file (truncated download?)"
-            )
+            format!("header length runs past the end of the {size_bytes}-byte file (truncated download?)")
         }
         SafeTensorError::InvalidHeader(_) => "header is not UTF-8".into(),
         SafeTensorError::InvalidHeaderDeserialization(e) => {
@@ -166,13 +159,9 @@ fn explain(err: &SafeTensorError, size_bytes: u64) -> String {
         SafeTensorError::InvalidOffset(name) => {
             format!("tensor {name} has data offsets that overlap or leave a gap")
         }
-        SafeTensorError::TensorInvalidInfo => {
-            "a tensor's byte range does not match its dtype and shape".into()
-        }
+        SafeTensorError::TensorInvalidInfo => "a tensor's byte range does not match its dtype and shape".into(),
         SafeTensorError::MetadataIncompleteBuffer => {
-            format!(
-                "tensor data does not match the file size ({size_bytes} bytes): truncated or padded file"
-            )
+            format!("tensor data does not match the file size ({size_bytes} bytes): truncated or padded file")
         }
         SafeTensorError::ValidationOverflow => "a tensor shape overflows".into(),
         other => other.to_string(),

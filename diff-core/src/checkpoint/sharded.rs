@@ -65,9 +65,7 @@ impl ShardedSource {
         for (shard_idx, shard) in shards.iter().enumerate() {
             for (name, info) in shard.tensors() {
                 if location.insert(name.clone(), shard_idx).is_some() {
-                    return Err(invalid(format!(
-                        "tensor {name} is stored in more than one shard"
-                    )));
+                    return Err(invalid(format!("tensor {name} is stored in more than one shard")));
                 }
                 tensors.insert(name.clone(), info.clone());
             }
@@ -104,11 +102,7 @@ impl TensorSource for ShardedSource {
             Some(shard) => shard.read(name),
             None => Err(Error::TensorNotFound {
                 tensor: name.to_string(),
-                path: self
-                    .shards
-                    .first()
-                    .map(|s| s.path().to_path_buf())
-                    .unwrap_or_default(),
+                path: self.shards.first().map(|s| s.path().to_path_buf()).unwrap_or_default(),
             }),
         }
     }

@@ -64,12 +64,8 @@ fn parse_report(text: &str, path: &Path) -> Result<Report> {
         reason,
     };
     // Check the version before the full parse, so a newer report fails on its version rather than on some field.
-    let value: serde_json::Value =
-        serde_json::from_str(text).map_err(|e| invalid(format!("bad JSON: {e}")))?;
-    let Some(version) = value
-        .get("schema_version")
-        .and_then(serde_json::Value::as_str)
-    else {
+    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(format!("bad JSON: {e}")))?;
+    let Some(version) = value.get("schema_version").and_then(serde_json::Value::as_str) else {
         return Err(invalid("no schema_version field".into()));
     };
     let major = version
@@ -99,11 +95,7 @@ mod tests {
 
     #[test]
     fn newer_major_is_rejected_with_the_versions_in_the_message() {
-        let err = parse_report(
-            r#"{"schema_version": "2.0", "whatever": 1}"#,
-            Path::new("r.json"),
-        )
-        .unwrap_err();
+        let err = parse_report(r#"{"schema_version": "2.0", "whatever": 1}"#, Path::new("r.json")).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::NewerSchema { .. }), "{msg}");
         assert!(

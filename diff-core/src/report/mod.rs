@@ -7,13 +7,10 @@
 mod io;
 mod weights;
 
-pub use io::{
-    SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, read_report, write_json_atomic, write_report,
-};
+pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, read_report, write_json_atomic, write_report};
 pub use weights::{
-    Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite,
-    RollupStats, ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff,
-    WeightTotals, WeightsSection,
+    Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
+    ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff, WeightTotals, WeightsSection,
 };
 
 use std::collections::BTreeMap;
@@ -184,9 +181,7 @@ pub struct Settings {
 }
 
 /// An analysis `mdiff compare` can run.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Method {
     /// Per-tensor weight differences.

@@ -67,9 +67,7 @@ pub struct WeightTotals {
 }
 
 /// Where a tensor sits in the model, parsed from its Hugging Face name.
-#[derive(
-    Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema,
-)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Component {
     /// Token or position embeddings.

@@ -99,16 +99,10 @@ fn diff_pair(
         )?),
         _ => None,
     };
-    Ok(Outcome::Diffed(Box::new(tensor_diff(
-        pair, &stats, spectrum,
-    ))))
+    Ok(Outcome::Diffed(Box::new(tensor_diff(pair, &stats, spectrum))))
 }
 
-fn tensor_diff(
-    pair: &Pair,
-    s: &PairStats,
-    spectrum: Option<crate::report::Spectrum>,
-) -> TensorDiff {
+fn tensor_diff(pair: &Pair, s: &PairStats, spectrum: Option<crate::report::Spectrum>) -> TensorDiff {
     let (base_norm, tuned_norm) = (s.base_sq.sqrt(), s.tuned_sq.sqrt());
     let per_entry = |count: u64| {
         if s.num_elements == 0 {
@@ -131,8 +125,7 @@ fn tensor_diff(
         tuned_norm,
         delta_norm: s.delta_sq.sqrt(),
         relative: (base_norm > 0.0).then(|| s.delta_sq.sqrt() / base_norm),
-        cosine: (base_norm > 0.0 && tuned_norm > 0.0)
-            .then(|| (s.dot / (base_norm * tuned_norm)).clamp(-1.0, 1.0)),
+        cosine: (base_norm > 0.0 && tuned_norm > 0.0).then(|| (s.dot / (base_norm * tuned_norm)).clamp(-1.0, 1.0)),
         max_abs_delta: s.max_abs_delta,
         mean_abs_delta: if s.num_finite == 0 {
             0.0

@@ -10,9 +10,7 @@ use crate::report::Component;
 pub fn layer_index(name: &str) -> Option<usize> {
     let segments: Vec<&str> = name.split('.').collect();
     segments.windows(2).find_map(|w| match w {
-        [container, index] if matches!(*container, "layers" | "h" | "layer" | "blocks") => {
-            index.parse().ok()
-        }
+        [container, index] if matches!(*container, "layers" | "h" | "layer" | "blocks") => index.parse().ok(),
         _ => None,
     })
 }
@@ -54,16 +52,8 @@ mod tests {
     fn llama_gpt2_and_gemma_names() {
         let cases = [
             ("model.embed_tokens.weight", None, Component::Embed),
-            (
-                "model.layers.3.self_attn.q_proj.weight",
-                Some(3),
-                Component::Attn,
-            ),
-            (
-                "model.layers.12.mlp.down_proj.weight",
-                Some(12),
-                Component::Mlp,
-            ),
+            ("model.layers.3.self_attn.q_proj.weight", Some(3), Component::Attn),
+            ("model.layers.12.mlp.down_proj.weight", Some(12), Component::Mlp),
             (
                 "model.layers.0.post_attention_layernorm.weight",
                 Some(0),
@@ -76,11 +66,7 @@ mod tests {
             ),
             ("model.norm.weight", None, Component::Norm),
             ("lm_head.weight", None, Component::LmHead),
-            (
-                "transformer.h.1.attn.c_attn.weight",
-                Some(1),
-                Component::Attn,
-            ),
+            ("transformer.h.1.attn.c_attn.weight", Some(1), Component::Attn),
             ("transformer.h.1.mlp.c_fc.bias", Some(1), Component::Mlp),
             ("transformer.h.1.ln_2.weight", Some(1), Component::Norm),
             ("transformer.wpe.weight", None, Component::Embed),
@@ -88,11 +74,7 @@ mod tests {
             ("model.rotary_emb.inv_freq", None, Component::Other),
         ];
         for (name, layer, comp) in cases {
-            assert_eq!(
-                (layer_index(name), component(name)),
-                (layer, comp),
-                "{name}"
-            );
+            assert_eq!((layer_index(name), component(name)), (layer, comp), "{name}");
         }
     }
 }

@@ -2,9 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::report::{
-    Component, ComponentRollup, LayerComponentRollup, LayerRollup, RollupStats, TensorDiff,
-};
+use crate::report::{Component, ComponentRollup, LayerComponentRollup, LayerRollup, RollupStats, TensorDiff};
 
 /// Squared norms add across tensors; roots are taken at the end.
 #[derive(Default, Clone, Copy)]
@@ -40,13 +38,7 @@ impl Acc {
 
 /// Per-layer, per-component and per-cell roll-ups, each sorted by key.
 #[must_use]
-pub fn rollups(
-    tensors: &[TensorDiff],
-) -> (
-    Vec<LayerRollup>,
-    Vec<ComponentRollup>,
-    Vec<LayerComponentRollup>,
-) {
+pub fn rollups(tensors: &[TensorDiff]) -> (Vec<LayerRollup>, Vec<ComponentRollup>, Vec<LayerComponentRollup>) {
     let mut layers: BTreeMap<usize, Acc> = BTreeMap::new();
     let mut components: BTreeMap<Component, Acc> = BTreeMap::new();
     let mut cells: BTreeMap<(usize, Component), Acc> = BTreeMap::new();

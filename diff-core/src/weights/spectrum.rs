@@ -41,9 +41,7 @@ pub fn spectrum(
     stream: u64,
 ) -> Result<Spectrum> {
     let (short, long) = (rows.min(cols), rows.max(cols));
-    let work = (short as u64)
-        .saturating_mul(short as u64)
-        .saturating_mul(long as u64);
+    let work = (short as u64).saturating_mul(short as u64).saturating_mul(long as u64);
     let exact = work <= opts.exact_max_work || short <= opts.top_k + opts.oversample;
     let mut values = if exact {
         exact_singular_values(&delta, rows, cols)
@@ -104,24 +102,14 @@ fn randomized_singular_values(
         q_t = orthonormal_rows_of(&a.matmul(&z_t.t()?)?.t()?.contiguous()?)?;
     }
     let b = q_t.matmul(&a)?;
-    let mut b64: Vec<f64> = b
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let mut b64: Vec<f64> = b.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
     Ok(jacobi_row_norms(&mut b64, l, cols))
 }
 
 /// Orthonormalizes the rows of a 2-D f32 tensor in f64 (modified Gram–Schmidt, twice for stability).
 fn orthonormal_rows_of(t: &Tensor) -> Result<Tensor> {
     let (n_rows, n_cols) = t.dims2()?;
-    let mut m: Vec<f64> = t
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .into_iter()
-        .map(f64::from)
-        .collect();
+    let mut m: Vec<f64> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
     for _ in 0..2 {
         orthonormalize_rows(&mut m, n_rows, n_cols);
     }
@@ -159,10 +147,7 @@ fn jacobi_row_norms(m: &mut [f64], n_rows: usize, n_cols: usize) -> Vec<f64> {
         for i in 0..n_rows {
             for j in (i + 1)..n_rows {
                 let (head, tail) = m.split_at_mut(j * n_cols);
-                let (Some(x), Some(y)) = (
-                    head.get_mut(i * n_cols..(i + 1) * n_cols),
-                    tail.get_mut(..n_cols),
-                ) else {
+                let (Some(x), Some(y)) = (head.get_mut(i * n_cols..(i + 1) * n_cols), tail.get_mut(..n_cols)) else {
                     continue;
                 };
                 let (alpha, beta, gamma) = (dot(x, x), dot(y, y), dot(x, y));
@@ -185,11 +170,7 @@ fn jacobi_row_norms(m: &mut [f64], n_rows: usize, n_cols: usize) -> Vec<f64> {
             break;
         }
     }
-    let mut values: Vec<f64> = m
-        .chunks_exact(n_cols.max(1))
-        .take(n_rows)
-        .map(norm)
-        .collect();
+    let mut values: Vec<f64> = m.chunks_exact(n_cols.max(1)).take(n_rows).map(norm).collect();
     values.sort_by(|a, b| b.total_cmp(a));
     values
 }
@@ -250,8 +231,7 @@ mod tests {
             // Rows i*3 and columns i*5 keep the rank-one terms orthogonal.
             m[(i * 3) * cols + i * 5] += *s as f32;
         }
-        m.iter_mut()
-            .for_each(|v| *v += (noise * rng.gaussian()) as f32);
+        m.iter_mut().for_each(|v| *v += (noise * rng.gaussian()) as f32);
         m
     }
 
@@ -263,15 +243,7 @@ mod tests {
     fn exact_path_recovers_planted_singular_values_and_rank() {
         let sigmas = [5.0, 3.0, 1.0];
         let m = planted(40, 30, &sigmas, 0.0);
-        let s = spectrum(
-            m.clone(),
-            40,
-            30,
-            frob_sq(&m),
-            &SpectrumOptions::default(),
-            1,
-        )
-        .unwrap();
+        let s = spectrum(m.clone(), 40, 30, frob_sq(&m), &SpectrumOptions::default(), 1).unwrap();
         assert!(s.exact);
         assert_eq!(s.effective_rank, 3);
         for (got, want) in s.singular_values.iter().zip(sigmas) {
@@ -283,21 +255,8 @@ mod tests {
     #[test]
     fn randomized_path_matches_exact_on_a_low_rank_plus_noise_matrix() {
         let (rows, cols) = (300, 200);
-        let m = planted(
-            rows,
-            cols,
-            &[50.0, 40.0, 30.0, 20.0, 10.0, 8.0, 6.0, 4.0],
-            1e-3,
-        );
-        let exact = spectrum(
-            m.clone(),
-            rows,
-            cols,
-            frob_sq(&m),
-            &SpectrumOptions::default(),
-            1,
-        )
-        .unwrap();
+        let m = planted(rows, cols, &[50.0, 40.0, 30.0, 20.0, 10.0, 8.0, 6.0, 4.0], 1e-3);
+        let exact = spectrum(m.clone(), rows, cols, frob_sq(&m), &SpectrumOptions::default(), 1).unwrap();
         let opts = SpectrumOptions {
             exact_max_work: 0,
             ..SpectrumOptions::default()

@@ -77,10 +77,7 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>) -> (PairStats, 
     }
     // The tolerance needs max|b| over the whole tensor, so it is a second (cheap, in-memory) pass over Δ.
     let threshold = CHANGE_TOLERANCE * s.max_abs_base;
-    s.num_changed_tol = delta
-        .iter()
-        .filter(|d| f64::from(d.abs()) > threshold)
-        .count() as u64;
+    s.num_changed_tol = delta.iter().filter(|d| f64::from(d.abs()) > threshold).count() as u64;
     (s, delta)
 }
 
@@ -101,10 +98,7 @@ mod tests {
         let tuned = TensorData::Owned(vec![1.0, 3.0, 5.0, f32::INFINITY]);
         let (s, delta) = pair_stats(&base, &tuned);
         assert_eq!(delta, vec![0.0, 1.0, 0.0, 0.0]);
-        assert_eq!(
-            (s.base_sq, s.tuned_sq, s.dot, s.delta_sq),
-            (5.0, 10.0, 7.0, 1.0)
-        );
+        assert_eq!((s.base_sq, s.tuned_sq, s.dot, s.delta_sq), (5.0, 10.0, 7.0, 1.0));
         assert_eq!((s.num_changed, s.num_finite, s.max_abs_base), (1, 2, 2.0));
         assert_eq!(
             s.non_finite,

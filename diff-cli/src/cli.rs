@@ -1,0 +1,105 @@
+//! Command-line arguments (clap derive).
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+use mdiff_core::report::Method;
+
+/// What changed when a language model was fine-tuned.
+#[derive(Debug, Parser)]
+#[command(name = "mdiff", version, about, propagate_version = true)]
+pub struct Cli {
+    /// The command to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Compare a base model with a fine-tuned one (full checkpoint or PEFT LoRA adapter) and write a report.
+    #[command(after_help = COMPARE_EXAMPLES)]
+    Compare(CompareArgs),
+    /// List a checkpoint's tensors, dtypes, parameter count and architecture.
+    #[command(after_help = INSPECT_EXAMPLES)]
+    Inspect(InspectArgs),
+}
+
+const COMPARE_EXAMPLES: &str = "\
+Examples:
+  mdiff compare fixtures/tiny-llama/base fixtures/tiny-llama/full-ft
+  mdiff compare base/ lora-adapter/ -o lora-report.json
+  mdiff compare base.safetensors tuned.safetensors --methods weights --json > report.json";
+
+const INSPECT_EXAMPLES: &str = "\
+Examples:
+  mdiff inspect fixtures/tiny-llama/base
+  mdiff inspect model.safetensors --json";
+
+/// `mdiff compare`.
+#[derive(Debug, Args)]
+pub struct CompareArgs {
+    /// The model before fine-tuning: a .safetensors file or a Hugging Face model directory.
+    pub base: PathBuf,
+    /// The fine-tuned model: a .safetensors file, a model directory, or a PEFT adapter directory for BASE.
+    pub tuned: PathBuf,
+    /// Where to write the JSON report (atomically).
+    #[arg(short, long, default_value = "mdiff-report.json")]
+    pub output: PathBuf,
+    /// Analyses to run, comma-separated: weights, kl, swap, patch, lens, crosscoder.
+    #[arg(long, value_delimiter = ',', value_parser = parse_method, default_value = "weights,kl,swap,patch,lens,crosscoder")]
+    pub methods: Vec<Method>,
+    /// Seed of every random choice; the same inputs and seed give the same report.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Worker threads (default: one per core).
+    #[arg(long)]
+    pub threads: Option<usize>,
+    /// How many changed tensors the summary table lists.
+    #[arg(long, default_value_t = 10)]
+    pub top: usize,
+    /// Print the report JSON on stdout instead of the summary table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `mdiff inspect`.
+#[derive(Debug, Args)]
+pub struct InspectArgs {
+    /// A .safetensors file, a model directory, or a PEFT adapter directory.
+    pub checkpoint: PathBuf,
+    /// Print JSON instead of a table.
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn parse_method(name: &str) -> Result<Method, String> {
+    Method::ALL
+        .into_iter()
+        .find(|m| m.name() == name.trim())
+        .ok_or_else(|| {
+            let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
+            format!("unknown method {name:?}; choose from {}", known.join(", "))
+        })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_definition_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn methods_parse_from_a_comma_list() {
+        let cli = Cli::try_parse_from(["mdiff", "compare", "a", "b", "--methods", "weights,kl"]).unwrap();
+        let Command::Compare(args) = cli.command else {
+            panic!("not compare")
+        };
+        assert_eq!(args.methods, vec![Method::Weights, Method::Kl]);
+        assert!(Cli::try_parse_from(["mdiff", "compare", "a", "b", "--methods", "nope"]).is_err());
+    }
+}

@@ -1,0 +1,237 @@
+//! `mdiff compare BASE TUNED`: run the analyses, write the report, print a summary.
+
+use std::fmt::Write;
+
+use anyhow::Context;
+use mdiff_core::checkpoint::Checkpoint;
+use mdiff_core::compare::{CompareOptions, compare};
+use mdiff_core::report::{CheckpointKind, ModelInput, Report, WeightsSection, write_report};
+
+use crate::cli::CompareArgs;
+use crate::format::{Table, bytes, num, params};
+use crate::progress::Bar;
+
+/// Runs `mdiff compare`.
+pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
+    if let Some(threads) = args.threads {
+        rayon_threads(threads)?;
+    }
+    let base = Checkpoint::open(&args.base)?;
+    let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
+    let opts = CompareOptions {
+        methods: args.methods.clone(),
+        seed: args.seed,
+        ..CompareOptions::default()
+    };
+    let report = compare(&base, &tuned, &opts, &Bar::new())?;
+    write_report(&report, &args.output)?;
+    if args.json {
+        let mut text = serde_json::to_string_pretty(&report).context("serializing the report")?;
+        text.push('\n');
+        super::print(&text)?;
+    } else {
+        let mut text = summary(&report, args.top);
+        let _ = writeln!(text, "report written to {}", args.output.display());
+        super::print(&text)?;
+    }
+    Ok(())
+}
+
+fn rayon_threads(threads: usize) -> anyhow::Result<()> {
+    if threads == 0 {
+        return Err(mdiff_core::Error::Usage("--threads must be at least 1".into()).into());
+    }
+    // candle's matmul splits work over rayon's global pool too, so this bounds all compute threads.
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build_global()
+        .map_err(|e| mdiff_core::Error::Threads(e.to_string()).into())
+}
+
+/// The human summary: inputs, top layers and tensors, LoRA ranks, what was left out.
+pub fn summary(report: &Report, top: usize) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "base   {}", describe_input(&report.inputs.base));
+    let _ = writeln!(out, "tuned  {}", describe_input(&report.inputs.tuned));
+    if let Some(weights) = &report.weights {
+        weights_summary(&mut out, weights, report.inputs.tuned.lora.as_ref(), top);
+    }
+    // One line per reason: "not implemented" covers several sections at once.
+    let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
+    for skipped in &report.skipped {
+        match by_reason.iter_mut().find(|(reason, _)| *reason == skipped.reason) {
+            Some((_, sections)) => sections.push(&skipped.section),
+            None => by_reason.push((&skipped.reason, vec![&skipped.section])),
+        }
+    }
+    for (reason, sections) in by_reason {
+        let _ = writeln!(out, "\nskipped {}: {reason}", sections.join(", "));
+    }
+    out
+}
+
+fn describe_input(input: &ModelInput) -> String {
+    let dtypes: Vec<String> = input.dtypes.iter().map(|(d, n)| format!("{d}×{n}")).collect();
+    let arch = input
+        .config
+        .as_ref()
+        .and_then(|c| c.architecture.clone())
+        .unwrap_or_else(|| "no config.json".into());
+    let kind = match (&input.kind, &input.lora) {
+        (CheckpointKind::LoraAdapter, Some(lora)) => format!(
+            "LoRA adapter r={} alpha={} on {} tensors{}",
+            lora.r,
+            lora.lora_alpha,
+            lora.modules.len(),
+            if lora.use_rslora { ", rsLoRA" } else { "" }
+        ),
+        (CheckpointKind::Sharded, _) => format!("{} shards", input.files.len()),
+        _ => "safetensors".into(),
+    };
+    format!(
+        "{}  ({kind}; {}, {} tensors, {} params, {}; {arch})",
+        input.path,
+        bytes(input.size_bytes),
+        input.num_tensors,
+        params(input.num_parameters),
+        dtypes.join(" "),
+    )
+}
+
+fn weights_summary(out: &mut String, w: &WeightsSection, lora: Option<&mdiff_core::report::LoraSummary>, top: usize) {
+    let t = &w.totals;
+    let _ = writeln!(
+        out,
+        "\nweights: {} of {} tensors changed, {} of {} parameters; ‖ΔW‖/‖W‖ = {}",
+        t.num_changed,
+        t.num_tensors,
+        params(t.num_changed_parameters),
+        params(t.num_parameters),
+        num(t.relative)
+    );
+
+    let mut layers: Vec<_> = w.layers.iter().filter(|l| l.stats.num_changed > 0).collect();
+    layers.sort_by(|a, b| b.stats.relative.total_cmp(&a.stats.relative));
+    if !layers.is_empty() {
+        let mut table = Table::new(&["layer", "changed", "‖ΔW‖", "‖ΔW‖/‖W‖"]);
+        for l in layers.iter().take(top) {
+            let s = &l.stats;
+            table.row(vec![
+                l.layer.to_string(),
+                format!("{}/{}", s.num_changed, s.num_tensors),
+                num(s.delta_norm),
+                num(s.relative),
+            ]);
+        }
+        let unchanged = match w.layers.len() - layers.len() {
+            0 => String::new(),
+            n => format!(" ({n} unchanged not shown)"),
+        };
+        let _ = writeln!(out, "\nlayers by relative change{unchanged}");
+        out.push_str(&table.render("  "));
+    }
+
+    let mut tensors: Vec<_> = w.tensors.iter().filter(|t| t.num_changed > 0).collect();
+    tensors.sort_by(|a, b| {
+        b.relative
+            .unwrap_or(f64::INFINITY)
+            .total_cmp(&a.relative.unwrap_or(f64::INFINITY))
+    });
+    if !tensors.is_empty() {
+        let mut table = Table::new(&[
+            "tensor",
+            "‖ΔW‖/‖W‖",
+            "cosine",
+            "max|Δ|",
+            "changed",
+            "σ1",
+            "stable rank",
+            "rank",
+        ]);
+        for t in tensors.iter().take(top) {
+            let spectrum = t.spectrum.as_ref();
+            table.row(vec![
+                t.name.clone(),
+                t.relative.map_or_else(|| "-".into(), num),
+                t.cosine.map_or_else(|| "-".into(), |c| format!("{c:.6}")),
+                num(t.max_abs_delta),
+                format!("{:.1}%", 100.0 * t.changed_fraction),
+                spectrum
+                    .and_then(|s| s.singular_values.first().copied())
+                    .map_or_else(|| "-".into(), num),
+                spectrum.map_or_else(|| "-".into(), |s| format!("{:.2}", s.stable_rank)),
+                spectrum.map_or_else(
+                    || "-".into(),
+                    |s| rank_cell(s.effective_rank, w.spectrum_settings.top_k),
+                ),
+            ]);
+        }
+        let _ = writeln!(
+            out,
+            "\ntensors by relative change (top {} of {})",
+            top.min(tensors.len()),
+            tensors.len()
+        );
+        out.push_str(&table.render("  "));
+    }
+
+    let comps: Vec<String> = w
+        .components
+        .iter()
+        .map(|c| format!("{} {}", c.component, num(c.stats.relative)))
+        .collect();
+    let _ = writeln!(out, "\nby component (‖ΔW‖/‖W‖): {}", comps.join(", "));
+
+    if let Some(lora) = lora {
+        let targets: Vec<_> = w
+            .tensors
+            .iter()
+            .filter(|t| lora.modules.iter().any(|m| m.tensor == t.base_name))
+            .collect();
+        let max_rank = targets
+            .iter()
+            .filter_map(|t| t.spectrum.as_ref())
+            .map(|s| s.effective_rank)
+            .max();
+        let max_stable = targets
+            .iter()
+            .filter_map(|t| t.spectrum.as_ref())
+            .map(|s| s.stable_rank)
+            .fold(0.0, f64::max);
+        let _ = writeln!(
+            out,
+            "LoRA: r={} on {} target tensors; rank seen in ΔW: at most {} (stable rank at most {:.2})",
+            lora.r,
+            lora.modules.len(),
+            max_rank.map_or_else(|| "-".into(), |r| r.to_string()),
+            max_stable
+        );
+    }
+
+    let problems = [
+        (w.unmatched_base.len(), "tensors only in base"),
+        (w.unmatched_tuned.len(), "tensors only in tuned"),
+        (w.shape_mismatches.len(), "shape mismatches (not diffed)"),
+        (w.dtype_mismatches.len(), "dtype mismatches (diffed as f32)"),
+        (w.skipped_tensors.len(), "tensors of non-float dtype (not diffed)"),
+    ];
+    for (count, what) in problems.into_iter().filter(|(c, _)| *c > 0) {
+        let _ = writeln!(out, "note: {count} {what}; see the report");
+    }
+    for t in w.tensors.iter().filter(|t| t.non_finite.any()) {
+        let n = t.non_finite;
+        let _ = writeln!(
+            out,
+            "warning: {} has non-finite values (base: {} NaN, {} Inf; tuned: {} NaN, {} Inf), left out of its statistics",
+            t.name, n.base_nan, n.base_inf, n.tuned_nan, n.tuned_inf
+        );
+    }
+}
+
+fn rank_cell(rank: usize, top_k: usize) -> String {
+    if rank >= top_k {
+        format!("≥{rank}")
+    } else {
+        rank.to_string()
+    }
+}

@@ -1,0 +1,13 @@
+//! One module per subcommand.
+
+pub mod compare;
+pub mod inspect;
+
+use std::io::Write;
+
+/// Writes `text` to stdout; a closed pipe surfaces as an error that exits 0.
+pub fn print(text: &str) -> std::io::Result<()> {
+    let mut out = std::io::stdout().lock();
+    out.write_all(text.as_bytes())?;
+    out.flush()
+}
