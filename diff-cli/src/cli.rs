@@ -52,6 +52,9 @@ pub struct CompareArgs {
     /// Seed of every random choice; the same inputs and seed give the same report.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
+    /// Leading singular values of ΔW computed per matrix (0 skips the spectrum: faster on huge models).
+    #[arg(long, default_value_t = 8)]
+    pub singular_values: usize,
     /// Worker threads (default: one per core).
     #[arg(long)]
     pub threads: Option<usize>,

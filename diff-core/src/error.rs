@@ -113,10 +113,13 @@ pub enum Error {
 
     /// An adapter that targets a module the base model does not have.
     #[error(
-        "adapter targets {module} but the base has no tensor {tensor}; \
-         is the adapter meant for another base model?"
+        "{}: adapter targets {module} but the base has no tensor {tensor}; \
+         is the adapter meant for another base model?",
+        path.display()
     )]
     AdapterTargetMissing {
+        /// The adapter directory.
+        path: PathBuf,
         /// The adapter's module path (e.g. `model.layers.0.self_attn.q_proj`).
         module: String,
         /// The base tensor we looked for.

@@ -1,5 +1,10 @@
 //! Helpers for the end-to-end tests: run the real `mdiff` binary in a temp dir and check what a user would see.
 
+#![allow(
+    clippy::expect_used,
+    reason = "test support: a failed setup is a failed test, with its reason"
+)]
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;

@@ -1,6 +1,12 @@
 //! Numbers checked against references: PEFT's `merge_and_unload` and numpy statistics written by
 //! `fixtures/generate.py`, and the planted ground truth of the fixtures (issue #2).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
 

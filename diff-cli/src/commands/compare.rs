@@ -18,11 +18,12 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     }
     let base = Checkpoint::open(&args.base)?;
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
-    let opts = CompareOptions {
+    let mut opts = CompareOptions {
         methods: args.methods.clone(),
         seed: args.seed,
         ..CompareOptions::default()
     };
+    opts.spectrum.top_k = args.singular_values;
     let report = compare(&base, &tuned, &opts, &Bar::new())?;
     write_report(&report, &args.output)?;
     if args.json {
@@ -100,15 +101,19 @@ fn describe_input(input: &ModelInput) -> String {
 
 fn weights_summary(out: &mut String, w: &WeightsSection, lora: Option<&mdiff_core::report::LoraSummary>, top: usize) {
     let t = &w.totals;
-    let _ = writeln!(
-        out,
-        "\nweights: {} of {} tensors changed, {} of {} parameters; ‖ΔW‖/‖W‖ = {}",
-        t.num_changed,
-        t.num_tensors,
-        params(t.num_changed_parameters),
-        params(t.num_parameters),
-        num(t.relative)
-    );
+    if t.num_tensors == 0 {
+        let _ = writeln!(out, "\nweights: no tensor pair could be diffed; see the notes below");
+    } else {
+        let _ = writeln!(
+            out,
+            "\nweights: {} of {} tensors changed, {} of {} parameters; ‖ΔW‖/‖W‖ = {}",
+            t.num_changed,
+            t.num_tensors,
+            params(t.num_changed_parameters),
+            params(t.num_parameters),
+            num(t.relative)
+        );
+    }
 
     let mut layers: Vec<_> = w.layers.iter().filter(|l| l.stats.num_changed > 0).collect();
     layers.sort_by(|a, b| b.stats.relative.total_cmp(&a.stats.relative));
@@ -212,8 +217,11 @@ fn weights_summary(out: &mut String, w: &WeightsSection, lora: Option<&mdiff_cor
         (w.unmatched_base.len(), "tensors only in base"),
         (w.unmatched_tuned.len(), "tensors only in tuned"),
         (w.shape_mismatches.len(), "shape mismatches (not diffed)"),
-        (w.dtype_mismatches.len(), "dtype mismatches (diffed as f32)"),
-        (w.skipped_tensors.len(), "tensors of non-float dtype (not diffed)"),
+        (
+            w.dtype_mismatches.len(),
+            "dtype mismatches (float pairs compared in f32)",
+        ),
+        (w.skipped_tensors.len(), "tensors not in F32/F16/BF16 (not diffed)"),
     ];
     for (count, what) in problems.into_iter().filter(|(c, _)| *c > 0) {
         let _ = writeln!(out, "note: {count} {what}; see the report");

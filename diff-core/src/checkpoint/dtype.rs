@@ -111,6 +111,13 @@ impl TensorData<'_> {
         }
     }
 
+    /// Hints that elements before `end` will not be read again, so a mapped tensor can give their pages back.
+    pub fn release_before(&self, end: usize) {
+        if let Self::Mapped { dtype, release, .. } = self {
+            release.release_prefix(end * dtype.size());
+        }
+    }
+
     /// All values in one vector (consumes owned data without copying).
     #[must_use]
     pub fn into_vec(self) -> Vec<f32> {

@@ -228,6 +228,7 @@ impl LoraSource {
                     let target = strip_modules_to_save(canonical);
                     let Some(base_name) = resolve_name(&base_names, &target) else {
                         return Err(Error::AdapterTargetMissing {
+                            path: dir.to_path_buf(),
                             module: target.clone(),
                             tensor: target,
                         });
@@ -258,6 +259,7 @@ impl LoraSource {
             let weight = format!("{module}.weight");
             let Some(base_name) = resolve_name(&base_names, &weight) else {
                 return Err(Error::AdapterTargetMissing {
+                    path: dir.to_path_buf(),
                     module: module.to_string(),
                     tensor: weight,
                 });

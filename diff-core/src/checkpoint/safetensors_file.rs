@@ -119,20 +119,29 @@ pub struct PageRelease<'a> {
     range: Range<usize>,
 }
 
-impl Drop for PageRelease<'_> {
+impl PageRelease<'_> {
+    /// Releases the pages of the tensor's first `len` bytes (the reader has moved past them).
+    pub fn release_prefix(&self, len: usize) {
+        self.advise_dont_need(len.min(self.range.len()));
+    }
+
     #[allow(unsafe_code)]
-    fn drop(&mut self) {
+    fn advise_dont_need(&self, len: usize) {
         #[cfg(unix)]
         // SAFETY: the map is a read-only shared file mapping. MADV_DONTNEED on it only drops our page table
         // entries; a later access faults the same bytes back in from the page cache, so no reader (in this or
         // another thread) can observe changed contents. Failure only means the pages stay resident.
         unsafe {
-            let _ = self.mmap.unchecked_advise_range(
-                memmap2::UncheckedAdvice::DontNeed,
-                self.range.start,
-                self.range.len(),
-            );
+            let _ = self
+                .mmap
+                .unchecked_advise_range(memmap2::UncheckedAdvice::DontNeed, self.range.start, len);
         }
+    }
+}
+
+impl Drop for PageRelease<'_> {
+    fn drop(&mut self) {
+        self.advise_dont_need(self.range.len());
     }
 }
 

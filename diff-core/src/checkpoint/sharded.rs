@@ -50,6 +50,10 @@ impl ShardedSource {
         shard_names.dedup();
         let mut shards = Vec::with_capacity(shard_names.len());
         for name in &shard_names {
+            // Shards live beside the index; a name with a path in it is a corrupt (or hostile) index.
+            if name.contains(['/', '\\']) || name.as_str() == ".." {
+                return Err(invalid(format!("shard name {name:?} is not a file name")));
+            }
             let shard_path: PathBuf = dir.join(name);
             if !shard_path.is_file() {
                 return Err(Error::MissingShard {

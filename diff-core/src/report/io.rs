@@ -27,9 +27,10 @@ pub fn write_report(report: &Report, path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Write`] when the temp file cannot be created, written, synced or renamed.
 pub fn write_json_atomic(bytes: &[u8], path: &Path) -> Result<()> {
-    let write_err = |source| Error::Write {
+    // tempfile adds its random temp name to OS errors; the user only knows the path they asked for.
+    let write_err = |source: std::io::Error| Error::Write {
         path: path.to_path_buf(),
-        source,
+        source: source.raw_os_error().map_or(source, std::io::Error::from_raw_os_error),
     };
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,

@@ -89,7 +89,7 @@ fn diff_pair(
         pair_stats(&base_data, &tuned_data)
     };
     let spectrum = match pair.base.shape[..] {
-        [rows, cols] if stats.delta_sq > 0.0 => Some(spectrum(
+        [rows, cols] if stats.delta_sq > 0.0 && opts.top_k > 0 => Some(spectrum(
             delta,
             rows,
             cols,
@@ -141,8 +141,9 @@ fn tensor_diff(pair: &Pair, s: &PairStats, spectrum: Option<crate::report::Spect
 }
 
 fn totals(tensors: &[TensorDiff]) -> WeightTotals {
-    let base_sq: f64 = tensors.iter().map(|t| t.base_norm * t.base_norm).sum();
-    let delta_sq: f64 = tensors.iter().map(|t| t.delta_norm * t.delta_norm).sum();
+    // fold from +0.0: an empty f64 `sum()` is -0.0, which would be written as such.
+    let base_sq = tensors.iter().fold(0.0, |acc, t| acc + t.base_norm * t.base_norm);
+    let delta_sq = tensors.iter().fold(0.0, |acc, t| acc + t.delta_norm * t.delta_norm);
     WeightTotals {
         num_tensors: tensors.len(),
         num_changed: tensors.iter().filter(|t| t.num_changed > 0).count(),

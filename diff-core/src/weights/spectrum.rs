@@ -18,7 +18,7 @@ impl Default for SpectrumSettings {
         Self {
             top_k: 8,
             oversample: 8,
-            power_iterations: 4,
+            power_iterations: 2,
             exact_max_work: 1 << 24,
             rank_tolerance: 1e-3,
             seed: 0,
