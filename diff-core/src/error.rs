@@ -200,6 +200,10 @@ pub enum Error {
     #[error("serializing the report failed: {0}; please report this as a bug")]
     Serialize(#[from] serde_json::Error),
 
+    /// An invariant of mdiff's own code does not hold; this is a bug in mdiff.
+    #[error("internal error: {0}; please report this as a bug")]
+    Internal(String),
+
     /// A worker thread pool could not be built.
     #[error("could not start worker threads: {0}")]
     Threads(String),
@@ -210,7 +214,7 @@ impl Error {
     #[must_use]
     pub fn is_input_error(&self) -> bool {
         match self {
-            Self::Serialize(_) | Self::Threads(_) => false,
+            Self::Serialize(_) | Self::Threads(_) | Self::Internal(_) => false,
             #[cfg(feature = "compute")]
             Self::Candle(_) | Self::Merge { .. } => false,
             _ => true,

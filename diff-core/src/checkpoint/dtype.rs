@@ -111,6 +111,13 @@ impl TensorData<'_> {
         }
     }
 
+    /// Hints that elements `start..end` are about to be read, so a mapped tensor can map their pages in bulk.
+    pub fn prefetch(&self, start: usize, end: usize) {
+        if let Self::Mapped { dtype, release, .. } = self {
+            release.populate(start * dtype.size(), end.saturating_sub(start) * dtype.size());
+        }
+    }
+
     /// Hints that elements before `end` will not be read again, so a mapped tensor can give their pages back.
     pub fn release_before(&self, end: usize) {
         if let Self::Mapped { dtype, release, .. } = self {

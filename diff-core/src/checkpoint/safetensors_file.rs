@@ -120,6 +120,18 @@ pub struct PageRelease<'a> {
 }
 
 impl PageRelease<'_> {
+    /// Maps the pages of bytes `start..start + len` of the tensor in one call, instead of one fault per page.
+    pub fn populate(&self, start: usize, len: usize) {
+        let start = start.min(self.range.len());
+        let len = len.min(self.range.len() - start);
+        if len > 0 {
+            // Best effort: on kernels without MADV_POPULATE_READ (< 5.14) pages simply fault in as read.
+            let _ = self
+                .mmap
+                .advise_range(memmap2::Advice::PopulateRead, self.range.start + start, len);
+        }
+    }
+
     /// Releases the pages of the tensor's first `len` bytes (the reader has moved past them).
     pub fn release_prefix(&self, len: usize) {
         self.advise_dont_need(len.min(self.range.len()));

@@ -2,11 +2,10 @@
 //!
 //! Small matrices are decomposed exactly by one-sided Jacobi (Hestenes) in f64. Large ones use the randomized
 //! range finder of Halko, Martinsson & Tropp (2011, Alg. 4.4): Y = (AAᵀ)^q AΩ with re-orthonormalization between
-//! products, then the exact singular values of the small QᵀA. The products run through candle's f32 matmul; the
-//! orthonormalization and the final decomposition are f64.
+//! products, then the exact singular values of the small QᵀA. The products are f32 (`gemm`, on borrowed slices);
+//! the orthonormalization and the final decomposition are f64.
 
-use candle_core::{Device, Tensor};
-
+use super::matmul::{View, matmul};
 use crate::error::Result;
 use crate::report::{Spectrum, SpectrumSettings};
 
@@ -33,7 +32,7 @@ impl Default for SpectrumSettings {
 /// # Errors
 /// Only on a candle failure (a bug).
 pub fn spectrum(
-    delta: Vec<f32>,
+    delta: &[f32],
     rows: usize,
     cols: usize,
     delta_sq: f64,
@@ -44,7 +43,7 @@ pub fn spectrum(
     let work = (short as u64).saturating_mul(short as u64).saturating_mul(long as u64);
     let exact = work <= opts.exact_max_work || short <= opts.top_k + opts.oversample;
     let mut values = if exact {
-        exact_singular_values(&delta, rows, cols)
+        exact_singular_values(delta, rows, cols)
     } else {
         randomized_singular_values(delta, rows, cols, opts, stream)?
     };
@@ -82,39 +81,45 @@ fn exact_singular_values(delta: &[f32], rows: usize, cols: usize) -> Vec<f64> {
 }
 
 fn randomized_singular_values(
-    delta: Vec<f32>,
+    delta: &[f32],
     rows: usize,
     cols: usize,
     opts: &SpectrumOptions,
     stream: u64,
 ) -> Result<Vec<f64>> {
-    let dev = Device::Cpu;
     let l = (opts.top_k + opts.oversample).min(rows.min(cols));
-    let a = Tensor::from_vec(delta, (rows, cols), &dev)?;
+    let a = View::row_major(delta, rows, cols);
     let mut rng = SplitMix64::new(opts.seed ^ stream);
     let omega: Vec<f32> = (0..cols * l).map(|_| rng.gaussian() as f32).collect();
-    let omega = Tensor::from_vec(omega, (cols, l), &dev)?;
 
     // Qᵀ (l × rows) spans the range of A·Ω; each power iteration refines it through Aᵀ.
-    let mut q_t = orthonormal_rows_of(&a.matmul(&omega)?.t()?.contiguous()?)?;
+    let y = matmul(a, View::row_major(&omega, cols, l))?;
+    let mut q_t = orthonormal_rows(View::row_major(&y, rows, l).t());
     for _ in 0..opts.power_iterations {
-        let z_t = orthonormal_rows_of(&q_t.matmul(&a)?)?;
-        q_t = orthonormal_rows_of(&a.matmul(&z_t.t()?)?.t()?.contiguous()?)?;
+        let z = matmul(View::row_major(&q_t, l, rows), a)?;
+        let z_t = orthonormal_rows(View::row_major(&z, l, cols));
+        let y = matmul(a, View::row_major(&z_t, l, cols).t())?;
+        q_t = orthonormal_rows(View::row_major(&y, rows, l).t());
     }
-    let b = q_t.matmul(&a)?;
-    let mut b64: Vec<f64> = b.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
+    let b = matmul(View::row_major(&q_t, l, rows), a)?;
+    let mut b64: Vec<f64> = b.into_iter().map(f64::from).collect();
     Ok(jacobi_row_norms(&mut b64, l, cols))
 }
 
-/// Orthonormalizes the rows of a 2-D f32 tensor in f64 (modified Gram–Schmidt, twice for stability).
-fn orthonormal_rows_of(t: &Tensor) -> Result<Tensor> {
-    let (n_rows, n_cols) = t.dims2()?;
-    let mut m: Vec<f64> = t.flatten_all()?.to_vec1::<f32>()?.into_iter().map(f64::from).collect();
-    for _ in 0..2 {
-        orthonormalize_rows(&mut m, n_rows, n_cols);
+/// The rows of `v`, orthonormalized in f64 (modified Gram–Schmidt, twice for stability), as row-major f32.
+fn orthonormal_rows(v: View<'_>) -> Vec<f32> {
+    let mut m = Vec::with_capacity(v.rows * v.cols);
+    for i in 0..v.rows {
+        for j in 0..v.cols {
+            m.push(f64::from(
+                v.data.get(i * v.row_stride + j * v.col_stride).copied().unwrap_or(0.0),
+            ));
+        }
     }
-    let back: Vec<f32> = m.into_iter().map(|v| v as f32).collect();
-    Ok(Tensor::from_vec(back, (n_rows, n_cols), t.device())?)
+    for _ in 0..2 {
+        orthonormalize_rows(&mut m, v.rows, v.cols);
+    }
+    m.into_iter().map(|x| x as f32).collect()
 }
 
 /// Modified Gram–Schmidt over rows; a row that is (numerically) in the span of earlier ones becomes zero, which
@@ -243,7 +248,7 @@ mod tests {
     fn exact_path_recovers_planted_singular_values_and_rank() {
         let sigmas = [5.0, 3.0, 1.0];
         let m = planted(40, 30, &sigmas, 0.0);
-        let s = spectrum(m.clone(), 40, 30, frob_sq(&m), &SpectrumOptions::default(), 1).unwrap();
+        let s = spectrum(&m, 40, 30, frob_sq(&m), &SpectrumOptions::default(), 1).unwrap();
         assert!(s.exact);
         assert_eq!(s.effective_rank, 3);
         for (got, want) in s.singular_values.iter().zip(sigmas) {
@@ -256,12 +261,12 @@ mod tests {
     fn randomized_path_matches_exact_on_a_low_rank_plus_noise_matrix() {
         let (rows, cols) = (300, 200);
         let m = planted(rows, cols, &[50.0, 40.0, 30.0, 20.0, 10.0, 8.0, 6.0, 4.0], 1e-3);
-        let exact = spectrum(m.clone(), rows, cols, frob_sq(&m), &SpectrumOptions::default(), 1).unwrap();
+        let exact = spectrum(&m, rows, cols, frob_sq(&m), &SpectrumOptions::default(), 1).unwrap();
         let opts = SpectrumOptions {
             exact_max_work: 0,
             ..SpectrumOptions::default()
         };
-        let approx = spectrum(m.clone(), rows, cols, frob_sq(&m), &opts, 1).unwrap();
+        let approx = spectrum(&m, rows, cols, frob_sq(&m), &opts, 1).unwrap();
         assert!(exact.exact && !approx.exact);
         for (a, e) in approx.singular_values.iter().zip(&exact.singular_values) {
             assert!((a - e).abs() / e < 1e-4, "{a} vs {e}");
@@ -276,7 +281,7 @@ mod tests {
             exact_max_work: 0,
             ..SpectrumOptions::default()
         };
-        let s = spectrum(m.clone(), rows, cols, frob_sq(&m), &opts, 3).unwrap();
+        let s = spectrum(&m, rows, cols, frob_sq(&m), &opts, 3).unwrap();
         assert_eq!(s.effective_rank, 2, "{:?}", s.singular_values);
         assert!((s.stable_rank - 1.25).abs() < 1e-5);
     }
@@ -288,8 +293,8 @@ mod tests {
             exact_max_work: 0,
             ..SpectrumOptions::default()
         };
-        let a = spectrum(m.clone(), 200, 150, frob_sq(&m), &opts, 9).unwrap();
-        let b = spectrum(m.clone(), 200, 150, frob_sq(&m), &opts, 9).unwrap();
+        let a = spectrum(&m, 200, 150, frob_sq(&m), &opts, 9).unwrap();
+        let b = spectrum(&m, 200, 150, frob_sq(&m), &opts, 9).unwrap();
         assert_eq!(a, b);
     }
 }

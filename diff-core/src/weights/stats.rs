@@ -126,22 +126,31 @@ impl Lanes {
     }
 }
 
-/// Streams both tensors once, returning the sums and ΔW = tuned − base as f32 (0 where either side is not finite,
-/// so that the spectrum is not poisoned by a NaN).
-#[must_use]
-pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>) -> (PairStats, Vec<f32>) {
+/// Streams both tensors once, returning the sums, and writes ΔW = tuned − base as f32 into `delta` (0 where
+/// either side is not finite, so that the spectrum is not poisoned by a NaN).
+///
+/// `delta` is cleared and refilled, so a caller that reuses it across tensors pays for fresh pages only once.
+pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>, delta: &mut Vec<f32>) -> PairStats {
     let len = base.len().min(tuned.len());
     let mut s = PairStats {
         num_elements: len as u64,
         ..PairStats::default()
     };
     let mut lanes = Lanes::default();
-    let mut delta = vec![0.0f32; len];
+    delta.clear();
+    delta.reserve(len);
     let mut b_buf = vec![0.0f32; BLOCK];
     let mut t_buf = vec![0.0f32; BLOCK];
-    for (block_idx, d_block) in delta.chunks_mut(BLOCK).enumerate() {
+    let mut d_buf = vec![0.0f32; BLOCK];
+    for block_idx in 0..len.div_ceil(BLOCK) {
         let start = block_idx * BLOCK;
-        let n = d_block.len();
+        let n = BLOCK.min(len - start);
+        let d_block = &mut d_buf[..n];
+        if block_idx % RELEASE_EVERY == 0 {
+            let window_end = start + RELEASE_EVERY * BLOCK;
+            base.prefetch(start, window_end);
+            tuned.prefetch(start, window_end);
+        }
         let (b_block, t_block) = (&mut b_buf[..n], &mut t_buf[..n]);
         base.read_into(start, b_block);
         tuned.read_into(start, t_block);
@@ -179,6 +188,7 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>) -> (PairStats, 
         for ((d, &b), &t) in tail {
             *d = lanes.add_checked(&mut s.non_finite, b, t);
         }
+        delta.extend_from_slice(d_block);
         if (block_idx + 1) % RELEASE_EVERY == 0 {
             base.release_before(start + n);
             tuned.release_before(start + n);
@@ -188,7 +198,7 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>) -> (PairStats, 
     // The tolerance needs max|b| over the whole tensor, so it is a second (cheap, in-memory) pass over Δ.
     let threshold = CHANGE_TOLERANCE * s.max_abs_base;
     s.num_changed_tol = delta.iter().filter(|d| f64::from(d.abs()) > threshold).count() as u64;
-    (s, delta)
+    s
 }
 
 fn count_non_finite(counts: &mut NonFinite, b: f32, t: f32) {
@@ -206,7 +216,8 @@ mod tests {
     fn sums_match_a_hand_computation_and_skip_non_finite_entries() {
         let base = TensorData::Owned(vec![1.0, 2.0, f32::NAN, 4.0]);
         let tuned = TensorData::Owned(vec![1.0, 3.0, 5.0, f32::INFINITY]);
-        let (s, delta) = pair_stats(&base, &tuned);
+        let mut delta = Vec::new();
+        let s = pair_stats(&base, &tuned, &mut delta);
         assert_eq!(delta, vec![0.0, 1.0, 0.0, 0.0]);
         assert_eq!((s.base_sq, s.tuned_sq, s.dot, s.delta_sq), (5.0, 10.0, 7.0, 1.0));
         assert_eq!((s.num_changed, s.num_finite, s.max_abs_base), (1, 2, 2.0));
@@ -225,7 +236,7 @@ mod tests {
     fn tolerance_ignores_changes_below_a_millionth_of_the_largest_weight() {
         let base = TensorData::Owned(vec![1000.0, 1.0, 1.0]);
         let tuned = TensorData::Owned(vec![1000.0, 1.0 + 1e-4, 1.01]);
-        let (s, _) = pair_stats(&base, &tuned);
+        let s = pair_stats(&base, &tuned, &mut Vec::new());
         assert_eq!((s.num_changed, s.num_changed_tol), (2, 1));
     }
 
@@ -234,8 +245,56 @@ mod tests {
         let n = BLOCK * 2 + 3;
         let base = TensorData::Owned(vec![0.0; n]);
         let tuned = TensorData::Owned(vec![1.0; n]);
-        let (s, delta) = pair_stats(&base, &tuned);
+        let mut delta = Vec::new();
+        let s = pair_stats(&base, &tuned, &mut delta);
         assert_eq!(s.num_changed, n as u64);
         assert!(delta.iter().all(|&d| d == 1.0));
+    }
+
+    #[test]
+    fn lane_sums_equal_a_plain_f64_loop() {
+        // Odd length: exercises whole chunks, the tail, and a non-finite entry in the middle of a chunk.
+        let n = 1003;
+        let b: Vec<f32> = (0..n).map(|i| ((i * 37 % 101) as f32 - 50.0) / 7.0).collect();
+        let mut t: Vec<f32> = b
+            .iter()
+            .enumerate()
+            .map(|(i, v)| if i % 3 == 0 { *v } else { v * 1.01 + 0.5 })
+            .collect();
+        t[501] = f32::NAN;
+        let s = pair_stats(
+            &TensorData::Owned(b.clone()),
+            &TensorData::Owned(t.clone()),
+            &mut Vec::new(),
+        );
+        let pairs = b
+            .iter()
+            .zip(&t)
+            .filter(|(_, t)| t.is_finite())
+            .map(|(&b, &t)| (f64::from(b), f64::from(t)));
+        let (mut bb, mut tt, mut bt, mut dd, mut ad, mut changed) = (0.0, 0.0, 0.0, 0.0, 0.0, 0u64);
+        for (b, t) in pairs {
+            (bb, tt, bt, dd, ad) = (
+                bb + b * b,
+                tt + t * t,
+                bt + b * t,
+                dd + (t - b) * (t - b),
+                ad + (t - b).abs(),
+            );
+            changed += u64::from(t != b);
+        }
+        for (got, want) in [
+            (s.base_sq, bb),
+            (s.tuned_sq, tt),
+            (s.dot, bt),
+            (s.delta_sq, dd),
+            (s.abs_delta_sum, ad),
+        ] {
+            assert!((got - want).abs() <= 1e-12 * want.abs(), "{got} vs {want}");
+        }
+        assert_eq!(
+            (s.num_changed, s.num_finite, s.non_finite.tuned_nan),
+            (changed, n as u64 - 1, 1)
+        );
     }
 }
