@@ -24,15 +24,21 @@ pub fn fixture(rel: &str) -> PathBuf {
     repo_root().join("fixtures").join(rel)
 }
 
-/// The `mdiff` binary, built on first use when `cargo test -p mdiff-tests` ran without it.
+/// The `mdiff` binary beside this test executable (`target/<profile>/mdiff`).
+///
+/// `cargo test --workspace` builds it first because `diff-cli` has integration tests of its own; for
+/// `cargo test -p mdiff-tests` alone it is built here on first use.
 ///
 /// # Panics
-/// When the binary cannot be built.
+/// When the binary cannot be found or built.
 #[must_use]
 pub fn mdiff_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| {
-        let path = assert_cmd::cargo::cargo_bin("mdiff");
+        let exe = std::env::current_exe().expect("test executable path");
+        // target/<profile>/deps/<test> → target/<profile>/mdiff
+        let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
+        let path = profile_dir.join(format!("mdiff{}", std::env::consts::EXE_SUFFIX));
         if !path.is_file() {
             let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
             let status = Command::new(cargo)
@@ -40,7 +46,7 @@ pub fn mdiff_bin() -> &'static Path {
                 .current_dir(repo_root())
                 .status()
                 .expect("running cargo build");
-            assert!(status.success(), "building mdiff failed");
+            assert!(status.success() && path.is_file(), "building {} failed", path.display());
         }
         path
     })
