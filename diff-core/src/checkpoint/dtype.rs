@@ -90,6 +90,24 @@ impl TensorData<'_> {
         self.len() == 0
     }
 
+    /// Elements `start .. start + len` without a copy, when they already are f32 in memory: owned values, or F32
+    /// mapped bytes that happen to be 4-byte aligned on a little-endian machine (the usual safetensors layout).
+    #[must_use]
+    pub fn f32_slice(&self, start: usize, len: usize) -> Option<&[f32]> {
+        match self {
+            Self::Mapped {
+                bytes,
+                dtype: FloatDtype::F32,
+                ..
+            } if cfg!(target_endian = "little") => {
+                let raw = bytes.get(start.checked_mul(4)?..start.checked_add(len)?.checked_mul(4)?)?;
+                bytemuck::try_cast_slice(raw).ok()
+            }
+            Self::Owned(values) => values.get(start..start.checked_add(len)?),
+            Self::Mapped { .. } => None,
+        }
+    }
+
     /// Writes elements `start .. start + out.len()` into `out`.
     ///
     /// Callers keep the range inside `0..len()`; elements past the end are left untouched.

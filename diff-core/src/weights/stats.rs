@@ -151,9 +151,8 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>, delta: &mut Vec
             base.prefetch(start, window_end);
             tuned.prefetch(start, window_end);
         }
-        let (b_block, t_block) = (&mut b_buf[..n], &mut t_buf[..n]);
-        base.read_into(start, b_block);
-        tuned.read_into(start, t_block);
+        let b_block = block_of(base, start, &mut b_buf[..n]);
+        let t_block = block_of(tuned, start, &mut t_buf[..n]);
         let mut d_chunks = d_block.chunks_exact_mut(LANES);
         let mut b_chunks = b_block.chunks_exact(LANES);
         let mut t_chunks = t_block.chunks_exact(LANES);
@@ -199,6 +198,17 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>, delta: &mut Vec
     let threshold = CHANGE_TOLERANCE * s.max_abs_base;
     s.num_changed_tol = delta.iter().filter(|d| f64::from(d.abs()) > threshold).count() as u64;
     s
+}
+
+/// Elements `start..start + buf.len()` of `data`: borrowed when they already are f32, else converted into `buf`.
+fn block_of<'a>(data: &'a TensorData<'_>, start: usize, buf: &'a mut [f32]) -> &'a [f32] {
+    match data.f32_slice(start, buf.len()) {
+        Some(values) => values,
+        None => {
+            data.read_into(start, buf);
+            buf
+        }
+    }
 }
 
 fn count_non_finite(counts: &mut NonFinite, b: f32, t: f32) {
