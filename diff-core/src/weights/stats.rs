@@ -74,22 +74,14 @@ impl Lanes {
             self.delta_sq[i] += diff[i] * diff[i];
             self.abs_delta[i] += diff[i].abs();
         }
-        for i in 0..LANES {
-            // Plain comparisons (not f64::max, which must handle NaN) compile to maxpd.
-            let (ad, ab) = (diff[i].abs(), b64[i].abs());
-            self.max_abs_delta[i] = if ad > self.max_abs_delta[i] {
-                ad
-            } else {
-                self.max_abs_delta[i]
-            };
-            self.max_abs_base[i] = if ab > self.max_abs_base[i] {
-                ab
-            } else {
-                self.max_abs_base[i]
-            };
-            self.changed[i] += u64::from(t[i] != b[i]);
-            d[i] = t[i] - b[i];
-        }
+        // Whole-array assignments, not per-lane conditional writes: the latter compile to masked stores that
+        // keep the accumulators in memory.
+        let (max_d, max_b) = (self.max_abs_delta, self.max_abs_base);
+        self.max_abs_delta = std::array::from_fn(|i| max_d[i].max(diff[i].abs()));
+        self.max_abs_base = std::array::from_fn(|i| max_b[i].max(b64[i].abs()));
+        let changed = self.changed;
+        self.changed = std::array::from_fn(|i| changed[i] + u64::from(t[i] != b[i]));
+        *d = std::array::from_fn(|i| t[i] - b[i]);
     }
 
     /// Adds one finite pair to lane 0 and returns Δ.
@@ -153,40 +145,7 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>, delta: &mut Vec
         }
         let b_block = block_of(base, start, &mut b_buf[..n]);
         let t_block = block_of(tuned, start, &mut t_buf[..n]);
-        let mut d_chunks = d_block.chunks_exact_mut(LANES);
-        let mut b_chunks = b_block.chunks_exact(LANES);
-        let mut t_chunks = t_block.chunks_exact(LANES);
-        let mut acc = lanes;
-        for ((d4, b4), t4) in (&mut d_chunks).zip(&mut b_chunks).zip(&mut t_chunks) {
-            let (Ok(d4), Ok(b4), Ok(t4)) = (
-                <&mut [f32; LANES]>::try_from(d4),
-                <&[f32; LANES]>::try_from(b4),
-                <&[f32; LANES]>::try_from(t4),
-            ) else {
-                continue;
-            };
-            // `&` rather than `all`: no early exit, so the check vectorizes.
-            let finite = b4
-                .iter()
-                .zip(t4.iter())
-                .fold(true, |ok, (b, t)| ok & b.is_finite() & t.is_finite());
-            if finite {
-                acc.add_chunk(b4, t4, d4);
-            } else {
-                for ((d, &b), &t) in d4.iter_mut().zip(b4).zip(t4) {
-                    *d = acc.add_checked(&mut s.non_finite, b, t);
-                }
-            }
-        }
-        lanes = acc;
-        let tail = d_chunks
-            .into_remainder()
-            .iter_mut()
-            .zip(b_chunks.remainder())
-            .zip(t_chunks.remainder());
-        for ((d, &b), &t) in tail {
-            *d = lanes.add_checked(&mut s.non_finite, b, t);
-        }
+        accumulate_block(&mut lanes, &mut s.non_finite, b_block, t_block, d_block);
         delta.extend_from_slice(d_block);
         if (block_idx + 1) % RELEASE_EVERY == 0 {
             base.release_before(start + n);
@@ -198,6 +157,67 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>, delta: &mut Vec
     let threshold = CHANGE_TOLERANCE * s.max_abs_base;
     s.num_changed_tol = delta.iter().filter(|d| f64::from(d.abs()) > threshold).count() as u64;
     s
+}
+
+/// Adds one block of pairs to `acc` and writes their Δ into `d`, with AVX2 when the CPU has it.
+fn accumulate_block(acc: &mut Lanes, counts: &mut NonFinite, b: &[f32], t: &[f32], d: &mut [f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if std::arch::is_x86_feature_detected!("avx2") {
+        #[allow(unsafe_code)]
+        // SAFETY: the only requirement of a `target_feature` function is that the CPU has the feature, which was
+        // checked on the line above.
+        unsafe {
+            accumulate_block_avx2(acc, counts, b, t, d);
+        }
+        return;
+    }
+    accumulate_block_body(acc, counts, b, t, d);
+}
+
+/// The same body compiled for AVX2: four f64 lanes per instruction instead of baseline SSE2's two.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+fn accumulate_block_avx2(acc: &mut Lanes, counts: &mut NonFinite, b: &[f32], t: &[f32], d: &mut [f32]) {
+    accumulate_block_body(acc, counts, b, t, d);
+}
+
+#[inline(always)]
+fn accumulate_block_body(acc: &mut Lanes, counts: &mut NonFinite, b: &[f32], t: &[f32], d: &mut [f32]) {
+    let mut d_chunks = d.chunks_exact_mut(LANES);
+    let mut b_chunks = b.chunks_exact(LANES);
+    let mut t_chunks = t.chunks_exact(LANES);
+    // A local copy keeps the accumulators in registers for the whole block.
+    let mut lanes = *acc;
+    for ((d4, b4), t4) in (&mut d_chunks).zip(&mut b_chunks).zip(&mut t_chunks) {
+        let (Ok(d4), Ok(b4), Ok(t4)) = (
+            <&mut [f32; LANES]>::try_from(d4),
+            <&[f32; LANES]>::try_from(b4),
+            <&[f32; LANES]>::try_from(t4),
+        ) else {
+            continue;
+        };
+        // `&` rather than `all`: no early exit, so the check vectorizes.
+        let finite = b4
+            .iter()
+            .zip(t4.iter())
+            .fold(true, |ok, (b, t)| ok & b.is_finite() & t.is_finite());
+        if finite {
+            lanes.add_chunk(b4, t4, d4);
+        } else {
+            for ((d, &b), &t) in d4.iter_mut().zip(b4).zip(t4) {
+                *d = lanes.add_checked(counts, b, t);
+            }
+        }
+    }
+    let tail = d_chunks
+        .into_remainder()
+        .iter_mut()
+        .zip(b_chunks.remainder())
+        .zip(t_chunks.remainder());
+    for ((d, &b), &t) in tail {
+        *d = lanes.add_checked(counts, b, t);
+    }
+    *acc = lanes;
 }
 
 /// Elements `start..start + buf.len()` of `data`: borrowed when they already are f32, else converted into `buf`.
