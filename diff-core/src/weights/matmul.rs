@@ -57,21 +57,47 @@ impl<'a> View<'a> {
     }
 }
 
-/// `a · b` as a row-major `a.rows × b.cols` vector, computed on rayon's pool.
+/// Whether a product may split its work over rayon's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Threads {
+    /// Use the pool (one large product).
+    Pool,
+    /// Stay on the calling thread (many small products that are already spread over the pool).
+    One,
+}
+
+/// `a · b` as a row-major `a.rows × b.cols` vector.
 ///
 /// # Errors
 /// [`Error::Internal`] when the shapes do not chain or a view exceeds its slice (a bug in the caller).
-pub fn matmul(a: View<'_>, b: View<'_>) -> Result<Vec<f32>> {
-    if a.cols != b.rows || !a.in_bounds() || !b.in_bounds() {
+pub fn matmul(a: View<'_>, b: View<'_>, threads: Threads) -> Result<Vec<f32>> {
+    let mut out = vec![0.0f32; a.rows * b.cols];
+    product(&mut out, a, b, false, threads)?;
+    Ok(out)
+}
+
+/// `out += a · b`, with `out` row-major `a.rows × b.cols`.
+///
+/// # Errors
+/// As [`matmul`], and when `out` has the wrong length.
+pub fn matmul_add(out: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) -> Result<()> {
+    product(out, a, b, true, threads)
+}
+
+fn product(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, threads: Threads) -> Result<()> {
+    if a.cols != b.rows || !a.in_bounds() || !b.in_bounds() || out.len() != a.rows * b.cols {
         return Err(Error::Internal(format!(
-            "matmul of {}×{} by {}×{} views is out of bounds",
-            a.rows, a.cols, b.rows, b.cols
+            "matmul of {}×{} by {}×{} views into {} elements is out of bounds",
+            a.rows,
+            a.cols,
+            b.rows,
+            b.cols,
+            out.len()
         )));
     }
     let (m, n, k) = (a.rows, b.cols, a.cols);
-    let mut out = vec![0.0f32; m * n];
     if m == 0 || n == 0 || k == 0 {
-        return Ok(out);
+        return Ok(());
     }
     let stride = |s: usize| isize::try_from(s).map_err(|_| Error::Internal("matrix stride overflows isize".into()));
     let (dst_rs, a_rs, a_cs, b_rs, b_cs) = (
@@ -81,11 +107,15 @@ pub fn matmul(a: View<'_>, b: View<'_>) -> Result<Vec<f32>> {
         stride(b.row_stride)?,
         stride(b.col_stride)?,
     );
-    let parallelism = gemm::Parallelism::Rayon(rayon::current_num_threads());
+    let parallelism = match threads {
+        Threads::Pool => gemm::Parallelism::Rayon(rayon::current_num_threads()),
+        Threads::One => gemm::Parallelism::None,
+    };
     #[allow(unsafe_code)]
     // SAFETY: `in_bounds` checked that every (i, j) addressed through a and b lies inside their slices; `out`
-    // holds exactly m·n elements at row stride n and column stride 1; the slices outlive the call and `out` does
-    // not alias the inputs. With read_dst = false gemm computes out = 1.0·(a·b) without reading `out`.
+    // holds exactly m·n elements at row stride n and column stride 1; the slices outlive the call and `out` (a
+    // unique borrow) does not alias the inputs. gemm computes out = α·out + 1.0·(a·b), reading `out` only when
+    // `accumulate` (α = 1).
     unsafe {
         gemm::gemm(
             m,
@@ -94,14 +124,14 @@ pub fn matmul(a: View<'_>, b: View<'_>) -> Result<Vec<f32>> {
             out.as_mut_ptr(),
             1,
             dst_rs,
-            false,
+            accumulate,
             a.data.as_ptr(),
             a_cs,
             a_rs,
             b.data.as_ptr(),
             b_cs,
             b_rs,
-            0.0,
+            1.0,
             1.0,
             false,
             false,
@@ -109,7 +139,7 @@ pub fn matmul(a: View<'_>, b: View<'_>) -> Result<Vec<f32>> {
             parallelism,
         );
     }
-    Ok(out)
+    Ok(())
 }
 
 #[cfg(test)]
@@ -120,17 +150,33 @@ mod tests {
     fn products_of_plain_and_transposed_views_match_a_hand_computation() {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2×3
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3×2
-        let ab = matmul(View::row_major(&a, 2, 3), View::row_major(&b, 3, 2)).unwrap();
+        let ab = matmul(View::row_major(&a, 2, 3), View::row_major(&b, 3, 2), Threads::Pool).unwrap();
         assert_eq!(ab, vec![4.0, 5.0, 10.0, 11.0]);
         // aᵀ·a is 3×3 and symmetric.
-        let ata = matmul(View::row_major(&a, 2, 3).t(), View::row_major(&a, 2, 3)).unwrap();
-        assert_eq!(ata, vec![17.0, 22.0, 27.0, 22.0, 29.0, 36.0, 27.0, 36.0, 45.0]);
+        let mut ata = vec![1.0; 9];
+        matmul_add(
+            &mut ata,
+            View::row_major(&a, 2, 3).t(),
+            View::row_major(&a, 2, 3),
+            Threads::One,
+        )
+        .unwrap();
+        assert_eq!(ata, vec![18.0, 23.0, 28.0, 23.0, 30.0, 37.0, 28.0, 37.0, 46.0]);
     }
 
     #[test]
     fn mismatched_or_out_of_bounds_views_are_errors_not_ub() {
         let a = [1.0; 6];
-        assert!(matmul(View::row_major(&a, 2, 3), View::row_major(&a, 2, 3)).is_err());
-        assert!(matmul(View::row_major(&a, 3, 3), View::row_major(&a, 3, 2)).is_err());
+        assert!(matmul(View::row_major(&a, 2, 3), View::row_major(&a, 2, 3), Threads::One).is_err());
+        assert!(matmul(View::row_major(&a, 3, 3), View::row_major(&a, 3, 2), Threads::One).is_err());
+        assert!(
+            matmul_add(
+                &mut [0.0; 3],
+                View::row_major(&a, 2, 3),
+                View::row_major(&a, 3, 2),
+                Threads::One
+            )
+            .is_err()
+        );
     }
 }
