@@ -34,3 +34,12 @@ for tag in f32 bf16; do
     measure "$tag: diffai base tuned -o json" "$DIFFAI" "$base" "$tuned" -o json
   fi
 done
+
+# Reference: the same statistics in PyTorch on the same CPU (needs torch and safetensors).
+PYTHON=${PYTHON:-python3}
+if "$PYTHON" -c 'import torch, safetensors' 2>/dev/null; then
+  measure "f32: PyTorch reference (docs/bench/reference.py)" "$PYTHON" docs/bench/reference.py \
+    "$DATA/f32-base" "$DATA/f32-tuned"
+  measure "f32: PyTorch reference --no-svd" "$PYTHON" docs/bench/reference.py \
+    "$DATA/f32-base" "$DATA/f32-tuned" --no-svd
+fi
