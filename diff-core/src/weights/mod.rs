@@ -28,8 +28,8 @@ pub fn diff_weights(
     opts: &SpectrumOptions,
     progress: &dyn Progress,
 ) -> Result<WeightsSection> {
-    let total_bytes: u64 = pairing.pairs.iter().map(|p| p.base.num_elements()).sum();
-    progress.begin("weights", total_bytes);
+    let total_elements: u64 = pairing.pairs.iter().map(|p| p.base.num_elements()).sum();
+    progress.begin("weights", total_elements);
     let outcomes: Vec<Result<Outcome>> = pairing
         .pairs
         .par_iter()
