@@ -24,15 +24,16 @@ impl Bar {
 
 impl Progress for Bar {
     fn begin(&self, stage: &str, total: u64) {
-        self.bar.reset();
-        self.bar.set_length(total);
-        self.bar.set_position(0);
+        // Style first: every setter redraws, and the default style would flash a bare "0/N".
+        // No ETA: progress moves a whole tensor at a time, so early estimates swing wildly.
         self.bar.set_style(
-            ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise} eta {eta}")
+            ProgressStyle::with_template("{prefix:>8} [{bar:40}] {percent:>3}% {elapsed_precise}")
                 .unwrap_or_else(|_| ProgressStyle::default_bar())
                 .progress_chars("=> "),
         );
         self.bar.set_prefix(stage.to_string());
+        self.bar.reset();
+        self.bar.set_length(total);
         self.bar.enable_steady_tick(Duration::from_millis(200));
     }
 
