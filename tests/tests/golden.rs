@@ -292,6 +292,10 @@ fn skipped_sections_are_listed_with_a_reason() {
     let tuned = fixture("tiny-llama/full-ft");
     let run = sandbox.mdiff(&[OsStr::new("compare"), base.as_os_str(), tuned.as_os_str()]);
     run.assert_ok();
+    assert_eq!(
+        run.stderr, "",
+        "stderr is not a terminal here: no progress bar, no noise"
+    );
     let report = read_report(&sandbox.join("mdiff-report.json")).expect("default report path");
     let sections: Vec<&str> = report.skipped.iter().map(|s| s.section.as_str()).collect();
     assert_eq!(sections, ["behaviour", "swap", "patching", "lens", "crosscoder"]);
