@@ -53,15 +53,15 @@ pub struct CompareArgs {
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
     /// Leading singular values of ΔW computed per matrix (0 skips the spectrum: faster on huge models).
-    #[arg(long, default_value_t = 8)]
-    pub singular_values: usize,
+    #[arg(long, default_value_t = 8, value_parser = clap::value_parser!(u16).range(0..=64))]
+    pub singular_values: u16,
     /// Worker threads (default: one per core).
-    #[arg(long)]
-    pub threads: Option<usize>,
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
     /// How many changed tensors the summary table lists.
     #[arg(long, default_value_t = 10)]
     pub top: usize,
-    /// Print the report JSON on stdout instead of the summary table.
+    /// Print the report JSON on stdout instead of the summary table (the report is still written to -o).
     #[arg(long)]
     pub json: bool,
 }

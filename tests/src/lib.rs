@@ -24,13 +24,11 @@ pub fn fixture(rel: &str) -> PathBuf {
     repo_root().join("fixtures").join(rel)
 }
 
-/// The `mdiff` binary beside this test executable (`target/<profile>/mdiff`).
-///
-/// `cargo test --workspace` builds it first because `diff-cli` has integration tests of its own; for
-/// `cargo test -p mdiff-tests` alone it is built here on first use.
+/// The `mdiff` binary beside this test executable (`target/<profile>/mdiff`), brought up to date once per test
+/// process: `cargo test -p mdiff-tests` alone does not rebuild it, and a stale binary would test old code.
 ///
 /// # Panics
-/// When the binary cannot be found or built.
+/// When the binary cannot be built.
 #[must_use]
 pub fn mdiff_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
@@ -38,16 +36,18 @@ pub fn mdiff_bin() -> &'static Path {
         let exe = std::env::current_exe().expect("test executable path");
         // target/<profile>/deps/<test> → target/<profile>/mdiff
         let profile_dir = exe.parent().and_then(Path::parent).expect("target/<profile> directory");
-        let path = profile_dir.join(format!("mdiff{}", std::env::consts::EXE_SUFFIX));
-        if !path.is_file() {
-            let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-            let status = Command::new(cargo)
-                .args(["build", "-p", "diff-cli", "--bin", "mdiff"])
-                .current_dir(repo_root())
-                .status()
-                .expect("running cargo build");
-            assert!(status.success() && path.is_file(), "building {} failed", path.display());
+        let release = profile_dir.file_name().is_some_and(|n| n == "release");
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let mut build = Command::new(cargo);
+        build
+            .args(["build", "--quiet", "-p", "diff-cli", "--bin", "mdiff"])
+            .current_dir(repo_root());
+        if release {
+            build.arg("--release");
         }
+        let status = build.status().expect("running cargo build");
+        let path = profile_dir.join(format!("mdiff{}", std::env::consts::EXE_SUFFIX));
+        assert!(status.success() && path.is_file(), "building {} failed", path.display());
         path
     })
 }

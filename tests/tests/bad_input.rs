@@ -356,6 +356,17 @@ fn lora_target_absent(sb: &Sandbox) -> Args {
     })
 }
 
+/// A `lora_B.bias` (PEFT's `lora_bias = true`): merging it is not supported, so it must not be dropped silently.
+fn lora_with_bias(sb: &Sandbox) -> Args {
+    broken_adapter(sb, |dir| {
+        edit_tensors(&dir.join(ADAPTER_WEIGHTS), |tensors| {
+            let bias = Q_PROJ_LORA_B.replace(".weight", ".bias");
+            tensors.push((bias, vec![64], vec![0.5; 64]));
+        });
+        edit_json(&dir.join(ADAPTER_CONFIG), |config| config["lora_bias"] = true.into());
+    })
+}
+
 /// Two unrelated weight files and no index to say which one to read.
 fn ambiguous_dir(sb: &Sandbox) -> Args {
     std::fs::create_dir(sb.join("two")).unwrap();
@@ -461,6 +472,13 @@ fn zero_threads(sb: &Sandbox) -> Args {
     args
 }
 
+/// A spectrum request far past what the randomized SVD supports (once an arithmetic overflow).
+fn huge_singular_values(sb: &Sandbox) -> Args {
+    let mut args = compare(sb, &fixture(BASE), &fixture(FULL_FT));
+    args.extend(["--singular-values".into(), "18446744073709551615".into()]);
+    args
+}
+
 fn adapter_as_base(sb: &Sandbox) -> Args {
     compare(sb, &fixture(LORA), &fixture(BASE))
 }
@@ -504,6 +522,8 @@ const CASES: &[(&str, Setup, i32)] = &[
     ("missing tuned argument", missing_tuned_arg, 2),
     ("no arguments", no_arguments, 2),
     ("zero threads", zero_threads, 2),
+    ("LoRA bias", lora_with_bias, 2),
+    ("huge --singular-values", huge_singular_values, 2),
     ("adapter as base", adapter_as_base, 2),
     ("output dir missing", output_dir_missing, 2),
     ("output is a dir", output_is_a_dir, 2),
@@ -706,9 +726,13 @@ fn non_finite_weights_are_counted_not_fatal() {
         tensor["delta_norm"].as_f64().unwrap() > 0.0,
         "full-ft changed {POISONED}"
     );
-    if let Some(singular_values) = tensor["spectrum"]["singular_values"].as_array() {
-        assert!(singular_values.iter().all(is_finite_number), "{singular_values:?}");
-    }
+    let singular_values = tensor["spectrum"]["singular_values"]
+        .as_array()
+        .expect("a changed matrix has a spectrum");
+    assert!(
+        !singular_values.is_empty() && singular_values.iter().all(is_finite_number),
+        "{singular_values:?}"
+    );
     for total in ["base_norm", "delta_norm", "relative"] {
         assert!(is_finite_number(&report["weights"]["totals"][total]), "totals.{total}");
     }
@@ -785,7 +809,13 @@ fn unreadable_path() {
 
 #[test]
 fn usage_errors_exit_2_without_panicking() {
-    for setup in [unknown_method, missing_tuned_arg, no_arguments] {
+    for setup in [
+        unknown_method,
+        missing_tuned_arg,
+        no_arguments,
+        zero_threads,
+        huge_singular_values,
+    ] {
         let (_, run) = run_case(setup);
         assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
         assert_eq!(run.code, 2, "stderr: {}", run.stderr);
@@ -797,7 +827,36 @@ fn usage_errors_exit_2_without_panicking() {
         "the message should name the bad value: {}",
         run.stderr
     );
-    fails_with(zero_threads, |_| vec!["--threads".into()]);
+    for (setup, flag) in [
+        (zero_threads as Setup, "--threads"),
+        (huge_singular_values, "--singular-values"),
+    ] {
+        let (_, run) = run_case(setup);
+        assert!(
+            run.stderr.contains(flag),
+            "the message should name {flag}: {}",
+            run.stderr
+        );
+    }
+}
+
+#[test]
+fn adapter_with_lora_bias_is_refused_not_dropped() {
+    fails_with(lora_with_bias, |_| {
+        vec![Q_PROJ.into(), "LoRA bias".into(), "merge_and_unload".into()]
+    });
+}
+
+/// PEFT accepts a target list with entries that match nothing as long as one matches; so does mdiff (review of #2).
+#[test]
+fn target_list_with_an_extra_unmatched_entry_still_merges() {
+    let sb = Sandbox::new();
+    let args = broken_adapter(&sb, |dir| {
+        edit_json(&dir.join(ADAPTER_CONFIG), |config| {
+            config["target_modules"] = serde_json::json!(["q_proj", "v_proj", "qkv_proj"])
+        });
+    });
+    sb.mdiff(&args).assert_ok();
 }
 
 #[test]

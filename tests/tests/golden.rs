@@ -143,11 +143,18 @@ fn lora_merge_equals_peft_merge_and_unload() {
             let ours = tuned.source().read(name).expect("ours").into_vec();
             let theirs = golden.read(name).expect("golden").into_vec();
             let base_values = base.source().read(name).expect("base").into_vec();
+            assert_eq!(ours.len(), theirs.len(), "{adapter} {name}: element count");
+            // f32::max would skip a NaN error; a NaN anywhere must fail.
             let max_err = ours
                 .iter()
                 .zip(&theirs)
                 .map(|(a, b)| (a - b).abs())
-                .fold(0.0f32, f32::max);
+                .fold(
+                    0.0f32,
+                    |m, e| {
+                        if e.is_nan() || m.is_nan() { f32::NAN } else { m.max(e) }
+                    },
+                );
             assert!(max_err <= 1e-6, "{adapter} {name}: max |ours − PEFT| = {max_err}");
             changed += usize::from(theirs != base_values);
         }
@@ -296,6 +303,14 @@ fn skipped_sections_are_listed_with_a_reason() {
         run.stderr, "",
         "stderr is not a terminal here: no progress bar, no noise"
     );
+    #[cfg(unix)]
+    {
+        // The report gets the umask's mode like any file the user creates, not tempfile's private 0600.
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::write(sandbox.join("plain"), b"").unwrap();
+        let mode = |name: &str| std::fs::metadata(sandbox.join(name)).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode("mdiff-report.json"), mode("plain"));
+    }
     let report = read_report(&sandbox.join("mdiff-report.json")).expect("default report path");
     let sections: Vec<&str> = report.skipped.iter().map(|s| s.section.as_str()).collect();
     assert_eq!(sections, ["behaviour", "swap", "patching", "lens", "crosscoder"]);

@@ -14,7 +14,7 @@ use crate::progress::Bar;
 /// Runs `mdiff compare`.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
-        rayon_threads(threads)?;
+        rayon_threads(usize::from(threads))?;
     }
     let base = Checkpoint::open(&args.base)?;
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
@@ -23,7 +23,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         seed: args.seed,
         ..CompareOptions::default()
     };
-    opts.spectrum.top_k = args.singular_values;
+    opts.spectrum.top_k = usize::from(args.singular_values);
     let report = compare(&base, &tuned, &opts, &Bar::new())?;
     write_report(&report, &args.output)?;
     if args.json {
@@ -39,10 +39,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
 }
 
 fn rayon_threads(threads: usize) -> anyhow::Result<()> {
-    if threads == 0 {
-        return Err(mdiff_core::Error::Usage("--threads must be at least 1".into()).into());
-    }
-    // candle's matmul splits work over rayon's global pool too, so this bounds all compute threads.
+    // candle's and gemm's work also runs on rayon's global pool, so this bounds all compute threads.
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()

@@ -123,6 +123,10 @@ enum Part {
     EmbeddingA,
     EmbeddingB,
     Magnitude,
+    /// `lora_B.bias` (PEFT's `lora_bias = true`).
+    Bias,
+    /// A LoRA tensor name we do not recognize.
+    Unknown,
 }
 
 /// Splits `model.layers.0.self_attn.q_proj.lora_A.weight` into the module and the part.
@@ -137,7 +141,20 @@ fn parse_lora_key(key: &str) -> Option<(&str, Part)> {
     MARKERS.iter().find_map(|&(marker, part)| {
         let at = key.find(marker)?;
         let rest = key.get(at + marker.len()..)?;
-        (rest.is_empty() || rest.starts_with('.')).then(|| (key.get(..at).unwrap_or_default(), part))
+        if !(rest.is_empty() || rest.starts_with('.')) {
+            return None;
+        }
+        let module = key.get(..at).unwrap_or_default();
+        // After the marker PEFT writes `.weight`, `.<adapter>.weight`, or (embeddings) nothing or `.<adapter>`.
+        let tail: Vec<&str> = rest.split('.').skip(1).collect();
+        let part = match (tail.as_slice(), part) {
+            (_, Part::Magnitude) => Part::Magnitude,
+            ([.., "bias"], Part::B) => Part::Bias,
+            ([] | ["weight"] | [_, "weight"], _) => part,
+            ([_], Part::EmbeddingA | Part::EmbeddingB) => part,
+            _ => Part::Unknown,
+        };
+        Some((module, part))
     })
 }
 
@@ -215,6 +232,15 @@ impl LoraSource {
         for key in adapter.tensors().keys() {
             let canonical = canonical_name(key);
             match parse_lora_key(canonical) {
+                Some((module, Part::Bias)) => {
+                    return Err(invalid(format!(
+                        "{module} has a LoRA bias (lora_bias = true), which mdiff does not merge yet; merge it with \
+                         PEFT's merge_and_unload() and compare the merged checkpoint"
+                    )));
+                }
+                Some((_, Part::Unknown)) => {
+                    return Err(invalid(format!("unrecognized LoRA tensor {key} in {ADAPTER_WEIGHTS}")));
+                }
                 Some((module, Part::Magnitude)) => {
                     return Err(invalid(format!(
                         "{module} has a DoRA magnitude vector; DoRA is not supported yet"
@@ -264,8 +290,10 @@ impl LoraSource {
                     tensor: weight,
                 });
             };
-            let update = resolve_update(&config, module, a_key, b_key, a_part == Part::EmbeddingA).map_err(&invalid)?;
-            check_shapes(&update, adapter.tensors(), base.tensors().get(base_name)).map_err(&invalid)?;
+            let mut update =
+                resolve_update(&config, module, a_key, b_key, a_part == Part::EmbeddingA).map_err(&invalid)?;
+            update.transposed =
+                check_shapes(&update, adapter.tensors(), base.tensors().get(base_name)).map_err(&invalid)?;
             updates.insert(base_name.to_string(), update);
         }
 
@@ -467,12 +495,13 @@ fn resolve_update(
     })
 }
 
-/// Checks A `[r, in]`, B `[out, r]` against r and the base weight, before any tensor is read.
+/// Checks A `[r, in]`, B `[out, r]` against r and the base weight, before any tensor is read, and returns whether
+/// the update is applied transposed.
 fn check_shapes(
     update: &ModuleUpdate,
     adapter: &BTreeMap<String, TensorInfo>,
     weight: Option<&TensorInfo>,
-) -> std::result::Result<(), String> {
+) -> std::result::Result<bool, String> {
     let shape = |key: &str| adapter.get(key).map(|i| i.shape.clone()).unwrap_or_default();
     let (a, b) = (shape(&update.a_key), shape(&update.b_key));
     let module = &update.module;
@@ -489,16 +518,15 @@ fn check_shapes(
             update.r
         ));
     }
-    let expected = if update.transposed {
-        vec![a_cols, b_rows]
-    } else {
-        vec![b_rows, a_cols]
-    };
-    match weight {
-        Some(w) if w.shape == expected => Ok(()),
+    // PEFT decides the layout per layer (Conv1D stores [in, out], Linear [out, in]) and the saved
+    // `fan_in_fan_out` flag is only the last value it set; the shapes settle it unless the weight is square.
+    let (linear, conv1d) = (vec![b_rows, a_cols], vec![a_cols, b_rows]);
+    match weight.map(|w| &w.shape) {
+        Some(w) if *w == linear && *w == conv1d => Ok(update.transposed),
+        Some(w) if *w == linear => Ok(false),
+        Some(w) if *w == conv1d => Ok(true),
         Some(w) => Err(format!(
-            "{module}: update B·A has shape {expected:?} but the base weight is {:?}",
-            w.shape
+            "{module}: update B·A has shape {linear:?} (or {conv1d:?} transposed) but the base weight is {w:?}"
         )),
         None => Err(format!("{module}: base weight not found")),
     }
@@ -531,31 +559,21 @@ impl<'a> TargetMatcher<'a> {
         }
     }
 
-    /// Each target must name at least one module of the base, as PEFT insists when it builds the adapter.
+    /// PEFT refuses an adapter whose targets match nothing in the model; an entry that matches nothing next to
+    /// ones that do is fine (a list shared between architectures).
     fn check_base_has_targets(&self, base_names: &BTreeMap<&str, &str>) -> std::result::Result<(), String> {
-        let modules: Vec<&str> = base_names
-            .keys()
-            .filter_map(|n| n.rsplit_once('.').map(|(m, _)| m))
-            .collect();
-        let missing: Vec<&str> = match self {
-            Self::Any => Vec::new(),
-            Self::List(list) => list
-                .iter()
-                .filter(|t| {
-                    !modules
-                        .iter()
-                        .any(|m| *m == t.as_str() || m.ends_with(&format!(".{t}")))
-                })
-                .map(String::as_str)
-                .collect(),
-            Self::Regex(re) if !modules.iter().any(|m| re.is_match(m)) => vec![re.as_str()],
-            Self::Regex(_) => Vec::new(),
+        let mut modules = base_names.keys().filter_map(|n| n.rsplit_once('.').map(|(m, _)| m));
+        let (matched, described) = match self {
+            Self::Any => return Ok(()),
+            Self::List(list) => (modules.any(|m| self.matches(m)), format!("{list:?}")),
+            Self::Regex(re) => (modules.any(|m| re.is_match(m)), format!("{:?}", re.as_str())),
         };
-        match missing.as_slice() {
-            [] => Ok(()),
-            names => Err(format!(
-                "target_modules {names:?} match no module of the base model; is the adapter meant for another base?"
-            )),
+        if matched {
+            Ok(())
+        } else {
+            Err(format!(
+                "target_modules {described} match no module of the base model; is the adapter meant for another base?"
+            ))
         }
     }
 }
@@ -580,6 +598,15 @@ mod tests {
         );
         assert_eq!(parse_lora_key("model.layers.1.q_proj.weight"), None);
         assert_eq!(parse_lora_key("x.lora_Almost.weight"), None);
+        assert_eq!(parse_lora_key("m.c_attn.lora_B.bias"), Some(("m.c_attn", Part::Bias)));
+        assert_eq!(
+            parse_lora_key("m.c_attn.lora_A.default.weight.extra"),
+            Some(("m.c_attn", Part::Unknown))
+        );
+        assert_eq!(
+            parse_lora_key("m.wte.lora_embedding_B.default"),
+            Some(("m.wte", Part::EmbeddingB))
+        );
     }
 
     #[test]

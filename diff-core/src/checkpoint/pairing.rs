@@ -1,7 +1,8 @@
 //! Pairing base and tuned tensors by name.
 //!
-//! Names match exactly after stripping PEFT's `base_model.model.` wrapper; when only one side carries the
-//! `model.` prefix of a `*ForCausalLM` checkpoint (exports of the bare `*Model`), it is ignored too.
+//! Names match exactly after stripping PEFT's `base_model.model.` wrapper; when only one side carries the base
+//! model prefix of a `*ForCausalLM` checkpoint (`model.`, GPT-2's `transformer.`, ...: exports of the bare
+//! `*Model`, as GPT-2's Hub weights are), it is ignored too.
 
 use std::collections::BTreeMap;
 
@@ -10,7 +11,8 @@ use crate::error::{Error, Result};
 use crate::report::{DtypeMismatch, ShapeMismatch};
 
 const PEFT_PREFIX: &str = "base_model.model.";
-const MODEL_PREFIX: &str = "model.";
+/// transformers' `base_model_prefix` values (plus the dot) of the architectures we know.
+const MODEL_PREFIXES: [&str; 4] = ["model.", "transformer.", "gpt_neox.", "backbone."];
 
 /// A name with PEFT's wrapper prefix removed.
 #[must_use]
@@ -24,14 +26,13 @@ pub(crate) fn resolve_name<'a>(table: &BTreeMap<&'a str, &'a str>, canonical: &s
 }
 
 fn resolve_entry<'a>(table: &BTreeMap<&'a str, &'a str>, canonical: &str) -> Option<(&'a str, &'a str)> {
-    let alternatives = [
-        Some(canonical.to_string()),
-        canonical.strip_prefix(MODEL_PREFIX).map(String::from),
-        Some(format!("{MODEL_PREFIX}{canonical}")),
-    ];
-    alternatives
+    let stripped = MODEL_PREFIXES
         .iter()
-        .flatten()
+        .filter_map(|p| canonical.strip_prefix(p).map(String::from));
+    let prefixed = MODEL_PREFIXES.iter().map(|p| format!("{p}{canonical}"));
+    std::iter::once(canonical.to_string())
+        .chain(stripped)
+        .chain(prefixed)
         .find_map(|c| table.get_key_value(c.as_str()).map(|(k, v)| (*k, *v)))
 }
 
@@ -172,5 +173,20 @@ mod tests {
         let tuned = table(&[("b", "F32", &[1])]);
         let err = pair_tensors(&base, &tuned).unwrap_err().to_string();
         assert!(err.contains("e.g. a") && err.contains("e.g. b"), "{err}");
+    }
+
+    #[test]
+    fn gpt2_hub_names_without_transformer_prefix_pair_with_save_pretrained_names() {
+        let base = table(&[
+            ("h.0.attn.c_attn.weight", "F32", &[4, 12]),
+            ("wte.weight", "F32", &[8, 4]),
+        ]);
+        let tuned = table(&[
+            ("transformer.h.0.attn.c_attn.weight", "F32", &[4, 12]),
+            ("transformer.wte.weight", "F32", &[8, 4]),
+        ]);
+        let p = pair_tensors(&base, &tuned).unwrap();
+        assert_eq!(p.pairs.len(), 2);
+        assert!(p.unmatched_base.is_empty() && p.unmatched_tuned.is_empty());
     }
 }

@@ -57,22 +57,13 @@ impl<'a> View<'a> {
     }
 }
 
-/// Whether a product may split its work over rayon's pool.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Threads {
-    /// Use the pool (one large product).
-    Pool,
-    /// Stay on the calling thread (many small products that are already spread over the pool).
-    One,
-}
-
 /// `a · b` as a row-major `a.rows × b.cols` vector.
 ///
 /// # Errors
 /// [`Error::Internal`] when the shapes do not chain or a view exceeds its slice (a bug in the caller).
-pub fn matmul(a: View<'_>, b: View<'_>, threads: Threads) -> Result<Vec<f32>> {
+pub fn matmul(a: View<'_>, b: View<'_>) -> Result<Vec<f32>> {
     let mut out = vec![0.0f32; a.rows * b.cols];
-    product(&mut out, a, b, false, threads)?;
+    product(&mut out, a, b, false)?;
     Ok(out)
 }
 
@@ -80,11 +71,13 @@ pub fn matmul(a: View<'_>, b: View<'_>, threads: Threads) -> Result<Vec<f32>> {
 ///
 /// # Errors
 /// As [`matmul`], and when `out` has the wrong length.
-pub fn matmul_add(out: &mut [f32], a: View<'_>, b: View<'_>, threads: Threads) -> Result<()> {
-    product(out, a, b, true, threads)
+pub fn matmul_add(out: &mut [f32], a: View<'_>, b: View<'_>) -> Result<()> {
+    product(out, a, b, true)
 }
 
-fn product(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, threads: Threads) -> Result<()> {
+/// Single-threaded on purpose: callers spread independent products over rayon themselves, in a fixed grouping,
+/// so results do not depend on the thread count.
+fn product(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) -> Result<()> {
     if a.cols != b.rows || !a.in_bounds() || !b.in_bounds() || out.len() != a.rows * b.cols {
         return Err(Error::Internal(format!(
             "matmul of {}×{} by {}×{} views into {} elements is out of bounds",
@@ -107,10 +100,6 @@ fn product(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, threads:
         stride(b.row_stride)?,
         stride(b.col_stride)?,
     );
-    let parallelism = match threads {
-        Threads::Pool => gemm::Parallelism::Rayon(rayon::current_num_threads()),
-        Threads::One => gemm::Parallelism::None,
-    };
     #[allow(unsafe_code)]
     // SAFETY: `in_bounds` checked that every (i, j) addressed through a and b lies inside their slices; `out`
     // holds exactly m·n elements at row stride n and column stride 1; the slices outlive the call and `out` (a
@@ -136,7 +125,7 @@ fn product(out: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool, threads:
             false,
             false,
             false,
-            parallelism,
+            gemm::Parallelism::None,
         );
     }
     Ok(())
@@ -150,33 +139,19 @@ mod tests {
     fn products_of_plain_and_transposed_views_match_a_hand_computation() {
         let a = [1.0, 2.0, 3.0, 4.0, 5.0, 6.0]; // 2×3
         let b = [1.0, 0.0, 0.0, 1.0, 1.0, 1.0]; // 3×2
-        let ab = matmul(View::row_major(&a, 2, 3), View::row_major(&b, 3, 2), Threads::Pool).unwrap();
+        let ab = matmul(View::row_major(&a, 2, 3), View::row_major(&b, 3, 2)).unwrap();
         assert_eq!(ab, vec![4.0, 5.0, 10.0, 11.0]);
         // aᵀ·a is 3×3 and symmetric.
         let mut ata = vec![1.0; 9];
-        matmul_add(
-            &mut ata,
-            View::row_major(&a, 2, 3).t(),
-            View::row_major(&a, 2, 3),
-            Threads::One,
-        )
-        .unwrap();
+        matmul_add(&mut ata, View::row_major(&a, 2, 3).t(), View::row_major(&a, 2, 3)).unwrap();
         assert_eq!(ata, vec![18.0, 23.0, 28.0, 23.0, 30.0, 37.0, 28.0, 37.0, 46.0]);
     }
 
     #[test]
     fn mismatched_or_out_of_bounds_views_are_errors_not_ub() {
         let a = [1.0; 6];
-        assert!(matmul(View::row_major(&a, 2, 3), View::row_major(&a, 2, 3), Threads::One).is_err());
-        assert!(matmul(View::row_major(&a, 3, 3), View::row_major(&a, 3, 2), Threads::One).is_err());
-        assert!(
-            matmul_add(
-                &mut [0.0; 3],
-                View::row_major(&a, 2, 3),
-                View::row_major(&a, 3, 2),
-                Threads::One
-            )
-            .is_err()
-        );
+        assert!(matmul(View::row_major(&a, 2, 3), View::row_major(&a, 2, 3)).is_err());
+        assert!(matmul(View::row_major(&a, 3, 3), View::row_major(&a, 3, 2)).is_err());
+        assert!(matmul_add(&mut [0.0; 3], View::row_major(&a, 2, 3), View::row_major(&a, 3, 2)).is_err());
     }
 }

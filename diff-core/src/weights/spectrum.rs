@@ -5,7 +5,7 @@
 //! the singular values of the thin A·Z (Rayleigh–Ritz) estimate the leading ones. The products are f32 (`gemm`, on
 //! borrowed slices); the orthonormalization and the final decomposition are f64. See docs/methods.md.
 
-use super::matmul::{Threads, View, matmul, matmul_add};
+use super::matmul::{View, matmul, matmul_add};
 use crate::error::Result;
 use crate::report::{Spectrum, SpectrumSettings};
 
@@ -41,7 +41,7 @@ pub fn spectrum(
 ) -> Result<Spectrum> {
     let (short, long) = (rows.min(cols), rows.max(cols));
     let work = (short as u64).saturating_mul(short as u64).saturating_mul(long as u64);
-    let exact = work <= opts.exact_max_work || short <= opts.top_k + opts.oversample;
+    let exact = work <= opts.exact_max_work || short <= opts.top_k.saturating_add(opts.oversample);
     let mut values = if exact {
         exact_singular_values(delta, rows, cols)
     } else {
@@ -87,7 +87,7 @@ fn randomized_singular_values(
     opts: &SpectrumOptions,
     stream: u64,
 ) -> Result<Vec<f64>> {
-    let l = (opts.top_k + opts.oversample).min(rows.min(cols));
+    let l = opts.top_k.saturating_add(opts.oversample).min(rows.min(cols));
     let mut rng = SplitMix64::new(opts.seed ^ stream);
     let omega: Vec<f32> = (0..l * cols).map(|_| rng.gaussian() as f32).collect();
 
@@ -98,11 +98,7 @@ fn randomized_singular_values(
         z_t = orthonormal_rows(View::row_major(&w_t, l, cols));
     }
     // Rayleigh–Ritz: the singular values of A·Z estimate the leading ones of A.
-    let y = matmul(
-        View::row_major(delta, rows, cols),
-        View::row_major(&z_t, l, cols).t(),
-        Threads::Pool,
-    )?;
+    let y = times_z(delta, rows, cols, &z_t, l)?;
     let mut y_t = vec![0.0f64; l * rows];
     for (r, row) in y.chunks_exact(l).enumerate() {
         for (c, &v) in row.iter().enumerate() {
@@ -112,32 +108,74 @@ fn randomized_singular_values(
     Ok(jacobi_row_norms(&mut y_t, l, rows))
 }
 
+/// Row groups a pass over ΔW is split into. Fixed (not the thread count) so that partial sums are added in the
+/// same order on every machine: same inputs and seed, same bits.
+const GROUPS: usize = 16;
+
+/// ~512 KiB of ΔW per block: it stays in L2 between the two products of [`gram_times`].
+const BLOCK_BYTES: usize = 512 * 1024;
+
+/// Splits `rows` rows into up to [`GROUPS`] contiguous ranges of whole blocks.
+fn row_groups(rows: usize, cols: usize) -> (usize, Vec<std::ops::Range<usize>>) {
+    let block_rows = (BLOCK_BYTES / 4 / cols.max(1)).clamp(1, rows.max(1));
+    let blocks = rows.div_ceil(block_rows);
+    let per_group = blocks.div_ceil(GROUPS).max(1) * block_rows;
+    let groups = (0..rows)
+        .step_by(per_group)
+        .map(|start| start..(start + per_group).min(rows))
+        .collect();
+    (block_rows, groups)
+}
+
 /// (AᵀA·Z)ᵀ in one pass over A: each block of rows A_i is multiplied twice while it is in cache,
 /// Wᵀ += (A_i Z)ᵀ A_i. The usual scheme reads A from memory twice per iteration (A·Z, then Aᵀ·Q); this halves
-/// the memory traffic, which is what bounds the cost on a large tensor.
+/// the memory traffic. Groups run in parallel; their partials are summed in group order.
 fn gram_times(delta: &[f32], rows: usize, cols: usize, z_t: &[f32], l: usize) -> Result<Vec<f32>> {
     use rayon::prelude::*;
-    // ~512 KiB of A per block: stays in L2 between its two products.
-    let block_rows = ((512 * 1024 / 4) / cols.max(1)).clamp(1, rows.max(1));
+    let (block_rows, groups) = row_groups(rows, cols);
     let z = View::row_major(z_t, l, cols).t();
-    delta
-        .par_chunks(block_rows * cols)
-        .try_fold(
-            || vec![0.0f32; l * cols],
-            |mut w_t, block| {
-                let a_i = View::row_major(block, block.len() / cols, cols);
-                let y_i = matmul(a_i, z, Threads::One)?;
-                matmul_add(&mut w_t, View::row_major(&y_i, a_i.rows, l).t(), a_i, Threads::One)?;
-                Ok(w_t)
-            },
-        )
-        .try_reduce(
-            || vec![0.0f32; l * cols],
-            |mut a, b| {
-                a.iter_mut().zip(b).for_each(|(x, y)| *x += y);
-                Ok(a)
-            },
-        )
+    let partials: Vec<Vec<f32>> = groups
+        .into_par_iter()
+        .map(|group| {
+            let mut w_t = vec![0.0f32; l * cols];
+            for start in group.clone().step_by(block_rows) {
+                let end = (start + block_rows).min(group.end);
+                let a_i = View::row_major(
+                    delta.get(start * cols..end * cols).unwrap_or_default(),
+                    end - start,
+                    cols,
+                );
+                let y_i = matmul(a_i, z)?;
+                matmul_add(&mut w_t, View::row_major(&y_i, a_i.rows, l).t(), a_i)?;
+            }
+            Ok(w_t)
+        })
+        .collect::<Result<_>>()?;
+    let mut sum = vec![0.0f32; l * cols];
+    for partial in partials {
+        sum.iter_mut().zip(partial).for_each(|(s, p)| *s += p);
+    }
+    Ok(sum)
+}
+
+/// A·Z (rows × l), by row groups in parallel: each output row is computed by one single-threaded product, so the
+/// result does not depend on how many threads there are.
+fn times_z(delta: &[f32], rows: usize, cols: usize, z_t: &[f32], l: usize) -> Result<Vec<f32>> {
+    use rayon::prelude::*;
+    let (_, groups) = row_groups(rows, cols);
+    let z = View::row_major(z_t, l, cols).t();
+    let parts: Vec<Vec<f32>> = groups
+        .into_par_iter()
+        .map(|g| {
+            let a_g = View::row_major(
+                delta.get(g.start * cols..g.end * cols).unwrap_or_default(),
+                g.len(),
+                cols,
+            );
+            matmul(a_g, z)
+        })
+        .collect::<Result<_>>()?;
+    Ok(parts.concat())
 }
 
 /// The rows of `v`, orthonormalized in f64 (modified Gram–Schmidt, twice for stability), as row-major f32.
@@ -357,5 +395,26 @@ mod tests {
             .map(|(a, e)| (e - a) / e)
             .fold(0.0f64, f64::max);
         assert!(worst < 0.1, "worst relative underestimate {worst}");
+    }
+
+    /// Same inputs and seed give the same bits whatever the thread count (the report contract).
+    #[test]
+    fn randomized_path_is_bit_identical_across_thread_counts() {
+        // 4096 rows of 256 columns: 8 blocks of 512 rows, spread over several groups.
+        let (rows, cols) = (4096, 256);
+        let mut rng = SplitMix64::new(5);
+        let m: Vec<f32> = (0..rows * cols).map(|_| rng.gaussian() as f32).collect();
+        let opts = SpectrumOptions {
+            exact_max_work: 0,
+            ..SpectrumOptions::default()
+        };
+        let run = |threads: usize| {
+            let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
+            pool.install(|| spectrum(&m, rows, cols, frob_sq(&m), &opts, 2).unwrap())
+        };
+        let one = run(1);
+        for threads in [2, 3, 4] {
+            assert_eq!(run(threads), one, "{threads} threads");
+        }
     }
 }

@@ -155,7 +155,18 @@ pub fn pair_stats(base: &TensorData<'_>, tuned: &TensorData<'_>, delta: &mut Vec
     lanes.finish(&mut s);
     // The tolerance needs max|b| over the whole tensor, so it is a second (cheap, in-memory) pass over Δ.
     let threshold = CHANGE_TOLERANCE * s.max_abs_base;
-    s.num_changed_tol = delta.iter().filter(|d| f64::from(d.abs()) > threshold).count() as u64;
+    let mut changed_tol = 0u64;
+    for d in delta.iter_mut() {
+        // Two finite f32 near ±3.4e38 can differ by more than f32 holds. The f64 sums above are exact; keep the
+        // overflow out of the f32 ΔW the spectrum reads rather than turn its values into NaN.
+        if !d.is_finite() {
+            *d = 0.0;
+            changed_tol += 1;
+        } else if f64::from(d.abs()) > threshold {
+            changed_tol += 1;
+        }
+    }
+    s.num_changed_tol = changed_tol;
     s
 }
 
@@ -326,5 +337,15 @@ mod tests {
             (s.num_changed, s.num_finite, s.non_finite.tuned_nan),
             (changed, n as u64 - 1, 1)
         );
+    }
+
+    #[test]
+    fn a_difference_beyond_f32_range_stays_out_of_the_f32_delta() {
+        let base = TensorData::Owned(vec![-3.0e38, 1.0]);
+        let tuned = TensorData::Owned(vec![3.0e38, 1.0]);
+        let mut delta = Vec::new();
+        let s = pair_stats(&base, &tuned, &mut delta);
+        assert_eq!(delta, vec![0.0, 0.0]);
+        assert!((s.delta_sq.sqrt() - 6.0e38).abs() < 1e32 && s.num_changed_tol == 1);
     }
 }
