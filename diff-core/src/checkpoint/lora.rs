@@ -584,29 +584,28 @@ mod tests {
 
     #[test]
     fn parses_peft_keys_with_and_without_adapter_name() {
-        assert_eq!(
-            parse_lora_key("model.layers.1.q_proj.lora_A.weight"),
-            Some(("model.layers.1.q_proj", Part::A))
-        );
-        assert_eq!(
-            parse_lora_key("m.q_proj.lora_B.default.weight"),
-            Some(("m.q_proj", Part::B))
-        );
-        assert_eq!(
-            parse_lora_key("model.embed_tokens.lora_embedding_A"),
-            Some(("model.embed_tokens", Part::EmbeddingA))
-        );
-        assert_eq!(parse_lora_key("model.layers.1.q_proj.weight"), None);
-        assert_eq!(parse_lora_key("x.lora_Almost.weight"), None);
-        assert_eq!(parse_lora_key("m.c_attn.lora_B.bias"), Some(("m.c_attn", Part::Bias)));
-        assert_eq!(
-            parse_lora_key("m.c_attn.lora_A.default.weight.extra"),
-            Some(("m.c_attn", Part::Unknown))
-        );
-        assert_eq!(
-            parse_lora_key("m.wte.lora_embedding_B.default"),
-            Some(("m.wte", Part::EmbeddingB))
-        );
+        let cases = [
+            (
+                "model.layers.1.q_proj.lora_A.weight",
+                Some(("model.layers.1.q_proj", Part::A)),
+            ),
+            ("m.q_proj.lora_B.default.weight", Some(("m.q_proj", Part::B))),
+            (
+                "model.embed_tokens.lora_embedding_A",
+                Some(("model.embed_tokens", Part::EmbeddingA)),
+            ),
+            ("m.wte.lora_embedding_B.default", Some(("m.wte", Part::EmbeddingB))),
+            ("m.c_attn.lora_B.bias", Some(("m.c_attn", Part::Bias))),
+            (
+                "m.c_attn.lora_A.default.weight.extra",
+                Some(("m.c_attn", Part::Unknown)),
+            ),
+            ("model.layers.1.q_proj.weight", None),
+            ("x.lora_Almost.weight", None),
+        ];
+        for (key, want) in cases {
+            assert_eq!(parse_lora_key(key), want, "{key}");
+        }
     }
 
     #[test]

@@ -127,6 +127,15 @@ fn row_groups(rows: usize, cols: usize) -> (usize, Vec<std::ops::Range<usize>>) 
     (block_rows, groups)
 }
 
+/// Rows `range` of the row-major matrix `delta` with `cols` columns.
+fn rows_of(delta: &[f32], range: std::ops::Range<usize>, cols: usize) -> View<'_> {
+    View::row_major(
+        delta.get(range.start * cols..range.end * cols).unwrap_or_default(),
+        range.len(),
+        cols,
+    )
+}
+
 /// (AᵀA·Z)ᵀ in one pass over A: each block of rows A_i is multiplied twice while it is in cache,
 /// Wᵀ += (A_i Z)ᵀ A_i. The usual scheme reads A from memory twice per iteration (A·Z, then Aᵀ·Q); this halves
 /// the memory traffic. Groups run in parallel; their partials are summed in group order.
@@ -140,11 +149,7 @@ fn gram_times(delta: &[f32], rows: usize, cols: usize, z_t: &[f32], l: usize) ->
             let mut w_t = vec![0.0f32; l * cols];
             for start in group.clone().step_by(block_rows) {
                 let end = (start + block_rows).min(group.end);
-                let a_i = View::row_major(
-                    delta.get(start * cols..end * cols).unwrap_or_default(),
-                    end - start,
-                    cols,
-                );
+                let a_i = rows_of(delta, start..end, cols);
                 let y_i = matmul(a_i, z)?;
                 matmul_add(&mut w_t, View::row_major(&y_i, a_i.rows, l).t(), a_i)?;
             }
@@ -166,14 +171,7 @@ fn times_z(delta: &[f32], rows: usize, cols: usize, z_t: &[f32], l: usize) -> Re
     let z = View::row_major(z_t, l, cols).t();
     let parts: Vec<Vec<f32>> = groups
         .into_par_iter()
-        .map(|g| {
-            let a_g = View::row_major(
-                delta.get(g.start * cols..g.end * cols).unwrap_or_default(),
-                g.len(),
-                cols,
-            );
-            matmul(a_g, z)
-        })
+        .map(|g| matmul(rows_of(delta, g, cols), z))
         .collect::<Result<_>>()?;
     Ok(parts.concat())
 }
