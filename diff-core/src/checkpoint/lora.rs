@@ -8,7 +8,7 @@
 //! - its key helpers expect `lora_A.<adapter>.weight` and match module prefixes by substring (`layers.1` would
 //!   match `layers.10`), so keys are parsed exactly here;
 //! - its merge ignores `fan_in_fan_out` (GPT-2 `Conv1D`) and embedding adapters, whose update is (B·A)ᵀ; those are
-//!   merged through the transposed weight.
+//!   merged as Aᵀ·Bᵀ (its factors swapped and transposed).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -326,17 +326,6 @@ impl LoraSource {
         &self.adapter
     }
 
-    /// Base tensor names that the adapter changes (by update or replacement).
-    pub fn changed_tensors(&self) -> impl Iterator<Item = &str> {
-        self.updates.keys().chain(self.replaced.keys()).map(String::as_str)
-    }
-
-    /// Rank of the update to `base_name`, when it is a LoRA target.
-    #[must_use]
-    pub fn rank_of(&self, base_name: &str) -> Option<usize> {
-        self.updates.get(base_name).map(|u| u.r)
-    }
-
     /// The adapter as the report describes it.
     #[must_use]
     pub fn summary(&self) -> LoraSummary {
@@ -393,8 +382,11 @@ impl LoraSource {
                 .unwrap_or_default();
             Ok(Tensor::from_vec(self.adapter.read(key)?.into_vec(), shape, &dev)?)
         };
-        let a = load(&update.a_key)?;
-        let mut b = load(&update.b_key)?;
+        let (mut a, mut b) = (load(&update.a_key)?, load(&update.b_key)?);
+        if update.transposed {
+            // (B·A)ᵀ = Aᵀ·Bᵀ: swap and transpose the thin factors rather than transposing W twice.
+            (a, b) = (b.t()?.contiguous()?, a.t()?.contiguous()?);
+        }
         // peft-rs takes alpha as an integer; for a fractional alpha fold s into B and merge with s = 1.
         let lora_config = if update.alpha.fract() == 0.0 && update.alpha >= 1.0 {
             LoraConfig {
@@ -414,15 +406,7 @@ impl LoraSource {
         };
         let layer = LoraLayer::from_weights(a, b, lora_config).map_err(merge_err)?;
         let weight = Tensor::from_vec(self.base.read(base_name)?.into_vec(), info.shape.clone(), &dev)?;
-        let merged = if update.transposed {
-            layer
-                .merge(&weight.t()?.contiguous()?)
-                .map_err(merge_err)?
-                .t()?
-                .contiguous()?
-        } else {
-            layer.merge(&weight).map_err(merge_err)?
-        };
+        let merged = layer.merge(&weight).map_err(merge_err)?;
         Ok(merged.flatten_all()?.to_vec1::<f32>()?)
     }
 }
