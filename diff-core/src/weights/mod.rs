@@ -20,7 +20,7 @@ use crate::report::{SkippedTensor, TensorDiff, WeightTotals, WeightsSection};
 /// Diffs every pair, in parallel on rayon's pool; memory is bounded by the tensors in flight (one ΔW each).
 ///
 /// # Errors
-/// Read errors of either source, or a candle failure in the spectrum.
+/// Read errors of either source (including a failed LoRA merge), or an internal error in the spectrum.
 pub fn diff_weights(
     base: &dyn TensorSource,
     tuned: &dyn TensorSource,
@@ -84,8 +84,8 @@ fn diff_pair(
             }));
         }
     }
-    // Taken out rather than borrowed: while gemm waits inside a rayon join this thread may run another pair's
-    // task, which then finds the slot empty and allocates instead of panicking on a double borrow.
+    // Taken out rather than borrowed: while the spectrum waits for its parallel row groups, this thread may run
+    // another pair's task, which then finds the slot empty and allocates instead of panicking on a double borrow.
     let mut delta = DELTA.take();
     let stats = {
         let base_data = base.read(&pair.base_name)?;

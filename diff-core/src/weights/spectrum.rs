@@ -30,7 +30,7 @@ impl Default for SpectrumSettings {
 /// `stream` distinguishes tensors so each gets its own random test matrix regardless of thread scheduling.
 ///
 /// # Errors
-/// Only on a candle failure (a bug).
+/// [`crate::Error::Internal`] when a product is handed inconsistent shapes (a bug).
 pub fn spectrum(
     delta: &[f32],
     rows: usize,
@@ -310,6 +310,28 @@ mod tests {
         m
     }
 
+    /// An i.i.d. standard normal matrix: the flattest spectrum there is.
+    fn gaussian(rows: usize, cols: usize, seed: u64) -> Vec<f32> {
+        let mut rng = SplitMix64::new(seed);
+        (0..rows * cols).map(|_| rng.gaussian() as f32).collect()
+    }
+
+    /// Options that force the randomized path.
+    fn randomized() -> SpectrumOptions {
+        SpectrumOptions {
+            exact_max_work: 0,
+            ..SpectrumOptions::default()
+        }
+    }
+
+    /// Options that force the exact path.
+    fn exact() -> SpectrumOptions {
+        SpectrumOptions {
+            exact_max_work: u64::MAX,
+            ..SpectrumOptions::default()
+        }
+    }
+
     fn frob_sq(m: &[f32]) -> f64 {
         m.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
     }
@@ -332,10 +354,7 @@ mod tests {
         let (rows, cols) = (300, 200);
         let m = planted(rows, cols, &[50.0, 40.0, 30.0, 20.0, 10.0, 8.0, 6.0, 4.0], 1e-3);
         let exact = spectrum(&m, rows, cols, frob_sq(&m), &SpectrumOptions::default(), 1).unwrap();
-        let opts = SpectrumOptions {
-            exact_max_work: 0,
-            ..SpectrumOptions::default()
-        };
+        let opts = randomized();
         let approx = spectrum(&m, rows, cols, frob_sq(&m), &opts, 1).unwrap();
         assert!(exact.exact && !approx.exact);
         for (a, e) in approx.singular_values.iter().zip(&exact.singular_values) {
@@ -347,10 +366,7 @@ mod tests {
     fn randomized_path_sees_exactly_the_rank_of_a_rank_two_update() {
         let (rows, cols) = (256, 192);
         let m = planted(rows, cols, &[2.0, 1.0], 0.0);
-        let opts = SpectrumOptions {
-            exact_max_work: 0,
-            ..SpectrumOptions::default()
-        };
+        let opts = randomized();
         let s = spectrum(&m, rows, cols, frob_sq(&m), &opts, 3).unwrap();
         assert_eq!(s.effective_rank, 2, "{:?}", s.singular_values);
         assert!((s.stable_rank - 1.25).abs() < 1e-5);
@@ -359,10 +375,7 @@ mod tests {
     #[test]
     fn same_seed_same_values() {
         let m = planted(200, 150, &[3.0, 2.0], 0.1);
-        let opts = SpectrumOptions {
-            exact_max_work: 0,
-            ..SpectrumOptions::default()
-        };
+        let opts = randomized();
         let a = spectrum(&m, 200, 150, frob_sq(&m), &opts, 9).unwrap();
         let b = spectrum(&m, 200, 150, frob_sq(&m), &opts, 9).unwrap();
         assert_eq!(a, b);
@@ -373,17 +386,10 @@ mod tests {
     #[test]
     fn randomized_path_is_within_a_few_percent_on_a_flat_spectrum() {
         let (rows, cols) = (300, 240);
-        let mut rng = SplitMix64::new(11);
-        let m: Vec<f32> = (0..rows * cols).map(|_| rng.gaussian() as f32).collect();
-        let exact_opts = SpectrumOptions {
-            exact_max_work: u64::MAX,
-            ..SpectrumOptions::default()
-        };
+        let m = gaussian(rows, cols, 11);
+        let exact_opts = exact();
         let exact = spectrum(&m, rows, cols, frob_sq(&m), &exact_opts, 1).unwrap();
-        let opts = SpectrumOptions {
-            exact_max_work: 0,
-            ..SpectrumOptions::default()
-        };
+        let opts = randomized();
         let approx = spectrum(&m, rows, cols, frob_sq(&m), &opts, 1).unwrap();
         assert!(exact.exact && !approx.exact);
         let worst = approx
@@ -400,12 +406,8 @@ mod tests {
     fn randomized_path_is_bit_identical_across_thread_counts() {
         // 4096 rows of 256 columns: 8 blocks of 512 rows, spread over several groups.
         let (rows, cols) = (4096, 256);
-        let mut rng = SplitMix64::new(5);
-        let m: Vec<f32> = (0..rows * cols).map(|_| rng.gaussian() as f32).collect();
-        let opts = SpectrumOptions {
-            exact_max_work: 0,
-            ..SpectrumOptions::default()
-        };
+        let m = gaussian(rows, cols, 5);
+        let opts = randomized();
         let run = |threads: usize| {
             let pool = rayon::ThreadPoolBuilder::new().num_threads(threads).build().unwrap();
             pool.install(|| spectrum(&m, rows, cols, frob_sq(&m), &opts, 2).unwrap())
