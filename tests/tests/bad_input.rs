@@ -178,6 +178,11 @@ fn broken_adapter(sb: &Sandbox, edit: impl FnOnce(&Path)) -> Args {
     compare(sb, &fixture(BASE), &adapter)
 }
 
+/// Copies the LoRA adapter, lets `edit` change its `adapter_config.json`, and compares it onto the base.
+fn broken_adapter_config(sb: &Sandbox, edit: impl FnOnce(&mut Value)) -> Args {
+    broken_adapter(sb, |dir| edit_json(&dir.join(ADAPTER_CONFIG), edit))
+}
+
 // ---- setups: one per bad input -----------------------------------------------------------------------------
 
 fn truncated_compare(sb: &Sandbox) -> Args {
@@ -332,9 +337,7 @@ fn lora_missing_b(sb: &Sandbox) -> Args {
 }
 
 fn lora_rank_mismatch(sb: &Sandbox) -> Args {
-    broken_adapter(sb, |dir| {
-        edit_json(&dir.join(ADAPTER_CONFIG), |config| config["r"] = 8.into())
-    })
+    broken_adapter_config(sb, |config| config["r"] = 8.into())
 }
 
 /// Moves the adapter's layer-3 modules to a layer the base does not have.
@@ -349,10 +352,8 @@ fn lora_module_absent(sb: &Sandbox) -> Args {
 }
 
 fn lora_target_absent(sb: &Sandbox) -> Args {
-    broken_adapter(sb, |dir| {
-        edit_json(&dir.join(ADAPTER_CONFIG), |config| {
-            config["target_modules"] = serde_json::json!(["nonexistent_proj"])
-        });
+    broken_adapter_config(sb, |config| {
+        config["target_modules"] = serde_json::json!(["nonexistent_proj"]);
     })
 }
 
@@ -404,17 +405,11 @@ fn adapter_without_weights(sb: &Sandbox) -> Args {
 }
 
 fn adapter_rank_zero(sb: &Sandbox) -> Args {
-    broken_adapter(sb, |dir| {
-        edit_json(&dir.join(ADAPTER_CONFIG), |config| config["r"] = 0.into())
-    })
+    broken_adapter_config(sb, |config| config["r"] = 0.into())
 }
 
 fn adapter_target_bad_regex(sb: &Sandbox) -> Args {
-    broken_adapter(sb, |dir| {
-        edit_json(&dir.join(ADAPTER_CONFIG), |config| {
-            config["target_modules"] = "(((".into()
-        })
-    })
+    broken_adapter_config(sb, |config| config["target_modules"] = "(((".into())
 }
 
 fn adapter_truncated_weights(sb: &Sandbox) -> Args {
@@ -851,10 +846,8 @@ fn adapter_with_lora_bias_is_refused_not_dropped() {
 #[test]
 fn target_list_with_an_extra_unmatched_entry_still_merges() {
     let sb = Sandbox::new();
-    let args = broken_adapter(&sb, |dir| {
-        edit_json(&dir.join(ADAPTER_CONFIG), |config| {
-            config["target_modules"] = serde_json::json!(["q_proj", "v_proj", "qkv_proj"])
-        });
+    let args = broken_adapter_config(&sb, |config| {
+        config["target_modules"] = serde_json::json!(["q_proj", "v_proj", "qkv_proj"])
     });
     sb.mdiff(&args).assert_ok();
 }

@@ -25,6 +25,12 @@ fn compare(base: &str, tuned: &str) -> (Report, String) {
     (read_report(&sandbox.join("report.json")).expect("report"), run.stdout)
 }
 
+/// The tiny Llama's PEFT adapters and their golden statistics.
+const LLAMA_ADAPTERS: [(&str, &str); 2] = [
+    ("tiny-llama/lora", "weights-lora.json"),
+    ("tiny-llama/lora-rs", "weights-lora-rs.json"),
+];
+
 fn golden(name: &str) -> Value {
     let text = std::fs::read_to_string(fixture(&format!("golden/{name}"))).expect("golden file");
     serde_json::from_str(&text).expect("golden JSON")
@@ -99,10 +105,7 @@ fn full_finetune_statistics_match_numpy() {
 
 #[test]
 fn lora_statistics_match_numpy_on_peft_merged_weights() {
-    for (adapter, golden_file) in [
-        ("tiny-llama/lora", "weights-lora.json"),
-        ("tiny-llama/lora-rs", "weights-lora-rs.json"),
-    ] {
+    for (adapter, golden_file) in LLAMA_ADAPTERS {
         let (report, _) = compare("tiny-llama/base", adapter);
         assert_matches_golden(&report, &golden(golden_file), 1e-4);
     }
@@ -170,10 +173,7 @@ fn lora_merge_equals_peft_merge_and_unload() {
 /// A rank-r update shows ≤ r significant singular values exactly on the targets, and zero change elsewhere.
 #[test]
 fn lora_rank_is_seen_exactly_on_the_target_tensors() {
-    for (adapter, golden_file) in [
-        ("tiny-llama/lora", "weights-lora.json"),
-        ("tiny-llama/lora-rs", "weights-lora-rs.json"),
-    ] {
+    for (adapter, golden_file) in LLAMA_ADAPTERS {
         let (report, stdout) = compare("tiny-llama/base", adapter);
         let g = golden(golden_file);
         let targets = g["header"]["ground_truth"]["targets"].as_object().expect("targets");
