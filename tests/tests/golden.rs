@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::ffi::OsStr;
 
 use mdiff_core::checkpoint::{Checkpoint, SafetensorsFile, TensorSource};
-use mdiff_core::report::{Report, TensorDiff, read_report};
+use mdiff_core::report::{Component, Report, TensorDiff, read_report};
 use mdiff_tests::{Sandbox, fixture};
 use serde_json::Value;
 
@@ -255,6 +255,66 @@ fn full_finetune_changed_layer_tops_the_table_and_others_are_exactly_zero() {
             .nth(2)
             .is_some_and(|l| l.trim_start().starts_with("model.layers.2.")),
         "{stdout}"
+    );
+}
+
+/// The roll-ups are sums of squares over the right tensors: checked against numpy's per-tensor norms.
+#[test]
+fn rollups_and_totals_add_up_to_the_golden_tensor_norms() {
+    let (report, _) = compare("tiny-llama/base", "tiny-llama/full-ft");
+    let g = golden("weights-full-ft.json");
+    let tensors = g["tensors"].as_object().expect("tensors");
+    let norm_of = |pick: &dyn Fn(&str) -> bool, key: &str| {
+        tensors
+            .iter()
+            .filter(|(n, _)| pick(n))
+            .map(|(_, t)| t[key].as_f64().unwrap().powi(2))
+            .sum::<f64>()
+            .sqrt()
+    };
+    let w = report.weights.as_ref().expect("weights");
+    for layer in &w.layers {
+        let prefix = format!("model.layers.{}.", layer.layer);
+        let in_layer = |n: &str| n.starts_with(&prefix);
+        assert!(
+            close(layer.stats.delta_norm, norm_of(&in_layer, "delta_norm"), 1e-9, 1e-12),
+            "layer {}",
+            layer.layer
+        );
+        assert!(
+            close(layer.stats.base_norm, norm_of(&in_layer, "base_norm"), 1e-9, 1e-12),
+            "layer {}",
+            layer.layer
+        );
+        assert_eq!(layer.stats.num_tensors, tensors.keys().filter(|n| in_layer(n)).count());
+    }
+    let mlp = w
+        .components
+        .iter()
+        .find(|c| c.component == Component::Mlp)
+        .expect("mlp roll-up");
+    assert!(close(
+        mlp.stats.delta_norm,
+        norm_of(&|n: &str| n.contains(".mlp."), "delta_norm"),
+        1e-9,
+        1e-12
+    ));
+    assert!(close(
+        w.totals.delta_norm,
+        norm_of(&|_: &str| true, "delta_norm"),
+        1e-9,
+        1e-12
+    ));
+    let layer2_params: u64 = report
+        .weights
+        .iter()
+        .flat_map(|w| &w.tensors)
+        .filter(|t| t.layer == Some(2))
+        .map(|t| t.num_elements)
+        .sum();
+    assert_eq!(
+        w.totals.num_changed_parameters, layer2_params,
+        "every entry of layer 2 moved, nothing else"
     );
 }
 
