@@ -560,6 +560,12 @@ fn invalid_base_file(reason: &'static str) -> impl FnOnce(&Sandbox) -> Vec<Strin
     }
 }
 
+/// Needles for a broken copy of the adapter in `lora/`: the generic message, the directory, and `details`.
+fn invalid_adapter(details: &[&str]) -> impl FnOnce(&Sandbox) -> Vec<String> {
+    let details: Vec<String> = details.iter().map(|d| (*d).to_string()).collect();
+    move |sb| [vec![shown(&sb.join("lora")), "invalid PEFT adapter".into()], details].concat()
+}
+
 /// Parses the report a successful run wrote.
 fn report(sb: &Sandbox) -> Value {
     serde_json::from_str(&std::fs::read_to_string(sb.join("report.json")).unwrap()).unwrap()
@@ -735,25 +741,15 @@ fn non_finite_weights_are_counted_not_fatal() {
 
 #[test]
 fn adapter_missing_lora_b() {
-    fails_with(lora_missing_b, |sb| {
-        vec![
-            shown(&sb.join("lora")),
-            "invalid PEFT adapter".into(),
-            format!("{Q_PROJ} has no lora_B tensor"),
-        ]
-    });
+    fails_with(
+        lora_missing_b,
+        invalid_adapter(&[&format!("{Q_PROJ} has no lora_B tensor")]),
+    );
 }
 
 #[test]
 fn adapter_rank_disagrees_with_tensors() {
-    fails_with(lora_rank_mismatch, |sb| {
-        vec![
-            shown(&sb.join("lora")),
-            "invalid PEFT adapter".into(),
-            "r = 8".into(),
-            "[4, 64]".into(),
-        ]
-    });
+    fails_with(lora_rank_mismatch, invalid_adapter(&["r = 8", "[4, 64]"]));
 }
 
 #[test]
@@ -764,14 +760,10 @@ fn adapter_targets_modules_the_base_lacks() {
             "no tensor model.layers.99.self_attn.q_proj.weight".into(),
         ]
     });
-    fails_with(lora_target_absent, |sb| {
-        vec![
-            shown(&sb.join("lora")),
-            "invalid PEFT adapter".into(),
-            "nonexistent_proj".into(),
-            "match no module".into(),
-        ]
-    });
+    fails_with(
+        lora_target_absent,
+        invalid_adapter(&["nonexistent_proj", "match no module"]),
+    );
 }
 
 #[test]
