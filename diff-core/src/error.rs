@@ -143,6 +143,85 @@ pub enum Error {
         tuned_example: String,
     },
 
+    // ---- inputs: models, tokenizers, prompts -------------------------------------------------------------
+    /// A `config.json` that cannot describe a forward pass (missing or invalid fields).
+    #[error("{}: {reason}", path.display())]
+    ModelConfig {
+        /// The config file.
+        path: PathBuf,
+        /// What is missing or wrong, and what to do.
+        reason: String,
+    },
+
+    /// An architecture the hooked runtime does not implement.
+    #[error(
+        "{}: architecture {found} is not supported for behavioural analyses (supported: {supported}); \
+         the weight diff still works with --methods weights",
+        path.display()
+    )]
+    UnsupportedArchitecture {
+        /// The config file.
+        path: PathBuf,
+        /// `architectures[0]` or `model_type` as found.
+        found: String,
+        /// The supported ones, comma-separated.
+        supported: String,
+    },
+
+    /// Weights that do not fit the architecture in `config.json` (missing tensor, wrong shape, NaN, ...).
+    #[error("{model}: tensor {tensor} {reason}")]
+    ModelWeights {
+        /// The checkpoint path.
+        model: String,
+        /// Tensor name.
+        tensor: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+
+    /// Base and tuned cannot be run side by side (different vocabularies, architectures or tokenizers).
+    #[error("base and tuned are not comparable: {0}")]
+    Incompatible(String),
+
+    /// A `tokenizer.json` (or its `tokenizer_config.json`) that cannot be used.
+    #[error("{}: cannot use tokenizer: {reason}", path.display())]
+    Tokenizer {
+        /// The tokenizer file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
+    /// A chat template that failed to render the prompt's messages.
+    #[error("chat template failed: {0}")]
+    ChatTemplate(String),
+
+    /// A prompt file with a malformed line.
+    #[error("{}:{line}: {reason}", path.display())]
+    PromptFile {
+        /// The prompt file.
+        path: PathBuf,
+        /// 1-based line number.
+        line: usize,
+        /// What is wrong with that line, and what is expected.
+        reason: String,
+    },
+
+    /// A prompt file with no prompts in it.
+    #[error(
+        "{}: no prompts found; write one prompt per line (.txt) or one JSON object per line with \"text\" or \
+         \"messages\" (.jsonl)",
+        path.display()
+    )]
+    NoPrompts {
+        /// The prompt file.
+        path: PathBuf,
+    },
+
+    /// A device that is not available in this build or on this machine.
+    #[error("{0}")]
+    Device(String),
+
     // ---- reports -------------------------------------------------------------------------------------------
     /// A report written by a newer mdiff with an incompatible schema.
     #[error(

@@ -7,11 +7,19 @@ pub mod error;
 pub mod report;
 
 #[cfg(feature = "compute")]
+pub mod analysis;
+#[cfg(feature = "compute")]
 pub mod checkpoint;
 #[cfg(feature = "compute")]
 pub mod compare;
 #[cfg(feature = "compute")]
+pub mod model;
+#[cfg(feature = "compute")]
 pub mod progress;
+#[cfg(feature = "compute")]
+pub mod stats;
+#[cfg(feature = "compute")]
+pub mod text;
 #[cfg(feature = "compute")]
 pub mod weights;
 

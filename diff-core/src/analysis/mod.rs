@@ -1,0 +1,1 @@
+//! Behavioural analyses that run both models.

@@ -1,0 +1,1 @@
+//! The hooked transformer runtime.

@@ -1,0 +1,1 @@
+//! Text in and out of the models: tokenizers, chat templates and prompt files.
