@@ -1,1 +1,223 @@
-//! The hooked transformer runtime.
+//! The hooked transformer runtime: Hugging Face checkpoints run on candle with TransformerLens hook points.
+//!
+//! One forward pass implementation serves every architecture: each family only says how to load its tensors into
+//! the shared [`layers`]. A pass returns the final normalized residual stream; [`Model::unembed`] turns chosen rows
+//! of it into logits, so callers never hold `[batch, seq, vocab]` at once.
+
+mod config;
+mod device;
+mod gpt2;
+mod hooks;
+pub mod layers;
+mod llama;
+mod loader;
+mod rope;
+
+pub use config::{Activation, Family, ModelConfig, RopeConfig, RopeScaling, SUPPORTED};
+pub use device::{device_name, parse_device, parse_dtype};
+pub use hooks::{Captured, HookPoint, Hooks, Replacement};
+pub use rope::{Rope, RopeTables, inverse_frequencies};
+
+use candle_core::{DType, Device, Tensor};
+
+use crate::checkpoint::TensorSource;
+use crate::error::{Error, Result};
+use layers::{Block, Norm, causal_mask};
+use loader::Loader;
+
+/// What an architecture loader hands to [`Model`].
+pub(crate) struct Parts {
+    embed: Tensor,
+    pos_embed: Option<Tensor>,
+    blocks: Vec<Block>,
+    final_norm: Norm,
+    unembed: Tensor,
+}
+
+/// 1/√head_dim, and GPT-2's optional extra 1/(layer + 1).
+#[allow(clippy::cast_precision_loss)]
+pub(crate) fn attention_scale(c: &ModelConfig, layer: usize) -> f64 {
+    let scale = 1.0 / (c.head_dim as f64).sqrt();
+    if c.scale_attn_by_inverse_layer_idx {
+        scale / (layer + 1) as f64
+    } else {
+        scale
+    }
+}
+
+/// A loaded model ready to run.
+#[derive(Debug)]
+pub struct Model {
+    config: ModelConfig,
+    embed: Tensor,
+    pos_embed: Option<Tensor>,
+    blocks: Vec<Block>,
+    final_norm: Norm,
+    unembed: Tensor,
+    rope: Option<Rope>,
+    device: Device,
+    dtype: DType,
+}
+
+/// The result of a forward pass.
+#[derive(Debug)]
+pub struct Forward {
+    /// `ln_final.hook_normalized`: `[batch, seq, d_model]`, the input of [`Model::unembed`].
+    pub normalized: Tensor,
+    /// What the hooks captured.
+    pub captured: Captured,
+}
+
+impl Model {
+    /// Loads the weights of `source` as `config` describes them onto `device` in `dtype`. `label` names the model
+    /// in error messages.
+    ///
+    /// # Errors
+    /// [`Error::ModelWeights`] when a tensor is missing or has the wrong shape; read errors.
+    pub fn load(
+        source: &dyn TensorSource,
+        config: &ModelConfig,
+        device: &Device,
+        dtype: DType,
+        label: &str,
+    ) -> Result<Self> {
+        let loader = Loader {
+            source,
+            label,
+            device,
+            dtype,
+        };
+        let parts = match config.family {
+            Family::Llama => llama::load(config, &loader)?,
+            Family::Gpt2 => gpt2::load(config, &loader)?,
+        };
+        Ok(Self {
+            rope: config.rope.as_ref().map(|r| Rope::new(r, config.head_dim)),
+            config: config.clone(),
+            embed: parts.embed,
+            pos_embed: parts.pos_embed,
+            blocks: parts.blocks,
+            final_norm: parts.final_norm,
+            unembed: parts.unembed,
+            device: device.clone(),
+            dtype,
+        })
+    }
+
+    /// The configuration it was built from.
+    #[must_use]
+    pub fn config(&self) -> &ModelConfig {
+        &self.config
+    }
+
+    /// Number of blocks.
+    #[must_use]
+    pub fn num_layers(&self) -> usize {
+        self.blocks.len()
+    }
+
+    /// Device the weights live on.
+    #[must_use]
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Dtype of weights and activations.
+    #[must_use]
+    pub fn dtype(&self) -> DType {
+        self.dtype
+    }
+
+    /// Runs token ids `[batch, seq]` (u32, right-padded) through the model.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for sequences longer than the context; shape errors from replacements.
+    pub fn forward(&self, ids: &Tensor, hooks: &Hooks) -> Result<Forward> {
+        let (b, t) = ids.dims2()?;
+        if t > self.config.context_len {
+            return Err(Error::Usage(format!(
+                "sequence of {t} tokens is longer than the model's context of {} tokens",
+                self.config.context_len
+            )));
+        }
+        let mut captured = Captured::default();
+        let ids = ids.to_device(&self.device)?;
+        let embed = self
+            .embed
+            .index_select(&ids.flatten_all()?, 0)?
+            .reshape((b, t, self.config.hidden_size))?;
+        let mut resid = hooks.apply(HookPoint::Embed, embed, &mut captured)?;
+        if let Some(pos) = &self.pos_embed {
+            let pos = pos.narrow(0, 0, t)?.unsqueeze(0)?.broadcast_as(resid.shape())?;
+            let pos = if hooks.touches(HookPoint::PosEmbed) {
+                hooks.apply(HookPoint::PosEmbed, pos.contiguous()?, &mut captured)?
+            } else {
+                pos
+            };
+            resid = (resid + pos)?;
+        }
+        self.run_blocks(0, resid, hooks, captured)
+    }
+
+    /// Runs blocks `layer..` from the residual stream entering block `layer` (`[batch, seq, d_model]`), as
+    /// `blocks.{layer}.hook_resid_pre` would hold it. Hooks before `layer` are not reached.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a layer past the last block; as [`Model::forward`].
+    pub fn forward_from(&self, layer: usize, resid: &Tensor, hooks: &Hooks) -> Result<Forward> {
+        if layer > self.blocks.len() {
+            return Err(Error::Usage(format!(
+                "cannot start at layer {layer}: the model has {} blocks",
+                self.blocks.len()
+            )));
+        }
+        let resid = resid.to_device(&self.device)?.to_dtype(self.dtype)?;
+        self.run_blocks(layer, resid, hooks, Captured::default())
+    }
+
+    fn run_blocks(&self, start: usize, mut resid: Tensor, hooks: &Hooks, mut captured: Captured) -> Result<Forward> {
+        let t = resid.dim(1)?;
+        let c = &self.config;
+        let group = c.num_heads / c.num_kv_heads;
+        let mask = causal_mask(t, group, c.sliding_window, &self.device, self.dtype)?;
+        let rope = match &self.rope {
+            Some(r) => Some(r.tables(t, &self.device, self.dtype)?),
+            None => None,
+        };
+        for (layer, block) in self.blocks.iter().enumerate().skip(start) {
+            resid = hooks.apply(HookPoint::ResidPre(layer), resid, &mut captured)?;
+            let attn = block
+                .attn
+                .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), &mask)?;
+            let attn = hooks.apply(HookPoint::AttnOut(layer), attn, &mut captured)?;
+            resid = hooks.apply(HookPoint::ResidMid(layer), (resid + attn)?, &mut captured)?;
+            let mlp = block.mlp.forward(&block.mlp_norm.forward(&resid)?)?;
+            let mlp = hooks.apply(HookPoint::MlpOut(layer), mlp, &mut captured)?;
+            resid = hooks.apply(HookPoint::ResidPost(layer), (resid + mlp)?, &mut captured)?;
+        }
+        let normalized = hooks.apply(
+            HookPoint::FinalNormalized,
+            self.final_norm.forward(&resid)?,
+            &mut captured,
+        )?;
+        Ok(Forward { normalized, captured })
+    }
+
+    /// Logits `[rows, vocab]` in f32 for normalized residual rows `[rows, d_model]`.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn unembed(&self, rows: &Tensor) -> Result<Tensor> {
+        let rows = rows.to_device(&self.device)?.to_dtype(self.dtype)?;
+        Ok(rows.matmul(&self.unembed.t()?)?.to_dtype(DType::F32)?)
+    }
+
+    /// Final norm then unembedding of raw residual rows `[rows, d_model]` (the logit lens).
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn lens(&self, resid_rows: &Tensor) -> Result<Tensor> {
+        let rows = resid_rows.to_device(&self.device)?.to_dtype(self.dtype)?;
+        self.unembed(&self.final_norm.forward(&rows)?)
+    }
+}

@@ -1,0 +1,301 @@
+//! The pieces a transformer block is made of, shared by every architecture.
+//!
+//! Activations are `[batch, seq, width]`, contiguous. Linear weights are stored `[out, in]` as in PyTorch
+//! (GPT-2's `Conv1D` weights are transposed once at load).
+
+use candle_core::{DType, Device, Tensor};
+
+use super::config::Activation;
+use super::rope::RopeTables;
+use crate::error::Result;
+
+/// `y = x·Wᵀ + b`.
+#[derive(Debug, Clone)]
+pub struct Linear {
+    weight: Tensor,
+    bias: Option<Tensor>,
+}
+
+impl Linear {
+    /// From a `[out, in]` weight and an optional `[out]` bias.
+    #[must_use]
+    pub fn new(weight: Tensor, bias: Option<Tensor>) -> Self {
+        Self { weight, bias }
+    }
+
+    /// Applies the layer to `[batch, seq, in]`.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        let (b, t, i) = x.dims3()?;
+        // One 2-D product over all rows: candle's batched matmul broadcasts the weight, which is slower.
+        let y = x.reshape((b * t, i))?.matmul(&self.weight.t()?)?;
+        let y = match &self.bias {
+            Some(bias) => y.broadcast_add(bias)?,
+            None => y,
+        };
+        Ok(y.reshape((b, t, ()))?)
+    }
+}
+
+/// RMSNorm (Llama family) or LayerNorm (GPT-2).
+#[derive(Debug, Clone)]
+pub enum Norm {
+    /// `x / rms(x) · w`.
+    Rms {
+        /// Scale.
+        weight: Tensor,
+        /// Added to the mean square.
+        eps: f32,
+    },
+    /// `(x − mean) / std · w + b`.
+    Layer {
+        /// Scale.
+        weight: Tensor,
+        /// Shift.
+        bias: Tensor,
+        /// Added to the variance.
+        eps: f32,
+    },
+}
+
+impl Norm {
+    /// Normalizes over the last dimension.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        Ok(match self {
+            Self::Rms { weight, eps } => candle_nn::ops::rms_norm(x, weight, *eps)?,
+            Self::Layer { weight, bias, eps } => candle_nn::ops::layer_norm(x, weight, bias, *eps)?,
+        })
+    }
+}
+
+/// Causal self-attention with optional RoPE and grouped key/value heads.
+#[derive(Debug, Clone)]
+pub struct Attention {
+    /// Query projection.
+    pub q: Linear,
+    /// Key projection.
+    pub k: Linear,
+    /// Value projection.
+    pub v: Linear,
+    /// Output projection.
+    pub o: Linear,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads.
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Multiplies q·k (1/√head_dim, times GPT-2's optional 1/(layer + 1)).
+    pub scale: f64,
+}
+
+impl Attention {
+    /// Attends over `x` (`[batch, seq, d_model]`) under `mask` (see [`causal_mask`]).
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn forward(&self, x: &Tensor, rope: Option<&RopeTables>, mask: &Tensor) -> Result<Tensor> {
+        let (b, t, _) = x.dims3()?;
+        let heads = |proj: &Linear, n: usize| -> Result<Tensor> {
+            Ok(proj
+                .forward(x)?
+                .reshape((b, t, n, self.head_dim))?
+                .transpose(1, 2)?
+                .contiguous()?)
+        };
+        let (mut q, mut k, v) = (
+            heads(&self.q, self.heads)?,
+            heads(&self.k, self.kv_heads)?,
+            heads(&self.v, self.kv_heads)?,
+        );
+        if let Some(rope) = rope {
+            q = rope.apply(&q)?;
+            k = rope.apply(&k)?;
+        }
+        // Grouped-query attention without copying keys: the query heads sharing one key/value head are stacked
+        // along the sequence axis, so each key/value head takes part in a single larger product.
+        let group = self.heads / self.kv_heads;
+        let q = (q * self.scale)?.reshape((b, self.kv_heads, group * t, self.head_dim))?;
+        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+        // Softmax in f32 whatever the model dtype, as transformers does.
+        let probs = match scores.dtype() {
+            DType::F32 => candle_nn::ops::softmax_last_dim(&scores)?,
+            dtype => candle_nn::ops::softmax_last_dim(&scores.to_dtype(DType::F32)?)?.to_dtype(dtype)?,
+        };
+        let out = probs
+            .matmul(&v)?
+            .reshape((b, self.heads, t, self.head_dim))?
+            .transpose(1, 2)?
+            .reshape((b, t, self.heads * self.head_dim))?;
+        self.o.forward(&out)
+    }
+}
+
+/// The additive attention mask `[group · seq, seq]`: 0 where query i may see key j (j ≤ i, and i − j < window
+/// when there is a sliding window), −∞ elsewhere; repeated `group` times along the rows (see
+/// [`Attention::forward`]).
+///
+/// Batches are right-padded, so real tokens never see padding and no padding mask is needed.
+///
+/// # Errors
+/// Allocation failures.
+pub fn causal_mask(seq: usize, group: usize, window: Option<usize>, device: &Device, dtype: DType) -> Result<Tensor> {
+    let mut mask = Vec::with_capacity(group * seq * seq);
+    for _ in 0..group {
+        for i in 0..seq {
+            mask.extend((0..seq).map(|j| {
+                let visible = j <= i && window.is_none_or(|w| i - j < w);
+                if visible { 0f32 } else { f32::NEG_INFINITY }
+            }));
+        }
+    }
+    Ok(Tensor::from_vec(mask, (group * seq, seq), device)?.to_dtype(dtype)?)
+}
+
+/// The feed-forward sublayer.
+#[derive(Debug, Clone)]
+pub enum Mlp {
+    /// `down(act(gate(x)) ⊙ up(x))` (Llama family).
+    Gated {
+        /// Gate projection.
+        gate: Linear,
+        /// Up projection.
+        up: Linear,
+        /// Down projection.
+        down: Linear,
+        /// Non-linearity on the gate.
+        activation: Activation,
+    },
+    /// `proj(act(fc(x)))` (GPT-2).
+    Plain {
+        /// Expansion.
+        fc: Linear,
+        /// Projection back to the residual width.
+        proj: Linear,
+        /// Non-linearity.
+        activation: Activation,
+    },
+}
+
+impl Mlp {
+    /// Applies the MLP.
+    ///
+    /// # Errors
+    /// Shape errors.
+    pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
+        match self {
+            Self::Gated {
+                gate,
+                up,
+                down,
+                activation,
+            } => down.forward(&(activate(&gate.forward(x)?, *activation)? * up.forward(x)?)?),
+            Self::Plain { fc, proj, activation } => proj.forward(&activate(&fc.forward(x)?, *activation)?),
+        }
+    }
+}
+
+fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
+    Ok(match activation {
+        Activation::Silu => x.silu()?,
+        Activation::GeluTanh => x.gelu()?,
+        Activation::Gelu => x.gelu_erf()?,
+        Activation::Relu => x.relu()?,
+    })
+}
+
+/// One pre-norm transformer block.
+#[derive(Debug, Clone)]
+pub struct Block {
+    /// Norm before attention.
+    pub attn_norm: Norm,
+    /// Self-attention.
+    pub attn: Attention,
+    /// Norm before the MLP.
+    pub mlp_norm: Norm,
+    /// Feed-forward.
+    pub mlp: Mlp,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mask_is_causal_and_windowed() {
+        let m: Vec<Vec<f32>> = causal_mask(3, 2, Some(2), &Device::Cpu, DType::F32)
+            .unwrap()
+            .to_vec2()
+            .unwrap();
+        let inf = f32::NEG_INFINITY;
+        assert_eq!(m.len(), 6);
+        assert_eq!(m[0], vec![0.0, inf, inf]);
+        assert_eq!(
+            m[2],
+            vec![inf, 0.0, 0.0],
+            "the window of 2 hides position 0 from position 2"
+        );
+        assert_eq!(m[3], m[0], "each query group repeats the mask");
+    }
+
+    #[test]
+    fn grouped_attention_equals_repeated_heads() {
+        // Four query heads over two key/value heads must equal four heads whose k/v projections repeat each
+        // key/value head twice (what transformers' repeat_kv does).
+        let dev = Device::Cpu;
+        let (d, hd, t) = (8, 2, 5);
+        let w = |rows: usize, seed: f64| {
+            Tensor::arange(0f32, (rows * d) as f32, &dev)
+                .unwrap()
+                .affine(0.37, seed)
+                .unwrap()
+                .sin()
+                .unwrap()
+                .reshape((rows, d))
+                .unwrap()
+        };
+        let (wq, wk, wv, wo) = (w(4 * hd, 0.1), w(2 * hd, 0.2), w(2 * hd, 0.3), w(d, 0.4));
+        let repeat = |w: &Tensor| {
+            let parts: Vec<Tensor> = (0..2).map(|h| w.narrow(0, h * hd, hd).unwrap()).collect();
+            Tensor::cat(&[&parts[0], &parts[0], &parts[1], &parts[1]], 0).unwrap()
+        };
+        let attn = |wk: Tensor, wv: Tensor, kv_heads: usize| Attention {
+            q: Linear::new(wq.clone(), None),
+            k: Linear::new(wk, None),
+            v: Linear::new(wv, None),
+            o: Linear::new(wo.clone(), None),
+            heads: 4,
+            kv_heads,
+            head_dim: hd,
+            scale: 0.5,
+        };
+        let x = Tensor::arange(0f32, (2 * t * d) as f32, &dev)
+            .unwrap()
+            .affine(0.05, -1.0)
+            .unwrap()
+            .cos()
+            .unwrap()
+            .reshape((2, t, d))
+            .unwrap();
+        let grouped = attn(wk.clone(), wv.clone(), 2)
+            .forward(&x, None, &causal_mask(t, 2, None, &dev, DType::F32).unwrap())
+            .unwrap();
+        let full = attn(repeat(&wk), repeat(&wv), 4)
+            .forward(&x, None, &causal_mask(t, 1, None, &dev, DType::F32).unwrap())
+            .unwrap();
+        let diff: f32 = (grouped - full)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
+        assert!(diff < 1e-6, "{diff}");
+    }
+}
