@@ -29,7 +29,11 @@ const COMPARE_EXAMPLES: &str = "\
 Examples:
   mdiff compare fixtures/tiny-llama/base fixtures/tiny-llama/full-ft
   mdiff compare base/ lora-adapter/ -o lora-report.json
-  mdiff compare base.safetensors tuned.safetensors --methods weights --json > report.json";
+  mdiff compare base.safetensors tuned.safetensors --methods weights --json > report.json
+  mdiff compare base/ tuned/ --methods kl --prompts prompts.jsonl --device cuda --dtype bf16
+
+Prompt files: .txt (one prompt per line) or .jsonl ({\"text\": ...} or {\"messages\": [{\"role\", \"content\"}]} per
+line, rendered with the model's chat template). Without --prompts a built-in set of 64 prompts is used.";
 
 const INSPECT_EXAMPLES: &str = "\
 Examples:
@@ -64,6 +68,27 @@ pub struct CompareArgs {
     /// Print the report JSON on stdout instead of the summary table (the report is still written to -o).
     #[arg(long)]
     pub json: bool,
+    /// Prompts for the behavioural methods (.txt or .jsonl); default: the built-in set.
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Compute device for the behavioural methods: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Dtype of weights and activations while running the models: f32, bf16 or f16 (logits are compared in f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// config.json for both models, when it is not beside the weights.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// tokenizer.json for both models, when it is not beside the weights.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+    /// Padded tokens per batch when running the models (bigger is faster and uses more memory).
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_tokens: u32,
+    /// How many most-divergent positions the report keeps (with context and top tokens).
+    #[arg(long, default_value_t = 20)]
+    pub top_positions: usize,
 }
 
 /// `mdiff inspect`.

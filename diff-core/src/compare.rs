@@ -1,12 +1,16 @@
 //! `compare`: runs the requested analyses on a base/tuned pair and assembles one [`Report`].
 
 use std::collections::BTreeMap;
+use std::path::PathBuf;
 use std::time::Instant;
 
+use crate::analysis::{BehaviourOptions, ModelPair, PairOptions, SectionHeader, behaviour, prepare_prompts};
 use crate::checkpoint::{Checkpoint, pair_tensors};
-use crate::error::Result;
+use crate::error::{Error, Result};
+use crate::model::{device_name, parse_device, parse_dtype};
 use crate::progress::Progress;
-use crate::report::{Inputs, Method, Report, SCHEMA_VERSION, Settings, SkippedSection};
+use crate::report::{BehaviourSection, Inputs, Method, Report, SCHEMA_VERSION, Settings, SkippedSection};
+use crate::text::{PromptSet, builtin_prompts, read_prompt_file};
 use crate::weights::{SpectrumOptions, diff_weights};
 
 /// What to compute.
@@ -18,6 +22,18 @@ pub struct CompareOptions {
     pub seed: u64,
     /// Singular value settings (its `seed` is overwritten by `seed`).
     pub spectrum: SpectrumOptions,
+    /// Prompt file for behavioural methods; `None` uses the built-in set.
+    pub prompts: Option<PathBuf>,
+    /// `cpu`, `cuda` or `cuda:N`.
+    pub device: String,
+    /// `f32`, `bf16` or `f16`.
+    pub dtype: String,
+    /// `config.json` to use instead of the ones beside the weights.
+    pub config: Option<PathBuf>,
+    /// `tokenizer.json` to use instead of the one beside the weights.
+    pub tokenizer: Option<PathBuf>,
+    /// Batching and reporting knobs of the KL analysis.
+    pub behaviour: BehaviourOptions,
 }
 
 impl Default for CompareOptions {
@@ -26,16 +42,24 @@ impl Default for CompareOptions {
             methods: Method::ALL.to_vec(),
             seed: 0,
             spectrum: SpectrumOptions::default(),
+            prompts: None,
+            device: "cpu".into(),
+            dtype: "f32".into(),
+            config: None,
+            tokenizer: None,
+            behaviour: BehaviourOptions::default(),
         }
     }
 }
 
 /// Compares `base` and `tuned`.
 ///
-/// Methods that this version cannot compute are listed in [`Report::skipped`] with the reason.
+/// Methods that this version cannot compute, or that lack a file they need (`config.json`, `tokenizer.json`), are
+/// listed in [`Report::skipped`] with the reason.
 ///
 /// # Errors
-/// Pairing failures ([`crate::Error::NothingPaired`]), read errors, and internal failures.
+/// Bad options and prompt files (checked before any work), pairing failures ([`crate::Error::NothingPaired`]),
+/// unsupported or incompatible models, read errors, and internal failures.
 pub fn compare(
     base: &Checkpoint,
     tuned: &Checkpoint,
@@ -48,6 +72,18 @@ pub fn compare(
     let mut timings_ms = BTreeMap::new();
     let mut skipped = Vec::new();
     let mut weights = None;
+    let mut behaviour_section = None;
+    // Everything the user can get wrong is checked before the long stages start.
+    let device = parse_device(&opts.device)?;
+    let dtype = parse_dtype(&opts.dtype)?;
+    let prompts = if methods.contains(&Method::Kl) {
+        Some(match &opts.prompts {
+            Some(path) => read_prompt_file(path)?,
+            None => builtin_prompts(),
+        })
+    } else {
+        None
+    };
 
     for &method in &methods {
         let started = Instant::now();
@@ -65,6 +101,27 @@ pub fn compare(
                     &spectrum,
                     progress,
                 )?);
+            }
+            Method::Kl => {
+                let pair_opts = PairOptions {
+                    device: device.clone(),
+                    dtype,
+                    config: opts.config.clone(),
+                    tokenizer: opts.tokenizer.clone(),
+                };
+                match ModelPair::load(base, tuned, &pair_opts)? {
+                    Ok(pair) => {
+                        let prompts = prompts
+                            .as_ref()
+                            .ok_or_else(|| Error::Internal("prompts were not read before the KL stage".into()))?;
+                        behaviour_section = Some(run_behaviour(&pair, prompts, opts, progress)?);
+                    }
+                    Err(reason) => skipped.push(SkippedSection {
+                        section: method.section().to_string(),
+                        method,
+                        reason,
+                    }),
+                }
             }
             other => skipped.push(SkippedSection {
                 section: other.section().to_string(),
@@ -85,10 +142,28 @@ pub fn compare(
         settings: Settings {
             seed: opts.seed,
             methods,
-            device: "cpu".into(),
+            device: device_name(&device),
         },
         weights,
+        behaviour: behaviour_section,
         skipped,
         timings_ms,
     })
+}
+
+fn run_behaviour(
+    pair: &ModelPair,
+    prompts: &PromptSet,
+    opts: &CompareOptions,
+    progress: &dyn Progress,
+) -> Result<BehaviourSection> {
+    let config = pair.base.config();
+    let (encoded, mut warnings) = prepare_prompts(prompts, &pair.tokenizer, config.context_len, config.vocab_size)?;
+    warnings.splice(0..0, pair.warnings.iter().cloned());
+    let header = SectionHeader {
+        prompts_source: prompts.source.to_string(),
+        dtype: pair.base.dtype().as_str().to_string(),
+        warnings,
+    };
+    behaviour(pair, &encoded, &opts.behaviour, header, progress)
 }

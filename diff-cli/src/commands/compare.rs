@@ -21,11 +21,21 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     let mut opts = CompareOptions {
         methods: args.methods.clone(),
         seed: args.seed,
+        prompts: args.prompts.clone(),
+        device: args.device.clone(),
+        dtype: args.dtype.clone(),
+        config: args.config.clone(),
+        tokenizer: args.tokenizer.clone(),
         ..CompareOptions::default()
     };
     opts.spectrum.top_k = usize::from(args.singular_values);
+    opts.behaviour.batch_tokens = args.batch_tokens as usize;
+    opts.behaviour.top_positions = args.top_positions;
     let report = compare(&base, &tuned, &opts, &Bar::new())?;
     write_report(&report, &args.output)?;
+    for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {
+        eprintln!("warning: {warning}");
+    }
     if args.json {
         let mut text = serde_json::to_string_pretty(&report).context("serializing the report")?;
         text.push('\n');
@@ -53,6 +63,9 @@ pub fn summary(report: &Report, top: usize) -> String {
     let _ = writeln!(out, "tuned  {}", describe_input(&report.inputs.tuned));
     if let Some(weights) = &report.weights {
         weights_summary(&mut out, weights, report.inputs.tuned.lora.as_ref(), top);
+    }
+    if let Some(behaviour) = &report.behaviour {
+        super::behaviour_summary::write(&mut out, behaviour, &report.settings.device, top);
     }
     // One line per reason: "not implemented" covers several sections at once.
     let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();

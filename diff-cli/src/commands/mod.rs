@@ -1,5 +1,6 @@
 //! One module per subcommand.
 
+mod behaviour_summary;
 pub mod compare;
 pub mod inspect;
 

@@ -4,9 +4,13 @@
 //! without candle. Maps are `BTreeMap` and lists are sorted so that the same inputs give byte-identical JSON
 //! (apart from [`Report::timings_ms`]).
 
+mod behaviour;
 mod io;
 mod weights;
 
+pub use behaviour::{
+    BehaviourSection, BehaviourSummary, DivergentPosition, Distribution, NonFiniteLogits, PromptBehaviour, TokenProb,
+};
 pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, read_report, write_json_atomic, write_report};
 pub use weights::{
     Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
@@ -32,6 +36,9 @@ pub struct Report {
     /// Per-tensor weight differences and their roll-ups.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub weights: Option<WeightsSection>,
+    /// Per-token KL divergence between the models on a prompt set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub behaviour: Option<BehaviourSection>,
     /// Sections that were asked for (or are on by default) but not computed, each with the reason.
     #[serde(default)]
     pub skipped: Vec<SkippedSection>,

@@ -1,0 +1,85 @@
+//! The behaviour section for people: headline KL figures (what llama.cpp's `--kl-divergence` prints) and the
+//! positions where the models part most.
+
+use std::fmt::Write;
+
+use mdiff_core::report::{BehaviourSection, Distribution, TokenProb};
+
+use crate::format::{Table, num};
+
+/// Appends the behaviour summary to `out`, listing at most `top` divergent positions.
+pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
+    let _ = writeln!(
+        out,
+        "\nbehaviour: {} prompts, {} positions ({}; {} chat-templated), {} on {device}",
+        b.num_prompts, b.num_positions, b.prompts_source, b.chat_templated_prompts, b.dtype
+    );
+    let s = &b.summary;
+    let mut table = Table::new(&["", "mean", "± s.e.", "p50", "p90", "p99", "max"]);
+    for (label, d) in [
+        ("KL(tuned‖base)", &s.kl_tuned_base),
+        ("KL(base‖tuned)", &s.kl_base_tuned),
+        ("KL per prompt", &s.kl_tuned_base_per_prompt),
+        ("Δp next token", &s.delta_p_next),
+        ("entropy base", &s.entropy_base),
+        ("entropy tuned", &s.entropy_tuned),
+    ] {
+        if let Some(d) = d {
+            table.row(distribution_row(label, d));
+        }
+    }
+    out.push_str(&table.render("  "));
+    if let Some(agreement) = s.top1_agreement {
+        let _ = writeln!(out, "  top-1 agreement {:.2}%", 100.0 * agreement);
+    }
+    let nf = &b.non_finite;
+    if nf.base_positions + nf.tuned_positions > 0 {
+        let _ = writeln!(
+            out,
+            "  non-finite logits: {} base, {} tuned positions (left out)",
+            nf.base_positions, nf.tuned_positions
+        );
+    }
+    if b.top_positions.is_empty() {
+        return;
+    }
+    let mut table = Table::new(&["prompt", "pos", "context → next", "KL", "base top", "tuned top"]);
+    for p in b.top_positions.iter().take(top) {
+        let context: String = p.context_before.iter().rev().take(4).rev().map(String::as_str).collect();
+        let next = p.next_token.as_deref().map_or_else(String::new, |t| format!(" → {}", shown(t)));
+        table.row(vec![
+            p.prompt.to_string(),
+            p.position.to_string(),
+            format!("{}[{}]{next}", shown(&context), shown(&p.token)),
+            num(p.kl_tuned_base),
+            best(&p.top_base),
+            best(&p.top_tuned),
+        ]);
+    }
+    let _ = writeln!(out, "\nmost divergent positions (KL(tuned‖base), nats)");
+    out.push_str(&table.render("  "));
+}
+
+fn distribution_row(label: &str, d: &Distribution) -> Vec<String> {
+    let pct = |key: &str| d.percentiles.get(key).copied().map_or_else(|| "-".into(), num);
+    vec![
+        label.into(),
+        num(d.mean),
+        num(d.std_err),
+        pct("p50"),
+        pct("p90"),
+        pct("p99"),
+        num(d.max),
+    ]
+}
+
+/// The most likely token with its probability.
+fn best(top: &[TokenProb]) -> String {
+    top.first()
+        .map_or_else(|| "-".into(), |t| format!("{} {:.2}", shown(&t.token), t.prob))
+}
+
+/// A token string made visible on one line (newlines and tabs escaped).
+fn shown(token: &str) -> String {
+    token.replace('\n', "\\n").replace('\t', "\\t").replace('\r', "\\r")
+}

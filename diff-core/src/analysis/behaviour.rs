@@ -1,0 +1,421 @@
+//! Per-token KL: both models on the same token ids, compared position by position.
+//!
+//! Prompts are grouped into length-bucketed, right-padded batches. For each batch both models run to their final
+//! normalized residual stream; its real (unpadded) rows are unembedded a chunk at a time, so at most
+//! [`LOGIT_CHUNK_ELEMS`] logits per model exist at once, and each chunk is reduced to [`PositionStats`] and
+//! dropped. Formulas and conventions: docs/methods.md, "Per-token KL".
+
+use std::cmp::Ordering;
+
+use candle_core::{DType, Tensor};
+
+use crate::error::{Error, Result};
+use crate::model::{Hooks, Model};
+use crate::progress::Progress;
+use crate::report::{
+    BehaviourSection, BehaviourSummary, DivergentPosition, Distribution, NonFiniteLogits, PromptBehaviour, TokenProb,
+};
+use crate::stats::{PositionStats, RunningMean, Summary, compare_chunk, percentile_label, summarize, top_k};
+use crate::text::Tokenizer;
+
+use super::{EncodedPrompt, ModelPair};
+
+/// Logits held per model at once (32 MiB of f32): bounds memory whatever the vocabulary and batch.
+pub const LOGIT_CHUNK_ELEMS: usize = 8 << 20;
+
+/// How many examples of non-finite positions the report lists.
+const NON_FINITE_EXAMPLES: usize = 10;
+
+/// Knobs of the behaviour analysis.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BehaviourOptions {
+    /// Padded tokens per batch (rows × longest prompt in the batch).
+    pub batch_tokens: usize,
+    /// How many most-divergent positions to report.
+    pub top_positions: usize,
+    /// Tokens of each model listed at those positions.
+    pub top_k: usize,
+    /// Tokens of context shown on each side of those positions.
+    pub context_tokens: usize,
+}
+
+impl Default for BehaviourOptions {
+    fn default() -> Self {
+        Self {
+            batch_tokens: 2048,
+            top_positions: 20,
+            top_k: 5,
+            context_tokens: 8,
+        }
+    }
+}
+
+/// Runs `base` and `tuned` on `prompts` and compares their next-token distributions at every position.
+///
+/// # Errors
+/// [`Error::Incompatible`] when the two models' vocabularies differ; tensor failures.
+pub fn behaviour(
+    pair: &ModelPair,
+    prompts: &[EncodedPrompt],
+    opts: &BehaviourOptions,
+    header: SectionHeader,
+    progress: &dyn Progress,
+) -> Result<BehaviourSection> {
+    let (base, tuned, tokenizer) = (&pair.base, &pair.tuned, &pair.tokenizer);
+    let vocab = base.config().vocab_size;
+    if tuned.config().vocab_size != vocab {
+        return Err(Error::Incompatible(format!(
+            "the base has a vocabulary of {vocab} tokens and the tuned model {}",
+            tuned.config().vocab_size
+        )));
+    }
+    let mut collected = Collected::new(prompts, opts.top_positions);
+    let total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
+    progress.begin("behaviour", total);
+    for batch in batches(prompts, opts.batch_tokens) {
+        run_batch(base, tuned, tokenizer, prompts, &batch, opts, &mut collected)?;
+        progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
+    }
+    progress.end();
+    Ok(collected.into_section(prompts, tokenizer, opts, header))
+}
+
+/// Prompt indices grouped so that rows × longest ≤ `batch_tokens` (a longer prompt runs alone), longest first.
+fn batches(prompts: &[EncodedPrompt], batch_tokens: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..prompts.len()).filter(|&i| !prompts[i].ids.is_empty()).collect();
+    order.sort_by_key(|&i| (std::cmp::Reverse(prompts[i].ids.len()), i));
+    let mut out: Vec<Vec<usize>> = Vec::new();
+    for i in order {
+        match out.last_mut() {
+            // Sorted longest first, so the batch's first prompt is its longest.
+            Some(batch) if (batch.len() + 1) * prompts[batch[0]].ids.len() <= batch_tokens => batch.push(i),
+            _ => out.push(vec![i]),
+        }
+    }
+    out
+}
+
+fn run_batch(
+    base: &Model,
+    tuned: &Model,
+    tokenizer: &Tokenizer,
+    prompts: &[EncodedPrompt],
+    batch: &[usize],
+    opts: &BehaviourOptions,
+    out: &mut Collected,
+) -> Result<()> {
+    let seq = batch.iter().map(|&i| prompts[i].ids.len()).max().unwrap_or(0);
+    let mut ids = vec![0u32; batch.len() * seq];
+    let mut rows = Vec::new(); // (prompt, position) of every real row, in flattened batch order
+    let mut flat = Vec::new();
+    for (r, &p) in batch.iter().enumerate() {
+        let prompt = &prompts[p].ids;
+        ids[r * seq..r * seq + prompt.len()].copy_from_slice(prompt);
+        for pos in 0..prompt.len() {
+            rows.push((p, pos));
+            flat.push(u32::try_from(r * seq + pos).map_err(|_| Error::Internal("batch too large".into()))?);
+        }
+    }
+    let ids = Tensor::from_vec(ids, (batch.len(), seq), base.device())?;
+    let flat = Tensor::new(flat.as_slice(), base.device())?;
+    let real_rows = |model: &Model| -> Result<Tensor> {
+        let normalized = model.forward(&ids, &Hooks::new())?.normalized;
+        let width = normalized.dim(2)?;
+        Ok(normalized.reshape((batch.len() * seq, width))?.index_select(&flat.to_device(model.device())?, 0)?)
+    };
+    let (base_rows, tuned_rows) = (real_rows(base)?, real_rows(tuned)?);
+
+    let vocab = base.config().vocab_size;
+    let chunk = (LOGIT_CHUNK_ELEMS / vocab).max(1);
+    for start in (0..rows.len()).step_by(chunk) {
+        let n = chunk.min(rows.len() - start);
+        let logits = |model: &Model, rows: &Tensor| -> Result<Vec<f32>> {
+            Ok(model.unembed(&rows.narrow(0, start, n)?)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
+        };
+        let (lb, lt) = (logits(base, &base_rows)?, logits(tuned, &tuned_rows)?);
+        let here = &rows[start..start + n];
+        let next: Vec<Option<u32>> = here.iter().map(|&(p, pos)| prompts[p].ids.get(pos + 1).copied()).collect();
+        for (j, (stats, &(p, pos))) in compare_chunk(&lb, &lt, vocab, &next).into_iter().zip(here).enumerate() {
+            let Ok(stats) = stats else {
+                out.record_non_finite(p, pos, stats.err());
+                continue;
+            };
+            out.positions[p][pos] = Some(stats);
+            if out.would_rank(stats.kl_tuned_base, p, pos) {
+                let row = |l: &[f32]| l[j * vocab..(j + 1) * vocab].to_vec();
+                let top = |l: &[f32]| token_probs(tokenizer, &top_k(&row(l), opts.top_k));
+                out.rank(Ranked {
+                    kl: stats.kl_tuned_base,
+                    prompt: p,
+                    position: pos,
+                    top_base: top(&lb),
+                    top_tuned: top(&lt),
+                });
+            }
+        }
+    }
+    Ok(())
+}
+
+fn token_probs(tokenizer: &Tokenizer, top: &[(u32, f32)]) -> Vec<TokenProb> {
+    let ids: Vec<u32> = top.iter().map(|&(id, _)| id).collect();
+    tokenizer
+        .token_strings(&ids)
+        .into_iter()
+        .zip(top)
+        .map(|(token, &(id, p))| TokenProb {
+            id,
+            token,
+            prob: f64::from(p),
+        })
+        .collect()
+}
+
+/// A candidate for the most-divergent list.
+#[derive(Debug, Clone)]
+struct Ranked {
+    kl: f64,
+    prompt: usize,
+    position: usize,
+    top_base: Vec<TokenProb>,
+    top_tuned: Vec<TokenProb>,
+}
+
+/// Largest KL first; ties by prompt then position, so the list does not depend on batch order.
+fn rank_order(a: (f64, usize, usize), b: (f64, usize, usize)) -> Ordering {
+    b.0.total_cmp(&a.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2))
+}
+
+/// Everything gathered while the batches run, indexed by prompt and position.
+#[derive(Debug)]
+struct Collected {
+    positions: Vec<Vec<Option<PositionStats>>>,
+    non_finite: NonFiniteLogits,
+    non_finite_at: Vec<(usize, usize)>,
+    ranked: Vec<Ranked>,
+    keep: usize,
+}
+
+impl Collected {
+    fn new(prompts: &[EncodedPrompt], keep: usize) -> Self {
+        Self {
+            positions: prompts.iter().map(|p| vec![None; p.ids.len()]).collect(),
+            non_finite: NonFiniteLogits::default(),
+            non_finite_at: Vec::new(),
+            ranked: Vec::new(),
+            keep,
+        }
+    }
+
+    fn record_non_finite(&mut self, prompt: usize, position: usize, side: Option<crate::stats::NonFiniteSide>) {
+        use crate::stats::NonFiniteSide::{Base, Both, Tuned};
+        if matches!(side, Some(Base | Both)) {
+            self.non_finite.base_positions += 1;
+        }
+        if matches!(side, Some(Tuned | Both)) {
+            self.non_finite.tuned_positions += 1;
+        }
+        self.non_finite_at.push((prompt, position));
+    }
+
+    fn would_rank(&self, kl: f64, prompt: usize, position: usize) -> bool {
+        self.keep > 0
+            && (self.ranked.len() < self.keep
+                || self.ranked.last().is_some_and(|last| {
+                    rank_order((kl, prompt, position), (last.kl, last.prompt, last.position)) == Ordering::Less
+                }))
+    }
+
+    fn rank(&mut self, candidate: Ranked) {
+        let key = |r: &Ranked| (r.kl, r.prompt, r.position);
+        let at = self
+            .ranked
+            .partition_point(|r| rank_order(key(r), key(&candidate)) == Ordering::Less);
+        self.ranked.insert(at, candidate);
+        self.ranked.truncate(self.keep);
+    }
+
+    fn into_section(
+        mut self,
+        prompts: &[EncodedPrompt],
+        tokenizer: &Tokenizer,
+        opts: &BehaviourOptions,
+        header: SectionHeader,
+    ) -> BehaviourSection {
+        let tokens: Vec<Vec<String>> = prompts.iter().map(|p| tokenizer.token_strings(&p.ids)).collect();
+        let all: Vec<&PositionStats> = self.positions.iter().flatten().flatten().collect();
+        let values = |f: &dyn Fn(&PositionStats) -> Option<f64>| -> Option<Distribution> {
+            summarize(&all.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map(distribution)
+        };
+        let rows: Vec<PromptBehaviour> = prompts
+            .iter()
+            .zip(&self.positions)
+            .zip(&tokens)
+            .enumerate()
+            .map(|(index, ((prompt, stats), tokens))| prompt_row(index, prompt, stats, tokens))
+            .collect();
+        let per_prompt: Vec<f64> = rows.iter().filter_map(|r| r.mean_kl_tuned_base).collect();
+        #[allow(clippy::cast_precision_loss)]
+        let agreement =
+            (!all.is_empty()).then(|| all.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / all.len() as f64);
+        let summary = BehaviourSummary {
+            kl_tuned_base: values(&|s| Some(s.kl_tuned_base)),
+            kl_base_tuned: values(&|s| Some(s.kl_base_tuned)),
+            kl_tuned_base_per_prompt: summarize(&per_prompt).map(distribution),
+            top1_agreement: agreement,
+            delta_p_next: values(&|s| s.next.map(|n| n.p_tuned - n.p_base)),
+            delta_p_base_top: values(&|s| Some(s.p_tuned_of_base_top - s.p_base_of_base_top)),
+            entropy_base: values(&|s| Some(s.entropy_base)),
+            entropy_tuned: values(&|s| Some(s.entropy_tuned)),
+        };
+        self.non_finite_at.sort_unstable();
+        self.non_finite.examples = self.non_finite_at.iter().take(NON_FINITE_EXAMPLES).copied().collect();
+        let mut warnings = header.warnings;
+        if !self.non_finite_at.is_empty() {
+            warnings.push(format!(
+                "{} positions had NaN or infinite logits (base: {}, tuned: {}) and were left out of every statistic; \
+                 check the weights for NaN (mdiff compare --methods weights counts them)",
+                self.non_finite_at.len(),
+                self.non_finite.base_positions,
+                self.non_finite.tuned_positions
+            ));
+        }
+        let top_positions = self
+            .ranked
+            .into_iter()
+            .map(|r| {
+                let prompt_tokens = &tokens[r.prompt];
+                divergent(r, prompt_tokens, &self.positions, opts.context_tokens)
+            })
+            .collect();
+        BehaviourSection {
+            prompts_source: header.prompts_source,
+            num_prompts: prompts.len(),
+            num_positions: all.len() as u64 + self.non_finite_at.len() as u64,
+            dtype: header.dtype,
+            chat_templated_prompts: prompts.iter().filter(|p| p.chat_template).count(),
+            summary,
+            prompts: rows,
+            top_positions,
+            non_finite: self.non_finite,
+            warnings,
+        }
+    }
+}
+
+/// What the caller knows about the run that the statistics do not.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SectionHeader {
+    /// Prompt file path or `built-in`.
+    pub prompts_source: String,
+    /// `f32`, `bf16` or `f16`.
+    pub dtype: String,
+    /// Warnings from preparing the prompts (truncation, empty prompts).
+    pub warnings: Vec<String>,
+}
+
+fn distribution(s: Summary) -> Distribution {
+    Distribution {
+        n: s.n,
+        mean: s.mean,
+        std_err: s.std_err,
+        min: s.min,
+        max: s.max,
+        percentiles: s
+            .percentiles
+            .into_iter()
+            .map(|(p, v)| (percentile_label(p), v))
+            .collect(),
+    }
+}
+
+fn prompt_row(index: usize, prompt: &EncodedPrompt, stats: &[Option<PositionStats>], tokens: &[String]) -> PromptBehaviour {
+    let kl_tb: Vec<Option<f64>> = stats.iter().map(|s| s.map(|s| s.kl_tuned_base)).collect();
+    let kl_bt: Vec<Option<f64>> = stats.iter().map(|s| s.map(|s| s.kl_base_tuned)).collect();
+    let mean = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<RunningMean>().mean();
+    let finite: Vec<&PositionStats> = stats.iter().flatten().collect();
+    #[allow(clippy::cast_precision_loss)]
+    let agreement = (!finite.is_empty())
+        .then(|| finite.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / finite.len() as f64);
+    PromptBehaviour {
+        index,
+        line: prompt.line,
+        chat_template: prompt.chat_template,
+        tokens: tokens.to_vec(),
+        mean_kl_tuned_base: mean(&kl_tb),
+        mean_kl_base_tuned: mean(&kl_bt),
+        max_kl_tuned_base: kl_tb.iter().flatten().copied().max_by(f64::total_cmp),
+        top1_agreement: agreement,
+        kl_tuned_base: kl_tb,
+        kl_base_tuned: kl_bt,
+        truncated_tokens: prompt.truncated_tokens,
+    }
+}
+
+fn divergent(
+    r: Ranked,
+    tokens: &[String],
+    positions: &[Vec<Option<PositionStats>>],
+    context: usize,
+) -> DivergentPosition {
+    let p = r.position;
+    let kl_base_tuned = positions[r.prompt][p].map_or(f64::NAN, |s| s.kl_base_tuned);
+    DivergentPosition {
+        prompt: r.prompt,
+        position: p,
+        token: tokens[p].clone(),
+        next_token: tokens.get(p + 1).cloned(),
+        kl_tuned_base: r.kl,
+        kl_base_tuned,
+        context_before: tokens[p.saturating_sub(context)..p].to_vec(),
+        context_after: tokens[(p + 1).min(tokens.len())..(p + 1 + context).min(tokens.len())].to_vec(),
+        top_base: r.top_base,
+        top_tuned: r.top_tuned,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn prompt(len: usize) -> EncodedPrompt {
+        EncodedPrompt {
+            line: 1,
+            chat_template: false,
+            ids: vec![1; len],
+            truncated_tokens: 0,
+        }
+    }
+
+    #[test]
+    fn batches_respect_the_token_budget_and_cover_every_prompt_once() {
+        let prompts: Vec<EncodedPrompt> = [5, 9, 0, 3, 9, 12, 1].into_iter().map(prompt).collect();
+        let b = batches(&prompts, 20);
+        let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
+        seen.sort_unstable();
+        assert_eq!(seen, vec![0, 1, 3, 4, 5, 6], "empty prompts are not run");
+        for batch in &b {
+            let longest = batch.iter().map(|&i| prompts[i].ids.len()).max().unwrap();
+            assert!(batch.len() == 1 || batch.len() * longest <= 20, "{b:?}");
+        }
+        assert_eq!(b[0], vec![5], "12 tokens leave no room for another 9");
+    }
+
+    #[test]
+    fn ranking_keeps_the_largest_and_breaks_ties_by_position() {
+        let mut c = Collected::new(&[prompt(4), prompt(4)], 2);
+        for (kl, p, pos) in [(0.5, 1, 0), (0.9, 0, 3), (0.5, 0, 2), (0.1, 0, 0)] {
+            if c.would_rank(kl, p, pos) {
+                c.rank(Ranked {
+                    kl,
+                    prompt: p,
+                    position: pos,
+                    top_base: vec![],
+                    top_tuned: vec![],
+                });
+            }
+        }
+        let got: Vec<(f64, usize, usize)> = c.ranked.iter().map(|r| (r.kl, r.prompt, r.position)).collect();
+        assert_eq!(got, vec![(0.9, 0, 3), (0.5, 0, 2)]);
+    }
+}

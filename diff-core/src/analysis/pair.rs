@@ -1,0 +1,143 @@
+//! The base and tuned models side by side, with the one tokenizer both are fed through.
+
+use std::path::{Path, PathBuf};
+
+use candle_core::{DType, Device};
+
+use crate::checkpoint::Checkpoint;
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelConfig};
+use crate::text::Tokenizer;
+
+/// Where to run and which files to use when they are not beside the weights.
+#[derive(Debug, Clone)]
+pub struct PairOptions {
+    /// Compute device.
+    pub device: Device,
+    /// Dtype of weights and activations.
+    pub dtype: DType,
+    /// `config.json` to use for both models instead of the ones found beside the weights.
+    pub config: Option<PathBuf>,
+    /// `tokenizer.json` to use instead of the one found beside the weights.
+    pub tokenizer: Option<PathBuf>,
+}
+
+/// Both models loaded, ready to run on the same token ids.
+#[derive(Debug)]
+pub struct ModelPair {
+    /// The model before fine-tuning.
+    pub base: Model,
+    /// The model after fine-tuning.
+    pub tuned: Model,
+    /// The tokenizer both are fed through (the base's).
+    pub tokenizer: Tokenizer,
+    /// Things the report should mention (e.g. a config borrowed from the base).
+    pub warnings: Vec<String>,
+}
+
+impl ModelPair {
+    /// Loads both models, or says (`Ok(Err(reason))`) which file is missing and which flag supplies it.
+    ///
+    /// # Errors
+    /// Broken or unsupported configs, incompatible models, tokenizer and weight errors.
+    pub fn load(base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<Result<Self, String>> {
+        let mut warnings = Vec::new();
+        let Some(base_config) = opts.config.as_deref().or(base.config_path()) else {
+            return Ok(Err(format!(
+                "no config.json beside the base weights ({}); pass --config path/to/config.json",
+                base.path().display()
+            )));
+        };
+        let tuned_config = match (&opts.config, tuned.config_path()) {
+            (Some(forced), _) => forced.as_path(),
+            (None, Some(own)) => own,
+            (None, None) => {
+                warnings.push(format!(
+                    "no config.json beside the tuned weights; using the base's ({})",
+                    base_config.display()
+                ));
+                base_config
+            }
+        };
+        let Some(tokenizer_path) = opts
+            .tokenizer
+            .as_deref()
+            .or(base.tokenizer_path())
+            .or(tuned.tokenizer_path())
+        else {
+            return Ok(Err(format!(
+                "no tokenizer.json beside either model ({}, {}); pass --tokenizer path/to/tokenizer.json",
+                base.path().display(),
+                tuned.path().display()
+            )));
+        };
+        let base_config = ModelConfig::load(base_config)?;
+        let tuned_config = ModelConfig::load(tuned_config)?;
+        check_compatible(&base_config, &tuned_config)?;
+        let tokenizer = Tokenizer::load(tokenizer_path)?;
+        if opts.tokenizer.is_none() {
+            check_same_vocabulary(&tokenizer, tuned.tokenizer_path())?;
+        }
+        if tokenizer.vocab_size() > base_config.vocab_size {
+            return Err(Error::Tokenizer {
+                path: tokenizer_path.to_path_buf(),
+                reason: format!(
+                    "has {} token ids but the model's vocabulary is {}; is it this model's tokenizer?",
+                    tokenizer.vocab_size(),
+                    base_config.vocab_size
+                ),
+            });
+        }
+        let load = |ck: &Checkpoint, config: &ModelConfig| {
+            Model::load(ck.source(), config, &opts.device, opts.dtype, &ck.path().display().to_string())
+        };
+        Ok(Ok(Self {
+            base: load(base, &base_config)?,
+            tuned: load(tuned, &tuned_config)?,
+            tokenizer,
+            warnings,
+        }))
+    }
+}
+
+/// Same architecture and the same shapes where the analyses line the models up.
+fn check_compatible(base: &ModelConfig, tuned: &ModelConfig) -> Result<()> {
+    let differ = |what: &str, b: String, t: String| {
+        Err(Error::Incompatible(format!(
+            "{what} differs (base {b}, tuned {t}); mdiff compares a model with its own fine-tune"
+        )))
+    };
+    if base.architecture != tuned.architecture || base.family != tuned.family {
+        return differ("architecture", base.architecture.clone(), tuned.architecture.clone());
+    }
+    if base.vocab_size != tuned.vocab_size {
+        return differ("vocabulary size", base.vocab_size.to_string(), tuned.vocab_size.to_string());
+    }
+    if base.hidden_size != tuned.hidden_size || base.num_layers != tuned.num_layers {
+        return differ(
+            "width × depth",
+            format!("{}×{}", base.hidden_size, base.num_layers),
+            format!("{}×{}", tuned.hidden_size, tuned.num_layers),
+        );
+    }
+    Ok(())
+}
+
+/// A tuned model that ships its own tokenizer must tokenize like the base's, or the token ids mean different things.
+fn check_same_vocabulary(base: &Tokenizer, tuned_path: Option<&Path>) -> Result<()> {
+    let Some(tuned_path) = tuned_path.filter(|p| *p != base.path()) else {
+        return Ok(());
+    };
+    let tuned = Tokenizer::load(tuned_path)?;
+    if tuned.vocab_size() != base.vocab_size() {
+        return Err(Error::Incompatible(format!(
+            "the tokenizers differ: {} has {} tokens, {} has {}; added tokens are not supported, pass --tokenizer \
+             to force one",
+            base.path().display(),
+            base.vocab_size(),
+            tuned.path().display(),
+            tuned.vocab_size()
+        )));
+    }
+    Ok(())
+}

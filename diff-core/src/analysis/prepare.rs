@@ -1,0 +1,67 @@
+//! Prompts → token ids both models can run: encoded as Hugging Face does, checked against the vocabulary, and cut
+//! to the context length with a warning.
+
+use crate::error::{Error, Result};
+use crate::text::{PromptContent, PromptSet, Tokenizer};
+
+/// A prompt ready to run: its ids (truncated to the context) and where it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EncodedPrompt {
+    /// 1-based line in the prompt file (or index in the built-in set).
+    pub line: usize,
+    /// Whether the chat template rendered it.
+    pub chat_template: bool,
+    /// Token ids fed to both models.
+    pub ids: Vec<u32>,
+    /// Tokens dropped from the end to fit the context.
+    pub truncated_tokens: usize,
+}
+
+/// Encodes every prompt of `set` for models with `context_len` positions and `vocab_size` embedding rows.
+/// Returns the prompts (in set order) and warnings for the report.
+///
+/// # Errors
+/// Chat-template and tokenizer failures; [`Error::Tokenizer`] when the tokenizer yields an id the model has no
+/// embedding for.
+pub fn prepare_prompts(
+    set: &PromptSet,
+    tokenizer: &Tokenizer,
+    context_len: usize,
+    vocab_size: usize,
+) -> Result<(Vec<EncodedPrompt>, Vec<String>)> {
+    let resolved = set.clone().resolve_for(tokenizer);
+    let encoded = resolved.encode_all(tokenizer)?;
+    let mut warnings = Vec::new();
+    let mut prompts = Vec::with_capacity(encoded.len());
+    for (prompt, mut ids) in resolved.prompts.iter().zip(encoded) {
+        let location = resolved.location(prompt);
+        if let Some(&bad) = ids.iter().find(|&&id| id as usize >= vocab_size) {
+            return Err(Error::Tokenizer {
+                path: tokenizer.path().to_path_buf(),
+                reason: format!(
+                    "{location} encodes to token id {bad}, but the model has only {vocab_size} embedding rows; \
+                     is this the model's own tokenizer?"
+                ),
+            });
+        }
+        if ids.is_empty() {
+            warnings.push(format!("{location} encodes to no tokens and was skipped"));
+        }
+        let truncated_tokens = ids.len().saturating_sub(context_len);
+        if truncated_tokens > 0 {
+            warnings.push(format!(
+                "{location} has {} tokens, more than the model's context of {context_len}; the last \
+                 {truncated_tokens} tokens were dropped",
+                ids.len()
+            ));
+            ids.truncate(context_len);
+        }
+        prompts.push(EncodedPrompt {
+            line: prompt.line,
+            chat_template: matches!(prompt.content, PromptContent::Messages(_)),
+            ids,
+            truncated_tokens,
+        });
+    }
+    Ok((prompts, warnings))
+}

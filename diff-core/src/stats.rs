@@ -1,1 +1,0 @@
-//! Per-position comparison of two next-token distributions and streaming summaries of the results.
