@@ -80,6 +80,15 @@ impl Run {
         }
     }
 
+    /// The `warning: ...` lines of stderr, without the prefix.
+    #[must_use]
+    pub fn warnings(&self) -> Vec<&str> {
+        self.stderr
+            .lines()
+            .filter_map(|l| l.strip_prefix("warning: "))
+            .collect()
+    }
+
     /// Asserts success and no panic.
     ///
     /// # Panics
@@ -163,6 +172,71 @@ impl Default for Sandbox {
     fn default() -> Self {
         Self::new()
     }
+}
+
+/// Tensors of an F32 safetensors file: (name, shape, values).
+pub type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
+
+/// Reads every tensor of an all-F32 safetensors file, sorted by name.
+///
+/// # Panics
+/// On I/O failure, an invalid file, or a tensor that is not F32.
+#[must_use]
+pub fn read_f32_tensors(path: &Path) -> Tensors {
+    let bytes = std::fs::read(path).expect("reading safetensors");
+    let file = safetensors::SafeTensors::deserialize(&bytes).expect("valid safetensors");
+    let mut tensors: Tensors = file
+        .tensors()
+        .into_iter()
+        .map(|(name, view)| {
+            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name} in {}", path.display());
+            let values = view
+                .data()
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect();
+            (name, view.shape().to_vec(), values)
+        })
+        .collect();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    tensors
+}
+
+/// Rewrites the F32 safetensors file at `path` through `edit` (drop, rename, reshape or poison tensors).
+///
+/// # Panics
+/// As [`read_f32_tensors`] and [`write_f32_safetensors`].
+pub fn edit_f32_tensors(path: &Path, edit: impl FnOnce(&mut Tensors)) {
+    let mut tensors = read_f32_tensors(path);
+    edit(&mut tensors);
+    let refs: Vec<(&str, Vec<usize>, Vec<f32>)> = tensors
+        .iter()
+        .map(|(name, shape, values)| (name.as_str(), shape.clone(), values.clone()))
+        .collect();
+    write_f32_safetensors(path, &refs);
+}
+
+/// The values of tensor `name`.
+///
+/// # Panics
+/// When there is no such tensor.
+pub fn tensor_values_mut<'a>(tensors: &'a mut Tensors, name: &str) -> &'a mut Vec<f32> {
+    tensors
+        .iter_mut()
+        .find(|t| t.0 == name)
+        .map(|t| &mut t.2)
+        .unwrap_or_else(|| panic!("no tensor {name}"))
+}
+
+/// Rewrites the JSON file at `path` through `edit` (pretty-printed, as `save_pretrained` writes it).
+///
+/// # Panics
+/// On I/O failure or a file that is not JSON.
+pub fn edit_json(path: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let text = std::fs::read_to_string(path).expect("reading JSON");
+    let mut json: serde_json::Value = serde_json::from_str(&text).expect("valid JSON");
+    edit(&mut json);
+    std::fs::write(path, serde_json::to_string_pretty(&json).expect("serializing JSON")).expect("writing JSON");
 }
 
 /// Writes a safetensors file holding `tensors` (name, shape, f32 values).

@@ -9,7 +9,9 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use mdiff_tests::{Run, Sandbox, fixture, write_f32_safetensors};
+use mdiff_tests::{
+    Run, Sandbox, edit_f32_tensors, edit_json, fixture, read_f32_tensors, tensor_values_mut, write_f32_safetensors,
+};
 use serde_json::{Map, Value};
 
 // ---- inputs ------------------------------------------------------------------------------------------------
@@ -109,56 +111,6 @@ fn offsets(json: &Map<String, Value>, tensor: &str) -> (u64, u64) {
 fn last_tensor(json: &Map<String, Value>) -> String {
     let names = json.keys().filter(|k| *k != "__metadata__");
     names.max_by_key(|name| offsets(json, name).1).unwrap().clone()
-}
-
-/// Tensors of an F32 safetensors file: (name, shape, values), sorted by name.
-type Tensors = Vec<(String, Vec<usize>, Vec<f32>)>;
-
-fn read_tensors(path: &Path) -> Tensors {
-    let bytes = std::fs::read(path).unwrap();
-    let file = safetensors::SafeTensors::deserialize(&bytes).unwrap();
-    let mut tensors: Tensors = file
-        .tensors()
-        .into_iter()
-        .map(|(name, view)| {
-            assert_eq!(view.dtype(), safetensors::Dtype::F32, "{name} in {}", path.display());
-            let values = view
-                .data()
-                .chunks_exact(4)
-                .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
-                .collect();
-            (name, view.shape().to_vec(), values)
-        })
-        .collect();
-    tensors.sort_by(|a, b| a.0.cmp(&b.0));
-    tensors
-}
-
-/// Rewrites the F32 safetensors file at `path` through `edit` (drop, rename, reshape or poison tensors).
-fn edit_tensors(path: &Path, edit: impl FnOnce(&mut Tensors)) {
-    let mut tensors = read_tensors(path);
-    edit(&mut tensors);
-    let refs: Vec<(&str, Vec<usize>, Vec<f32>)> = tensors
-        .iter()
-        .map(|(name, shape, values)| (name.as_str(), shape.clone(), values.clone()))
-        .collect();
-    write_f32_safetensors(path, &refs);
-}
-
-/// The values of tensor `name`.
-fn values_mut<'a>(tensors: &'a mut Tensors, name: &str) -> &'a mut Vec<f32> {
-    tensors
-        .iter_mut()
-        .find(|t| t.0 == name)
-        .map(|t| &mut t.2)
-        .unwrap_or_else(|| panic!("no tensor {name}"))
-}
-
-/// Rewrites the JSON file at `path` through `edit`.
-fn edit_json(path: &Path, edit: impl FnOnce(&mut Value)) {
-    let mut json: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
-    edit(&mut json);
-    std::fs::write(path, serde_json::to_string_pretty(&json).unwrap()).unwrap();
 }
 
 /// Copies the base into the sandbox as `base/` and returns its weights file.
@@ -303,7 +255,7 @@ const RESHAPED: &str = "model.layers.0.mlp.up_proj.weight";
 
 fn shape_mismatch(sb: &Sandbox) -> Args {
     let tuned = sb.copy_fixture(FULL_FT, "tuned");
-    edit_tensors(&tuned.join(WEIGHTS), |tensors| {
+    edit_f32_tensors(&tuned.join(WEIGHTS), |tensors| {
         let (_, shape, values) = tensors.iter_mut().find(|t| t.0 == RESHAPED).unwrap();
         shape[0] -= 1;
         values.truncate(shape.iter().product());
@@ -318,8 +270,8 @@ const TUNED_POISON: [f32; 5] = [f32::NAN, f32::NAN, f32::INFINITY, f32::NEG_INFI
 
 fn non_finite(sb: &Sandbox) -> Args {
     let plant = |dir: PathBuf, poison: &[f32], at: usize| {
-        edit_tensors(&dir.join(WEIGHTS), |tensors| {
-            values_mut(tensors, POISONED)[at..at + poison.len()].copy_from_slice(poison);
+        edit_f32_tensors(&dir.join(WEIGHTS), |tensors| {
+            tensor_values_mut(tensors, POISONED)[at..at + poison.len()].copy_from_slice(poison);
         });
         dir
     };
@@ -330,7 +282,7 @@ fn non_finite(sb: &Sandbox) -> Args {
 
 fn lora_missing_b(sb: &Sandbox) -> Args {
     broken_adapter(sb, |dir| {
-        edit_tensors(&dir.join(ADAPTER_WEIGHTS), |t| {
+        edit_f32_tensors(&dir.join(ADAPTER_WEIGHTS), |t| {
             t.retain(|(name, ..)| name != Q_PROJ_LORA_B)
         })
     })
@@ -343,7 +295,7 @@ fn lora_rank_mismatch(sb: &Sandbox) -> Args {
 /// Moves the adapter's layer-3 modules to a layer the base does not have.
 fn lora_module_absent(sb: &Sandbox) -> Args {
     broken_adapter(sb, |dir| {
-        edit_tensors(&dir.join(ADAPTER_WEIGHTS), |tensors| {
+        edit_f32_tensors(&dir.join(ADAPTER_WEIGHTS), |tensors| {
             for (name, ..) in tensors.iter_mut() {
                 *name = name.replace(".layers.3.", ".layers.99.");
             }
@@ -360,7 +312,7 @@ fn lora_target_absent(sb: &Sandbox) -> Args {
 /// A `lora_B.bias` (PEFT's `lora_bias = true`): merging it is not supported, so it must not be dropped silently.
 fn lora_with_bias(sb: &Sandbox) -> Args {
     broken_adapter(sb, |dir| {
-        edit_tensors(&dir.join(ADAPTER_WEIGHTS), |tensors| {
+        edit_f32_tensors(&dir.join(ADAPTER_WEIGHTS), |tensors| {
             let bias = Q_PROJ_LORA_B.replace(".weight", ".bias");
             tensors.push((bias, vec![64], vec![0.5; 64]));
         });
@@ -680,7 +632,7 @@ fn shape_mismatch_is_reported_not_fatal() {
         .iter()
         .map(|t| t["name"].as_str().unwrap())
         .collect();
-    let num_base = read_tensors(&fixture(BASE).join(WEIGHTS)).len();
+    let num_base = read_f32_tensors(&fixture(BASE).join(WEIGHTS)).len();
     assert_eq!(diffed.len(), num_base - 1, "every other tensor is diffed");
     assert!(!diffed.contains(&RESHAPED));
     assert!(weights["totals"]["num_changed"].as_u64().unwrap() > 0);

@@ -373,7 +373,9 @@ fn skipped_sections_are_listed_with_a_reason() {
     }
     let report = read_report(&sandbox.join("mdiff-report.json")).expect("default report path");
     let sections: Vec<&str> = report.skipped.iter().map(|s| s.section.as_str()).collect();
-    assert_eq!(sections, ["behaviour", "swap", "patching", "lens", "crosscoder"]);
+    // The fixtures ship config.json and tokenizer.json, so the default KL method runs; the rest are not built yet.
+    assert_eq!(sections, ["swap", "patching", "lens", "crosscoder"]);
+    assert!(report.behaviour.is_some(), "behaviour section");
     assert!(report.skipped.iter().all(|s| !s.reason.is_empty()));
     assert!(run.stdout.contains("behaviour"), "{}", run.stdout);
 }

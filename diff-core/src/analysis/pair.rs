@@ -29,7 +29,7 @@ pub struct ModelPair {
     pub base: Model,
     /// The model after fine-tuning.
     pub tuned: Model,
-    /// The tokenizer both are fed through (the base's).
+    /// The tokenizer both are fed through (the tuned model's: it carries the chat template the fine-tune used).
     pub tokenizer: Tokenizer,
     /// Things the report should mention (e.g. a config borrowed from the base).
     pub warnings: Vec<String>,
@@ -62,8 +62,8 @@ impl ModelPair {
         let Some(tokenizer_path) = opts
             .tokenizer
             .as_deref()
-            .or(base.tokenizer_path())
             .or(tuned.tokenizer_path())
+            .or(base.tokenizer_path())
         else {
             return Ok(Err(format!(
                 "no tokenizer.json beside either model ({}, {}); pass --tokenizer path/to/tokenizer.json",
@@ -76,7 +76,7 @@ impl ModelPair {
         check_compatible(&base_config, &tuned_config)?;
         let tokenizer = Tokenizer::load(tokenizer_path)?;
         if opts.tokenizer.is_none() {
-            check_same_vocabulary(&tokenizer, tuned.tokenizer_path())?;
+            check_same_vocabulary(&tokenizer, base.tokenizer_path())?;
         }
         if tokenizer.vocab_size() > base_config.vocab_size {
             return Err(Error::Tokenizer {
@@ -123,12 +123,12 @@ fn check_compatible(base: &ModelConfig, tuned: &ModelConfig) -> Result<()> {
     Ok(())
 }
 
-/// A tuned model that ships its own tokenizer must tokenize like the base's, or the token ids mean different things.
-fn check_same_vocabulary(base: &Tokenizer, tuned_path: Option<&Path>) -> Result<()> {
-    let Some(tuned_path) = tuned_path.filter(|p| *p != base.path()) else {
+/// When both models ship a tokenizer, they must agree on the vocabulary, or the token ids mean different things.
+fn check_same_vocabulary(tuned: &Tokenizer, base_path: Option<&Path>) -> Result<()> {
+    let Some(base_path) = base_path.filter(|p| *p != tuned.path()) else {
         return Ok(());
     };
-    let tuned = Tokenizer::load(tuned_path)?;
+    let base = Tokenizer::load(base_path)?;
     if tuned.vocab_size() != base.vocab_size() {
         return Err(Error::Incompatible(format!(
             "the tokenizers differ: {} has {} tokens, {} has {}; added tokens are not supported, pass --tokenizer \

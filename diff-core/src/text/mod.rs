@@ -1,1 +1,19 @@
 //! Text in and out of the models: tokenizers, chat templates and prompt files.
+//!
+//! - [`prompts`]: prompt files (`.txt`, `.jsonl`, `.json`) and the built-in prompt set.
+//! - [`tokenizer`]: `tokenizer.json` + `tokenizer_config.json` (+ `chat_template.jinja`), encoding prompts to ids
+//!   exactly as Hugging Face does, and the display string of each token for reports.
+//! - `chat_template`: renders a model's Jinja chat template the way `transformers` does (same whitespace
+//!   handling, Python string methods, `raise_exception`, `strftime_now`, Python-style `tojson`).
+
+mod chat_template;
+pub mod prompts;
+mod template_globals;
+mod token_display;
+pub mod tokenizer;
+
+#[cfg(test)]
+mod test_support;
+
+pub use prompts::{Message, Prompt, PromptContent, PromptSet, PromptSource, builtin_prompts, read_prompt_file};
+pub use tokenizer::Tokenizer;

@@ -1,0 +1,306 @@
+use std::collections::BTreeMap;
+
+use serde_json::json;
+
+use super::*;
+use crate::text::test_support::{byte_level_tokenizer, model_dir};
+
+fn write(name: &str, content: &[u8]) -> (tempfile::TempDir, PathBuf) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join(name);
+    std::fs::write(&path, content).unwrap();
+    (dir, path)
+}
+
+fn read(name: &str, content: &str) -> PromptSet {
+    let (_dir, path) = write(name, content.as_bytes());
+    read_prompt_file(&path).unwrap()
+}
+
+/// The (line, reason) of the `PromptFile` error reading `content` gives.
+fn line_error(name: &str, content: &[u8]) -> (usize, String) {
+    let (_dir, path) = write(name, content);
+    match read_prompt_file(&path) {
+        Err(Error::PromptFile { path: p, line, reason }) => {
+            assert_eq!(p, path);
+            (line, reason)
+        }
+        other => panic!("expected a PromptFile error, got {other:?}"),
+    }
+}
+
+fn text(prompt: &Prompt) -> &str {
+    match &prompt.content {
+        PromptContent::Text(text) => text,
+        PromptContent::Messages(m) => panic!("expected text, got {m:?}"),
+    }
+}
+
+fn user(content: &str) -> Message {
+    Message {
+        role: "user".into(),
+        content: content.into(),
+    }
+}
+
+#[test]
+fn txt_is_one_prompt_per_line_with_file_line_numbers() {
+    let set = read("p.txt", "\u{feff}first prompt\r\n\n   \nsecond  prompt \r\n\nthird");
+    let got: Vec<(usize, &str)> = set.prompts.iter().map(|p| (p.line, text(p))).collect();
+    assert_eq!(got, [(1, "first prompt"), (4, "second  prompt "), (6, "third")]);
+    assert!(matches!(&set.source, PromptSource::File(p) if p.ends_with("p.txt")));
+    assert!(set.location(&set.prompts[1]).ends_with("p.txt:4"));
+
+    // Unknown extensions and no extension read as text, JSON-looking lines included.
+    let set = read("prompts", "{\"text\": \"literal\"}\n");
+    assert_eq!(text(&set.prompts[0]), "{\"text\": \"literal\"}");
+}
+
+#[test]
+fn jsonl_reads_text_and_messages_and_ignores_other_keys() {
+    let content = concat!(
+        "{\"text\": \"The cat sat\", \"id\": 7}\n",
+        "\n",
+        "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}]}\r\n",
+        "{\"text\": \"line\\nbreak\", \"category\": \"prose\"}\n",
+    );
+    for name in ["p.jsonl", "p.NDJSON"] {
+        let set = read(name, content);
+        assert_eq!(set.prompts.iter().map(|p| p.line).collect::<Vec<_>>(), [1, 3, 4]);
+        assert_eq!(text(&set.prompts[0]), "The cat sat");
+        assert_eq!(
+            set.prompts[1].content,
+            PromptContent::Messages(vec![
+                Message {
+                    role: "system".into(),
+                    content: "Be brief.".into()
+                },
+                user("Hi")
+            ])
+        );
+        assert_eq!(text(&set.prompts[2]), "line\nbreak");
+    }
+}
+
+#[test]
+fn jsonl_errors_name_the_line_and_what_is_expected() {
+    let ok = "{\"text\": \"fine\"}\n\n";
+    let cases: &[(&str, &[&str])] = &[
+        (
+            "{\"text\": \"unterminated}",
+            &["invalid JSON", "column", r#"expected {"text""#],
+        ),
+        ("[\"a list\"]", &[r#"expected {"text": "...""#, r#"found ["a list"]"#]),
+        (
+            "\"just a string\"",
+            &[r#"expected {"text""#, r#"found "just a string""#],
+        ),
+        (
+            "{\"prompt\": \"hi\"}",
+            &[r#"expected {"text""#, r#"found {"prompt":"hi"}"#],
+        ),
+        (
+            "{\"text\": \"a\", \"messages\": []}",
+            &[r#"both "text" and "messages""#],
+        ),
+        ("{\"text\": 42}", &[r#""text" must be a string, found 42"#]),
+        ("{\"text\": \"  \"}", &[r#""text" is empty"#]),
+        ("{\"messages\": []}", &[r#""messages" is empty"#]),
+        (
+            "{\"messages\": \"hi\"}",
+            &[r#""messages" must be a list"#, r#"found "hi""#],
+        ),
+        ("{\"messages\": [\"hi\"]}", &["message 1:", r#"expected {"role""#]),
+        (
+            "{\"messages\": [{\"role\": \"user\", \"content\": \"a\"}, {\"content\": \"b\"}]}",
+            &["message 2:", r#"missing "role""#],
+        ),
+        (
+            "{\"messages\": [{\"role\": \"user\"}]}",
+            &["message 1:", r#"missing "content""#],
+        ),
+        (
+            "{\"messages\": [{\"role\": 1, \"content\": \"a\"}]}",
+            &[r#""role" must be a string, found 1"#],
+        ),
+        (
+            "{\"messages\": [{\"role\": \"user\", \"content\": [{\"type\": \"text\"}]}]}",
+            &["multimodal"],
+        ),
+    ];
+    for (bad, expected) in cases {
+        let (line, reason) = line_error("p.jsonl", format!("{ok}{bad}\n{ok}").as_bytes());
+        assert_eq!(line, 3, "{bad}");
+        for part in *expected {
+            assert!(reason.contains(part), "{bad}: {reason:?} lacks {part:?}");
+        }
+    }
+    // The whole message reads as one line: path:line: reason.
+    let (_dir, path) = write("p.jsonl", b"{\"text\": 1}");
+    let message = read_prompt_file(&path).unwrap_err().to_string();
+    assert!(
+        message.ends_with(r#"p.jsonl:1: "text" must be a string, found 1"#),
+        "{message}"
+    );
+}
+
+#[test]
+fn json_array_reads_elements_with_their_lines() {
+    let content = "[\n  {\"text\": \"one, [two]\"},\n\n  {\"messages\": [\n    {\"role\": \"user\", \"content\": \"Hi\"}\n  ]},\n  {\"text\": \"three\"}\n]\n";
+    let set = read("p.json", content);
+    assert_eq!(set.prompts.iter().map(|p| p.line).collect::<Vec<_>>(), [2, 4, 7]);
+    assert_eq!(text(&set.prompts[0]), "one, [two]");
+    assert_eq!(set.prompts[1].content, PromptContent::Messages(vec![user("Hi")]));
+
+    let (line, reason) = line_error("p.json", b"[\n  {\"text\": \"ok\"},\n  {\"text\": 5}\n]");
+    assert_eq!((line, reason.as_str()), (3, r#""text" must be a string, found 5"#));
+    let (line, reason) = line_error("p.json", b"[\n  {\"text\": \"ok\"},\n  {\"text\": }\n]");
+    assert_eq!(line, 3);
+    assert!(reason.starts_with("invalid JSON"), "{reason}");
+    let (line, reason) = line_error("p.json", b"{\"text\": \"one object\"}");
+    assert_eq!(line, 1);
+    assert!(
+        reason.contains("one JSON array") && reason.contains(".jsonl"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn non_utf8_names_its_line() {
+    let (line, reason) = line_error("p.txt", b"fine\nbad \xff byte\n");
+    assert_eq!(line, 2);
+    assert!(
+        reason.contains("not valid UTF-8") && reason.contains("column 5"),
+        "{reason}"
+    );
+    assert_eq!(line_error("p.jsonl", b"{\"text\": \"a\"}\n\n{\"text\": \"\xe9\"}").0, 3);
+    assert_eq!(line_error("p.json", b"[\n\n{\"text\": \"\xe9\"}]").0, 3);
+}
+
+#[test]
+fn empty_files_have_no_prompts_and_missing_files_cannot_be_read() {
+    for (name, content) in [
+        ("e.txt", ""),
+        ("b.txt", "\n  \r\n\t\n"),
+        ("e.jsonl", "\n\n"),
+        ("e.json", " \n"),
+        ("a.json", "[]"),
+    ] {
+        let (_dir, path) = write(name, content.as_bytes());
+        assert!(
+            matches!(read_prompt_file(&path), Err(Error::NoPrompts { path: p }) if p == path),
+            "{name}"
+        );
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let missing = dir.path().join("nope.txt");
+    assert!(matches!(read_prompt_file(&missing), Err(Error::Read { path, .. }) if path == missing));
+}
+
+#[test]
+fn builtin_set_parses_and_covers_the_categories() {
+    let set = builtin_prompts();
+    assert_eq!(set.source, PromptSource::BuiltIn);
+    assert!(set.prompts.len() >= 60, "{} built-in prompts", set.prompts.len());
+    assert!(set.prompts.iter().enumerate().all(|(idx, p)| p.line == idx + 1));
+    assert_eq!(set.location(&set.prompts[0]), "built-in prompt 1");
+
+    let mut categories = BTreeMap::<String, usize>::new();
+    for line in BUILTIN_JSONL.lines() {
+        let value: Value = serde_json::from_str(line).unwrap();
+        *categories
+            .entry(value["category"].as_str().unwrap().to_owned())
+            .or_default() += 1;
+    }
+    for (category, min) in [
+        ("chat", 6),
+        ("instruction", 5),
+        ("code", 6),
+        ("math", 5),
+        ("factual", 5),
+        ("refusal", 4),
+        ("multilingual", 8),
+        ("prose", 5),
+    ] {
+        assert!(
+            categories.get(category).copied().unwrap_or(0) >= min,
+            "{category}: {categories:?}"
+        );
+    }
+    let all_text: String = set.prompts.iter().map(|p| p.content.plain_text()).collect();
+    let has = |range: std::ops::RangeInclusive<char>| all_text.chars().any(|c| range.contains(&c));
+    for (script, range) in [
+        ("CJK", '\u{4E00}'..='\u{9FFF}'),
+        ("kana", '\u{3040}'..='\u{30FF}'),
+        ("Cyrillic", '\u{0400}'..='\u{04FF}'),
+        ("Arabic", '\u{0600}'..='\u{06FF}'),
+        ("Hangul", '\u{AC00}'..='\u{D7AF}'),
+    ] {
+        assert!(has(range), "no {script} prompt");
+    }
+    let kinds = |messages: bool| {
+        set.prompts
+            .iter()
+            .filter(|p| matches!(p.content, PromptContent::Messages(_)) == messages)
+            .count()
+    };
+    assert!(
+        kinds(true) >= 30 && kinds(false) >= 15,
+        "{} chat, {} text",
+        kinds(true),
+        kinds(false)
+    );
+}
+
+#[test]
+fn builtin_chat_prompts_fall_back_to_text_without_a_chat_template_but_file_prompts_do_not() {
+    let (_plain, plain_path) = model_dir(&byte_level_tokenizer(false), None, None);
+    let plain = Tokenizer::load(&plain_path).unwrap();
+    let (_chat, chat_path) = model_dir(
+        &byte_level_tokenizer(false),
+        Some(&json!({"chat_template": "{% for m in messages %}<|im_start|>{{ m.content }}<|im_end|>{% endfor %}"})),
+        None,
+    );
+    let chat = Tokenizer::load(&chat_path).unwrap();
+
+    let builtin = builtin_prompts();
+    let resolved = builtin.clone().resolve_for(&plain);
+    assert!(
+        resolved
+            .prompts
+            .iter()
+            .all(|p| matches!(p.content, PromptContent::Text(_)))
+    );
+    let multi_turn = builtin
+        .prompts
+        .iter()
+        .position(|p| matches!(&p.content, PromptContent::Messages(m) if m.len() > 2))
+        .unwrap();
+    let PromptContent::Messages(messages) = &builtin.prompts[multi_turn].content else {
+        unreachable!()
+    };
+    let users: Vec<&str> = messages
+        .iter()
+        .filter(|m| m.role == "user")
+        .map(|m| m.content.as_str())
+        .collect();
+    assert_eq!(
+        resolved.prompts[multi_turn].content,
+        PromptContent::Text(users.join("\n\n"))
+    );
+    assert_eq!(builtin.clone().resolve_for(&chat), builtin);
+    assert_eq!(builtin.encode_all(&plain).unwrap().len(), builtin.prompts.len());
+
+    let file = read(
+        "p.jsonl",
+        "{\"text\": \"Hello\"}\n{\"messages\": [{\"role\": \"user\", \"content\": \"Hi\"}]}\n",
+    );
+    assert_eq!(file.clone().resolve_for(&plain), file);
+    let err = file.encode_all(&plain).unwrap_err().to_string();
+    assert!(
+        err.contains("p.jsonl:2: ") && err.contains("no chat_template") && err.contains("{\"text\": ...}"),
+        "{err}"
+    );
+    let ids = file.encode_all(&chat).unwrap();
+    assert_eq!(ids[1].first(), Some(&2), "<|im_start|> is a single added token");
+}
