@@ -4,13 +4,15 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::time::Instant;
 
-use crate::analysis::{BehaviourOptions, ModelPair, PairOptions, SectionHeader, behaviour, prepare_prompts};
+use crate::analysis::{
+    BehaviourOptions, EncodedPrompt, PairOptions, PairPlan, SectionHeader, behaviour, prepare_prompts,
+};
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};
 use crate::model::{device_name, parse_device, parse_dtype};
 use crate::progress::Progress;
-use crate::report::{BehaviourSection, Inputs, Method, Report, SCHEMA_VERSION, Settings, SkippedSection};
-use crate::text::{PromptSet, builtin_prompts, read_prompt_file};
+use crate::report::{Inputs, Method, Report, SCHEMA_VERSION, Settings, SkippedSection};
+use crate::text::{builtin_prompts, read_prompt_file};
 use crate::weights::{SpectrumOptions, diff_weights};
 
 /// What to compute.
@@ -76,13 +78,21 @@ pub fn compare(
     // Everything the user can get wrong is checked before the long stages start.
     let device = parse_device(&opts.device)?;
     let dtype = parse_dtype(&opts.dtype)?;
-    let prompts = if methods.contains(&Method::Kl) {
-        Some(match &opts.prompts {
-            Some(path) => read_prompt_file(path)?,
-            None => builtin_prompts(),
-        })
+    let pair_opts = PairOptions {
+        device: device.clone(),
+        dtype,
+        config: opts.config.clone(),
+        tokenizer: opts.tokenizer.clone(),
+    };
+    let mut behavioural = if methods.contains(&Method::Kl) {
+        Behavioural::prepare(base, tuned, opts, &pair_opts)?
     } else {
-        None
+        if opts.prompts.is_some() {
+            return Err(Error::Usage(
+                "--prompts is only used by the behavioural methods; add kl to --methods".into(),
+            ));
+        }
+        Behavioural::NotAsked
     };
 
     for &method in &methods {
@@ -102,27 +112,18 @@ pub fn compare(
                     progress,
                 )?);
             }
-            Method::Kl => {
-                let pair_opts = PairOptions {
-                    device: device.clone(),
-                    dtype,
-                    config: opts.config.clone(),
-                    tokenizer: opts.tokenizer.clone(),
-                };
-                match ModelPair::load(base, tuned, &pair_opts)? {
-                    Ok(pair) => {
-                        let prompts = prompts
-                            .as_ref()
-                            .ok_or_else(|| Error::Internal("prompts were not read before the KL stage".into()))?;
-                        behaviour_section = Some(run_behaviour(&pair, prompts, opts, progress)?);
-                    }
-                    Err(reason) => skipped.push(SkippedSection {
-                        section: method.section().to_string(),
-                        method,
-                        reason,
-                    }),
+            Method::Kl => match std::mem::replace(&mut behavioural, Behavioural::NotAsked) {
+                Behavioural::Ready(plan, prompts) => {
+                    let pair = plan.load(base, tuned, &pair_opts)?;
+                    behaviour_section = Some(behaviour(&pair, &prompts.0, &opts.behaviour, prompts.1, progress)?);
                 }
-            }
+                Behavioural::Missing(reason) => skipped.push(SkippedSection {
+                    section: method.section().to_string(),
+                    method,
+                    reason,
+                }),
+                Behavioural::NotAsked => return Err(Error::Internal("behavioural inputs were not prepared".into())),
+            },
             other => skipped.push(SkippedSection {
                 section: other.section().to_string(),
                 method: other,
@@ -151,19 +152,33 @@ pub fn compare(
     })
 }
 
-fn run_behaviour(
-    pair: &ModelPair,
-    prompts: &PromptSet,
-    opts: &CompareOptions,
-    progress: &dyn Progress,
-) -> Result<BehaviourSection> {
-    let config = pair.base.config();
-    let (encoded, mut warnings) = prepare_prompts(prompts, &pair.tokenizer, config.context_len, config.vocab_size)?;
-    warnings.splice(0..0, pair.warnings.iter().cloned());
-    let header = SectionHeader {
-        prompts_source: prompts.source.to_string(),
-        dtype: pair.base.dtype().as_str().to_string(),
-        warnings,
-    };
-    behaviour(pair, &encoded, &opts.behaviour, header, progress)
+/// The inputs of the behavioural methods, checked up front.
+enum Behavioural {
+    /// No behavioural method was asked for.
+    NotAsked,
+    /// A file they need is missing; the reason says which flag supplies it.
+    Missing(String),
+    /// Configs and tokenizer checked, prompts encoded (with the section header that describes them).
+    Ready(PairPlan, Box<(Vec<EncodedPrompt>, SectionHeader)>),
+}
+
+impl Behavioural {
+    fn prepare(base: &Checkpoint, tuned: &Checkpoint, opts: &CompareOptions, pair_opts: &PairOptions) -> Result<Self> {
+        let prompts = match &opts.prompts {
+            Some(path) => read_prompt_file(path)?,
+            None => builtin_prompts(),
+        };
+        let plan = match PairPlan::prepare(base, tuned, pair_opts)? {
+            Ok(plan) => plan,
+            Err(reason) => return Ok(Self::Missing(reason)),
+        };
+        let (encoded, mut warnings) = prepare_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;
+        warnings.splice(0..0, plan.warnings().iter().cloned());
+        let header = SectionHeader {
+            prompts_source: prompts.source.to_string(),
+            dtype: pair_opts.dtype.as_str().to_string(),
+            warnings,
+        };
+        Ok(Self::Ready(plan, Box::new((encoded, header))))
+    }
 }

@@ -105,12 +105,15 @@ fn run_batch(
     out: &mut Collected,
 ) -> Result<()> {
     let seq = batch.iter().map(|&i| prompts[i].ids.len()).max().unwrap_or(0);
-    let mut ids = vec![0u32; batch.len() * seq];
+    let mut ids = Vec::with_capacity(batch.len() * seq);
     let mut rows = Vec::new(); // (prompt, position) of every real row, in flattened batch order
     let mut flat = Vec::new();
     for (r, &p) in batch.iter().enumerate() {
         let prompt = &prompts[p].ids;
-        ids[r * seq..r * seq + prompt.len()].copy_from_slice(prompt);
+        // Pad with the row's own last token: masked attention still multiplies 0 × value, so a pad token with
+        // NaN weights would otherwise poison a clean prompt (a prompt's own tokens can only poison itself).
+        let pad = prompt.last().copied().unwrap_or(0);
+        ids.extend(prompt.iter().copied().chain(std::iter::repeat_n(pad, seq - prompt.len())));
         for pos in 0..prompt.len() {
             rows.push((p, pos));
             flat.push(u32::try_from(r * seq + pos).map_err(|_| Error::Internal("batch too large".into()))?);
@@ -136,9 +139,18 @@ fn run_batch(
         let here = &rows[start..start + n];
         let next: Vec<Option<u32>> = here.iter().map(|&(p, pos)| prompts[p].ids.get(pos + 1).copied()).collect();
         for (j, (stats, &(p, pos))) in compare_chunk(&lb, &lt, vocab, &next).into_iter().zip(here).enumerate() {
-            let Ok(stats) = stats else {
-                out.record_non_finite(p, pos, stats.err());
-                continue;
+            let stats = match stats {
+                // An infinite KL (one model gives p = 0 to a token the other uses) cannot be averaged or written
+                // to JSON; it is counted with the non-finite positions.
+                Ok(s) if !(s.kl_tuned_base.is_finite() && s.kl_base_tuned.is_finite()) => {
+                    out.record_non_finite(p, pos, None);
+                    continue;
+                }
+                Ok(s) => s,
+                Err(side) => {
+                    out.record_non_finite(p, pos, Some(side));
+                    continue;
+                }
             };
             out.positions[p][pos] = Some(stats);
             if out.would_rank(stats.kl_tuned_base, p, pos) {
@@ -215,6 +227,9 @@ impl Collected {
         if matches!(side, Some(Tuned | Both)) {
             self.non_finite.tuned_positions += 1;
         }
+        if side.is_none() {
+            self.non_finite.infinite_kl_positions += 1;
+        }
         self.non_finite_at.push((prompt, position));
     }
 
@@ -273,11 +288,12 @@ impl Collected {
         let mut warnings = header.warnings;
         if !self.non_finite_at.is_empty() {
             warnings.push(format!(
-                "{} positions had NaN or infinite logits (base: {}, tuned: {}) and were left out of every statistic; \
-                 check the weights for NaN (mdiff compare --methods weights counts them)",
+                "{} positions had NaN or infinite logits (base: {}, tuned: {}) or an infinite KL ({}) and were left \
+                 out of every statistic; check the weights for NaN (mdiff compare --methods weights counts them)",
                 self.non_finite_at.len(),
                 self.non_finite.base_positions,
-                self.non_finite.tuned_positions
+                self.non_finite.tuned_positions,
+                self.non_finite.infinite_kl_positions
             ));
         }
         let top_positions = self
@@ -306,7 +322,7 @@ impl Collected {
 /// What the caller knows about the run that the statistics do not.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SectionHeader {
-    /// Prompt file path or `built-in`.
+    /// Prompt file path or `built-in prompts`.
     pub prompts_source: String,
     /// `f32`, `bf16` or `f16`.
     pub dtype: String,

@@ -16,10 +16,20 @@ pub struct PairOptions {
     pub device: Device,
     /// Dtype of weights and activations.
     pub dtype: DType,
-    /// `config.json` to use for both models instead of the ones found beside the weights.
+    /// `config.json` for both models; overrides the ones found beside the weights.
     pub config: Option<PathBuf>,
-    /// `tokenizer.json` to use instead of the one found beside the weights.
+    /// `tokenizer.json` for both models; overrides the ones found beside the weights (and skips their check).
     pub tokenizer: Option<PathBuf>,
+}
+
+/// Everything needed to load the pair, checked: configs parsed and compatible, tokenizer loaded. Cheap to build,
+/// so input errors surface before any long stage; [`PairPlan::load`] then reads the weights.
+#[derive(Debug)]
+pub struct PairPlan {
+    base_config: ModelConfig,
+    tuned_config: ModelConfig,
+    tokenizer: Tokenizer,
+    warnings: Vec<String>,
 }
 
 /// Both models loaded, ready to run on the same token ids.
@@ -31,16 +41,15 @@ pub struct ModelPair {
     pub tuned: Model,
     /// The tokenizer both are fed through (the tuned model's: it carries the chat template the fine-tune used).
     pub tokenizer: Tokenizer,
-    /// Things the report should mention (e.g. a config borrowed from the base).
-    pub warnings: Vec<String>,
 }
 
-impl ModelPair {
-    /// Loads both models, or says (`Ok(Err(reason))`) which file is missing and which flag supplies it.
+impl PairPlan {
+    /// Finds and checks the configs and the tokenizer, or says (`Ok(Err(reason))`) which file is missing and which
+    /// flag supplies it.
     ///
     /// # Errors
-    /// Broken or unsupported configs, incompatible models, tokenizer and weight errors.
-    pub fn load(base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<Result<Self, String>> {
+    /// Broken or unsupported configs, incompatible models, tokenizer errors.
+    pub fn prepare(base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<Result<Self, String>> {
         let mut warnings = Vec::new();
         let Some(base_config) = opts.config.as_deref().or(base.config_path()) else {
             return Ok(Err(format!(
@@ -88,15 +97,51 @@ impl ModelPair {
                 ),
             });
         }
-        let load = |ck: &Checkpoint, config: &ModelConfig| {
-            Model::load(ck.source(), config, &opts.device, opts.dtype, &ck.path().display().to_string())
-        };
         Ok(Ok(Self {
-            base: load(base, &base_config)?,
-            tuned: load(tuned, &tuned_config)?,
+            base_config,
+            tuned_config,
             tokenizer,
             warnings,
         }))
+    }
+
+    /// Notes for the report (e.g. a config borrowed from the base).
+    #[must_use]
+    pub fn warnings(&self) -> &[String] {
+        &self.warnings
+    }
+
+    /// The tokenizer both models will be fed through.
+    #[must_use]
+    pub fn tokenizer(&self) -> &Tokenizer {
+        &self.tokenizer
+    }
+
+    /// Longest sequence both models accept.
+    #[must_use]
+    pub fn context_len(&self) -> usize {
+        self.base_config.context_len.min(self.tuned_config.context_len)
+    }
+
+    /// Rows of the (shared) vocabulary.
+    #[must_use]
+    pub fn vocab_size(&self) -> usize {
+        self.base_config.vocab_size
+    }
+
+    /// Reads both models' weights onto the device.
+    ///
+    /// # Errors
+    /// Missing or misshapen tensors ([`Error::ModelWeights`]) and read errors.
+    pub fn load(self, base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<ModelPair> {
+        let load = |ck: &Checkpoint, config: &ModelConfig| {
+            Model::load(ck.source(), config, &opts.device, opts.dtype, &ck.path().display().to_string())
+        };
+        Ok(ModelPair {
+            base: load(base, &self.base_config)?,
+            tuned: load(tuned, &self.tuned_config)?,
+            tokenizer: self.tokenizer,
+        })
     }
 }
 

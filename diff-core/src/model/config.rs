@@ -108,8 +108,10 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     /// MLP non-linearity.
     pub activation: Activation,
-    /// Each query sees at most this many keys (Mistral).
+    /// Each query sees at most this many keys (Mistral; Qwen2 with `use_sliding_window`).
     pub sliding_window: Option<usize>,
+    /// First layer the sliding window applies to (Qwen2's `max_window_layers`; 0 for Mistral).
+    pub sliding_window_from_layer: usize,
     /// GPT-2's optional extra attention scale 1/(layer + 1).
     pub scale_attn_by_inverse_layer_idx: bool,
 }
@@ -181,13 +183,13 @@ impl ModelConfig {
             path: self.path.clone(),
             reason,
         };
-        if self.num_heads == 0 || self.num_kv_heads == 0 || self.num_heads % self.num_kv_heads != 0 {
+        if self.num_heads == 0 || self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
             return Err(bad(format!(
                 "{} attention heads cannot be shared by {} key/value heads",
                 self.num_heads, self.num_kv_heads
             )));
         }
-        if self.rope.is_some() && self.head_dim % 2 != 0 {
+        if self.rope.is_some() && !self.head_dim.is_multiple_of(2) {
             return Err(bad(format!("RoPE needs an even head_dim, found {}", self.head_dim)));
         }
         if self.family == Family::Gpt2 && self.head_dim * self.num_heads != self.hidden_size {
@@ -269,7 +271,7 @@ impl Fields<'_> {
         let num_heads = self.required("num_attention_heads")?;
         let head_dim = match self.usize("head_dim")? {
             Some(d) => d,
-            None if num_heads > 0 && hidden_size % num_heads == 0 => hidden_size / num_heads,
+            None if num_heads > 0 && hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
             None => {
                 return Err(self.error(format!(
                     "hidden_size {hidden_size} is not divisible by num_attention_heads {num_heads} and no head_dim \
@@ -286,10 +288,16 @@ impl Fields<'_> {
             Kind::Qwen2 => 32768,
             _ => 2048,
         };
-        let sliding_window = match kind {
-            Kind::Mistral => self.usize("sliding_window")?,
-            Kind::Qwen2 if self.bool("use_sliding_window", false)? => self.usize("sliding_window")?,
-            _ => None,
+        // As transformers: Mistral defaults to a 4096 window unless the key is explicitly null; Qwen2 windows only
+        // layers from max_window_layers on, and only with use_sliding_window.
+        let (sliding_window, sliding_window_from_layer) = match kind {
+            Kind::Mistral if !self.map.contains_key("sliding_window") => (Some(4096), 0),
+            Kind::Mistral => (self.usize("sliding_window")?, 0),
+            Kind::Qwen2 if self.bool("use_sliding_window", false)? => (
+                self.usize("sliding_window")?,
+                self.usize("max_window_layers")?.unwrap_or(28),
+            ),
+            _ => (None, 0),
         };
         let attention_bias = self.bool("attention_bias", false)?;
         Ok(ModelConfig {
@@ -313,6 +321,7 @@ impl Fields<'_> {
             mlp_bias: self.bool("mlp_bias", false)?,
             activation,
             sliding_window,
+            sliding_window_from_layer,
             scale_attn_by_inverse_layer_idx: false,
         })
     }
@@ -396,6 +405,7 @@ impl Fields<'_> {
             mlp_bias: true,
             activation,
             sliding_window: None,
+            sliding_window_from_layer: 0,
             scale_attn_by_inverse_layer_idx: self.bool("scale_attn_by_inverse_layer_idx", false)?,
         })
     }
@@ -461,6 +471,13 @@ mod tests {
         )
         .unwrap();
         assert_eq!(m.sliding_window, Some(4096));
+        let windowed = parse(
+            r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_attention_heads":4,"num_hidden_layers":4,"vocab_size":512,"use_sliding_window":true,
+            "sliding_window":16,"max_window_layers":2}"#,
+        )
+        .unwrap();
+        assert_eq!((windowed.sliding_window, windowed.sliding_window_from_layer), (Some(16), 2));
     }
 
     #[test]

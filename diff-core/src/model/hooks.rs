@@ -138,6 +138,11 @@ impl Hooks {
         self
     }
 
+    /// Every point with a capture or a replacement.
+    pub fn points(&self) -> impl Iterator<Item = HookPoint> + '_ {
+        self.capture.iter().chain(self.replace.keys()).copied()
+    }
+
     /// The points to capture.
     #[must_use]
     pub fn captures(&self) -> &BTreeSet<HookPoint> {

@@ -140,6 +140,7 @@ impl Model {
                 self.config.context_len
             )));
         }
+        self.check_hooks(hooks)?;
         let mut captured = Captured::default();
         let ids = ids.to_device(&self.device)?;
         let embed = self
@@ -171,24 +172,50 @@ impl Model {
                 self.blocks.len()
             )));
         }
+        self.check_hooks(hooks)?;
         let resid = resid.to_device(&self.device)?.to_dtype(self.dtype)?;
         self.run_blocks(layer, resid, hooks, Captured::default())
+    }
+
+    /// Refuses hooks that would never fire, so a typo cannot silently do nothing.
+    fn check_hooks(&self, hooks: &Hooks) -> Result<()> {
+        for point in hooks.points() {
+            let missing = match point {
+                HookPoint::PosEmbed => self.pos_embed.is_none(),
+                p => p.layer().is_some_and(|l| l >= self.blocks.len()),
+            };
+            if missing {
+                return Err(Error::Usage(format!(
+                    "hook {point} does not exist in this {} model ({} blocks{})",
+                    self.config.architecture,
+                    self.blocks.len(),
+                    if self.pos_embed.is_none() { ", no learned positions" } else { "" }
+                )));
+            }
+        }
+        Ok(())
     }
 
     fn run_blocks(&self, start: usize, mut resid: Tensor, hooks: &Hooks, mut captured: Captured) -> Result<Forward> {
         let t = resid.dim(1)?;
         let c = &self.config;
         let group = c.num_heads / c.num_kv_heads;
-        let mask = causal_mask(t, group, c.sliding_window, &self.device, self.dtype)?;
+        let mask = causal_mask(t, group, None, &self.device, self.dtype)?;
+        let windowed = match c.sliding_window {
+            Some(w) if w < t => Some(causal_mask(t, group, Some(w), &self.device, self.dtype)?),
+            _ => None,
+        };
         let rope = match &self.rope {
             Some(r) => Some(r.tables(t, &self.device, self.dtype)?),
             None => None,
         };
         for (layer, block) in self.blocks.iter().enumerate().skip(start) {
             resid = hooks.apply(HookPoint::ResidPre(layer), resid, &mut captured)?;
-            let attn = block
-                .attn
-                .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), &mask)?;
+            let mask = match &windowed {
+                Some(w) if layer >= c.sliding_window_from_layer => w,
+                _ => &mask,
+            };
+            let attn = block.attn.forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask)?;
             let attn = hooks.apply(HookPoint::AttnOut(layer), attn, &mut captured)?;
             resid = hooks.apply(HookPoint::ResidMid(layer), (resid + attn)?, &mut captured)?;
             let mlp = block.mlp.forward(&block.mlp_norm.forward(&resid)?)?;

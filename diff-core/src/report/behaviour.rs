@@ -11,7 +11,7 @@ use serde::{Deserialize, Serialize};
 /// Per-token divergence of the tuned model from the base.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct BehaviourSection {
-    /// Where the prompts came from: a path, or `built-in`.
+    /// Where the prompts came from: a path, or `built-in prompts`.
     pub prompts_source: String,
     /// Number of prompts scored.
     pub num_prompts: usize,
@@ -27,7 +27,8 @@ pub struct BehaviourSection {
     pub prompts: Vec<PromptBehaviour>,
     /// The positions with the largest KL(P_tuned‖P_base), largest first.
     pub top_positions: Vec<DivergentPosition>,
-    /// Positions whose logits were NaN or infinite in either model; left out of every statistic.
+    /// Positions whose logits were NaN or infinite in either model, or whose KL is infinite; left out of every
+    /// statistic.
     pub non_finite: NonFiniteLogits,
     /// Things the user should know (truncated prompts, skipped empty prompts, ...).
     #[serde(default)]
@@ -138,13 +139,16 @@ pub struct TokenProb {
     pub prob: f64,
 }
 
-/// Positions left out because a model produced NaN or infinite logits.
+/// Positions left out because a model produced NaN or infinite logits, or the KL there is infinite.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct NonFiniteLogits {
     /// Positions with non-finite base logits.
     pub base_positions: u64,
     /// Positions with non-finite tuned logits.
     pub tuned_positions: u64,
+    /// Positions with finite logits but an infinite KL (one model gives probability 0 to a token the other uses).
+    #[serde(default)]
+    pub infinite_kl_positions: u64,
     /// The first few affected positions as (prompt, position).
     pub examples: Vec<(usize, usize)>,
 }
