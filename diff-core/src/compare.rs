@@ -114,7 +114,10 @@ pub fn compare(
             }
             Method::Kl => match std::mem::replace(&mut behavioural, Behavioural::NotAsked) {
                 Behavioural::Ready(plan, prompts) => {
+                    let loading = Instant::now();
                     let pair = plan.load(base, tuned, &pair_opts)?;
+                    // Reported apart so throughput can be read off the report (`kl` includes it).
+                    timings_ms.insert("kl.load_models".into(), loading.elapsed().as_secs_f64() * 1e3);
                     behaviour_section = Some(behaviour(&pair, &prompts.0, &opts.behaviour, prompts.1, progress)?);
                 }
                 Behavioural::Missing(reason) => skipped.push(SkippedSection {

@@ -7,10 +7,10 @@
 
 use std::cmp::Ordering;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
-use crate::model::{Hooks, Model};
+use crate::model::{Hooks, Model, with_f32_values};
 use crate::progress::Progress;
 use crate::report::{
     BehaviourSection, BehaviourSummary, DivergentPosition, Distribution, NonFiniteLogits, PromptBehaviour, TokenProb,
@@ -20,8 +20,8 @@ use crate::text::Tokenizer;
 
 use super::{EncodedPrompt, ModelPair};
 
-/// Logits held per model at once (32 MiB of f32): bounds memory whatever the vocabulary and batch.
-pub const LOGIT_CHUNK_ELEMS: usize = 8 << 20;
+/// Logits held per model at once (16 MiB of f32): bounds memory whatever the vocabulary and batch.
+pub const LOGIT_CHUNK_ELEMS: usize = 4 << 20;
 
 /// How many examples of non-finite positions the report lists.
 const NON_FINITE_EXAMPLES: usize = 10;
@@ -132,13 +132,40 @@ fn run_batch(
     let chunk = (LOGIT_CHUNK_ELEMS / vocab).max(1);
     for start in (0..rows.len()).step_by(chunk) {
         let n = chunk.min(rows.len() - start);
-        let logits = |model: &Model, rows: &Tensor| -> Result<Vec<f32>> {
-            Ok(model.unembed(&rows.narrow(0, start, n)?)?.to_dtype(DType::F32)?.flatten_all()?.to_vec1()?)
-        };
-        let (lb, lt) = (logits(base, &base_rows)?, logits(tuned, &tuned_rows)?);
         let here = &rows[start..start + n];
         let next: Vec<Option<u32>> = here.iter().map(|&(p, pos)| prompts[p].ids.get(pos + 1).copied()).collect();
-        for (j, (stats, &(p, pos))) in compare_chunk(&lb, &lt, vocab, &next).into_iter().zip(here).enumerate() {
+        let lb = base.unembed(&base_rows.narrow(0, start, n)?)?;
+        let lt = tuned.unembed(&tuned_rows.narrow(0, start, n)?)?;
+        with_f32_values(&lb, |lb| {
+            with_f32_values(&lt, |lt| {
+                let chunk = Chunk {
+                    base: lb,
+                    tuned: lt,
+                    vocab,
+                    here,
+                    next: &next,
+                };
+                chunk.record(tokenizer, opts, out);
+            })
+        })??;
+    }
+    Ok(())
+}
+
+/// One chunk of logit rows of both models, with the (prompt, position) and next token of each row.
+struct Chunk<'a> {
+    base: &'a [f32],
+    tuned: &'a [f32],
+    vocab: usize,
+    here: &'a [(usize, usize)],
+    next: &'a [Option<u32>],
+}
+
+impl Chunk<'_> {
+    fn record(&self, tokenizer: &Tokenizer, opts: &BehaviourOptions, out: &mut Collected) {
+        let vocab = self.vocab;
+        let results = compare_chunk(self.base, self.tuned, vocab, self.next);
+        for (j, (stats, &(p, pos))) in results.into_iter().zip(self.here).enumerate() {
             let stats = match stats {
                 // An infinite KL (one model gives p = 0 to a token the other uses) cannot be averaged or written
                 // to JSON; it is counted with the non-finite positions.
@@ -154,19 +181,17 @@ fn run_batch(
             };
             out.positions[p][pos] = Some(stats);
             if out.would_rank(stats.kl_tuned_base, p, pos) {
-                let row = |l: &[f32]| l[j * vocab..(j + 1) * vocab].to_vec();
-                let top = |l: &[f32]| token_probs(tokenizer, &top_k(&row(l), opts.top_k));
+                let top = |l: &[f32]| token_probs(tokenizer, &top_k(&l[j * vocab..(j + 1) * vocab], opts.top_k));
                 out.rank(Ranked {
                     kl: stats.kl_tuned_base,
                     prompt: p,
                     position: pos,
-                    top_base: top(&lb),
-                    top_tuned: top(&lt),
+                    top_base: top(self.base),
+                    top_tuned: top(self.tuned),
                 });
             }
         }
     }
-    Ok(())
 }
 
 fn token_probs(tokenizer: &Tokenizer, top: &[(u32, f32)]) -> Vec<TokenProb> {

@@ -1,7 +1,7 @@
 //! GPT-2 as Hugging Face names its tensors (with or without the `transformer.` prefix).
 //!
 //! GPT-2's `Conv1D` stores weights `[in, out]`; they are transposed once here so every layer computes x·Wᵀ, and
-//! the fused `c_attn` is split into q, k and v.
+//! the fused `c_attn` stays fused.
 
 use candle_core::Tensor;
 
@@ -23,22 +23,15 @@ pub(crate) fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Parts> {
     let blocks = (0..c.num_layers)
         .map(|i| {
             let p = format!("h.{i}");
+            // c_attn is already q, k and v side by side: the fused projection the runtime wants.
             let (qkv_w, qkv_b) = conv1d(&format!("{p}.attn.c_attn"), d, 3 * d)?;
-            let part = |k: usize| -> Result<Linear> {
-                Ok(Linear::new(
-                    qkv_w.narrow(0, k * d, d)?.contiguous()?,
-                    Some(qkv_b.narrow(0, k * d, d)?.contiguous()?),
-                ))
-            };
             let (o_w, o_b) = conv1d(&format!("{p}.attn.c_proj"), d, d)?;
             let (fc_w, fc_b) = conv1d(&format!("{p}.mlp.c_fc"), d, c.intermediate_size)?;
             let (proj_w, proj_b) = conv1d(&format!("{p}.mlp.c_proj"), c.intermediate_size, d)?;
             Ok(Block {
                 attn_norm: l.layer_norm(&format!("{p}.ln_1"), d, c.norm_eps)?,
                 attn: Attention {
-                    q: part(0)?,
-                    k: part(1)?,
-                    v: part(2)?,
+                    qkv: Linear::new(qkv_w, Some(qkv_b)),
                     o: Linear::new(o_w, Some(o_b)),
                     heads: c.num_heads,
                     kv_heads: c.num_kv_heads,

@@ -1,7 +1,7 @@
 //! The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama) as Hugging Face names its tensors.
 
 use super::config::ModelConfig;
-use super::layers::{Attention, Block, Mlp};
+use super::layers::{Attention, Block, Linear, Mlp};
 use super::loader::Loader;
 use super::{Parts, attention_scale};
 use crate::error::Result;
@@ -15,9 +15,11 @@ pub(crate) fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Parts> {
             Ok(Block {
                 attn_norm: l.rms_norm(&format!("{p}.input_layernorm"), d, c.norm_eps)?,
                 attn: Attention {
-                    q: l.linear(&format!("{p}.self_attn.q_proj"), c.num_heads * hd, d, c.qkv_bias)?,
-                    k: l.linear(&format!("{p}.self_attn.k_proj"), c.num_kv_heads * hd, d, c.qkv_bias)?,
-                    v: l.linear(&format!("{p}.self_attn.v_proj"), c.num_kv_heads * hd, d, c.qkv_bias)?,
+                    qkv: Linear::stack(&[
+                        l.linear(&format!("{p}.self_attn.q_proj"), c.num_heads * hd, d, c.qkv_bias)?,
+                        l.linear(&format!("{p}.self_attn.k_proj"), c.num_kv_heads * hd, d, c.qkv_bias)?,
+                        l.linear(&format!("{p}.self_attn.v_proj"), c.num_kv_heads * hd, d, c.qkv_bias)?,
+                    ])?,
                     o: l.linear(&format!("{p}.self_attn.o_proj"), d, c.num_heads * hd, c.o_bias)?,
                     heads: c.num_heads,
                     kv_heads: c.num_kv_heads,
@@ -26,8 +28,10 @@ pub(crate) fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Parts> {
                 },
                 mlp_norm: l.rms_norm(&format!("{p}.post_attention_layernorm"), d, c.norm_eps)?,
                 mlp: Mlp::Gated {
-                    gate: l.linear(&format!("{p}.mlp.gate_proj"), c.intermediate_size, d, c.mlp_bias)?,
-                    up: l.linear(&format!("{p}.mlp.up_proj"), c.intermediate_size, d, c.mlp_bias)?,
+                    gate_up: Linear::stack(&[
+                        l.linear(&format!("{p}.mlp.gate_proj"), c.intermediate_size, d, c.mlp_bias)?,
+                        l.linear(&format!("{p}.mlp.up_proj"), c.intermediate_size, d, c.mlp_bias)?,
+                    ])?,
                     down: l.linear(&format!("{p}.mlp.down_proj"), d, c.intermediate_size, c.mlp_bias)?,
                     activation: c.activation,
                 },

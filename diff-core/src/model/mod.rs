@@ -8,6 +8,7 @@ mod config;
 mod device;
 mod gpt2;
 mod hooks;
+mod kernels;
 pub mod layers;
 mod llama;
 mod loader;
@@ -16,6 +17,7 @@ mod rope;
 pub use config::{Activation, Family, ModelConfig, RopeConfig, RopeScaling, SUPPORTED};
 pub use device::{device_name, parse_device, parse_dtype};
 pub use hooks::{Captured, HookPoint, Hooks, Replacement};
+pub use kernels::with_f32_values;
 pub use rope::{Rope, RopeTables, inverse_frequencies};
 
 use candle_core::{DType, Device, Tensor};
