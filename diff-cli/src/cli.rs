@@ -19,7 +19,7 @@ pub struct Cli {
 pub enum Command {
     /// Compare a base model with a fine-tuned one (full checkpoint or PEFT LoRA adapter) and write a report.
     #[command(after_help = COMPARE_EXAMPLES)]
-    Compare(CompareArgs),
+    Compare(Box<CompareArgs>),
     /// List a checkpoint's tensors, dtypes, parameter count and architecture.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
@@ -32,8 +32,9 @@ Examples:
   mdiff compare base.safetensors tuned.safetensors --methods weights --json > report.json
   mdiff compare base/ tuned/ --methods kl --prompts prompts.jsonl --device cuda --dtype bf16
 
-Prompt files: .txt (one prompt per line) or .jsonl ({\"text\": ...} or {\"messages\": [{\"role\", \"content\"}]} per
-line, rendered with the model's chat template). Without --prompts a built-in set of 64 prompts is used.";
+Prompt files: .txt (one prompt per line), .jsonl ({\"text\": ...} or {\"messages\": [{\"role\", \"content\"}]} per
+line; messages are rendered with the model's chat template) or .json (an array of those objects). Without --prompts
+a built-in set of 64 prompts is used.";
 
 const INSPECT_EXAMPLES: &str = "\
 Examples:
@@ -68,7 +69,7 @@ pub struct CompareArgs {
     /// Print the report JSON on stdout instead of the summary table (the report is still written to -o).
     #[arg(long)]
     pub json: bool,
-    /// Prompts for the behavioural methods (.txt or .jsonl); default: the built-in set.
+    /// Prompts for the behavioural methods (.txt, .jsonl or .json); default: the built-in set of 64.
     #[arg(long, value_name = "FILE")]
     pub prompts: Option<PathBuf>,
     /// Compute device for the behavioural methods: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
@@ -77,10 +78,10 @@ pub struct CompareArgs {
     /// Dtype of weights and activations while running the models: f32, bf16 or f16 (logits are compared in f32).
     #[arg(long, default_value = "f32")]
     pub dtype: String,
-    /// config.json for both models, when it is not beside the weights.
+    /// config.json for both models (overrides the ones beside the weights).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
-    /// tokenizer.json for both models, when it is not beside the weights.
+    /// tokenizer.json for both models (overrides the ones beside the weights).
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
     /// Padded tokens per batch when running the models (bigger is faster and uses more memory).

@@ -113,12 +113,13 @@ pub fn compare(
                 )?);
             }
             Method::Kl => match std::mem::replace(&mut behavioural, Behavioural::NotAsked) {
-                Behavioural::Ready(plan, prompts) => {
+                Behavioural::Ready(prepared) => {
+                    let Prepared { plan, prompts, header } = *prepared;
                     let loading = Instant::now();
                     let pair = plan.load(base, tuned, &pair_opts)?;
                     // Reported apart so throughput can be read off the report (`kl` includes it).
                     timings_ms.insert("kl.load_models".into(), loading.elapsed().as_secs_f64() * 1e3);
-                    behaviour_section = Some(behaviour(&pair, &prompts.0, &opts.behaviour, prompts.1, progress)?);
+                    behaviour_section = Some(behaviour(&pair, &prompts, &opts.behaviour, header, progress)?);
                 }
                 Behavioural::Missing(reason) => skipped.push(SkippedSection {
                     section: method.section().to_string(),
@@ -161,8 +162,16 @@ enum Behavioural {
     NotAsked,
     /// A file they need is missing; the reason says which flag supplies it.
     Missing(String),
-    /// Configs and tokenizer checked, prompts encoded (with the section header that describes them).
-    Ready(PairPlan, Box<(Vec<EncodedPrompt>, SectionHeader)>),
+    /// Configs and tokenizer checked, prompts encoded.
+    Ready(Box<Prepared>),
+}
+
+/// What the behavioural methods run on, once checked.
+struct Prepared {
+    plan: PairPlan,
+    prompts: Vec<EncodedPrompt>,
+    /// Describes the prompts in the section.
+    header: SectionHeader,
 }
 
 impl Behavioural {
@@ -175,13 +184,18 @@ impl Behavioural {
             Ok(plan) => plan,
             Err(reason) => return Ok(Self::Missing(reason)),
         };
-        let (encoded, mut warnings) = prepare_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;
+        let (encoded, mut warnings) =
+            prepare_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;
         warnings.splice(0..0, plan.warnings().iter().cloned());
         let header = SectionHeader {
             prompts_source: prompts.source.to_string(),
             dtype: pair_opts.dtype.as_str().to_string(),
             warnings,
         };
-        Ok(Self::Ready(plan, Box::new((encoded, header))))
+        Ok(Self::Ready(Box::new(Prepared {
+            plan,
+            prompts: encoded,
+            header,
+        })))
     }
 }

@@ -690,8 +690,6 @@ fn prompt_device_and_dtype_errors_come_before_the_weight_diff() {
 /// or the models cannot be run only after diffing every weight of a large model loses the user that time, and the
 /// weight report with it.
 #[test]
-#[ignore = "mdiff bug: the chat template and the configs are only checked after the weight diff (compare.rs runs \
-            Method::Weights before ModelPair::load and prepare_prompts)"]
 fn chat_template_and_config_errors_come_before_the_weight_diff() {
     for (setup, needle) in [
         (chat_without_template as Setup, "no chat_template"),
@@ -808,8 +806,6 @@ fn nan_logits_are_counted_not_fatal() {
 /// (positions past a prompt's end are masked out, but 0 × NaN is still NaN). With a padding id that
 /// [`CLEAN_PROMPT`] uses itself (a BOS that every prompt starts with), the padding is finite and this cannot fail.
 #[test]
-#[ignore = "mdiff bug: the clean prompt gets NaN logits when it is batched with the poisoned one (padded rows leak \
-            through attention); with --batch-tokens 1 it is finite"]
 fn nan_in_one_prompt_does_not_reach_the_prompts_batched_with_it() {
     let sb = Sandbox::new();
     let args = nan_embedding_rows(&sb);

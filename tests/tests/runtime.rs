@@ -3,6 +3,12 @@
 //! with transformers/PEFT. Plus the hook contract checked on planted ground truth (only layer 2 of the tiny
 //! Llama full fine-tune changed).
 
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
+
 use candle_core::{DType, Device, Tensor};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, ModelConfig};

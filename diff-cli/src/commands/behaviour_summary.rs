@@ -11,24 +11,35 @@ use crate::format::{Table, num};
 pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
     let _ = writeln!(
         out,
-        "\nbehaviour: {} prompts, {} positions ({}; {} chat-templated), {} on {device}",
-        b.num_prompts, b.num_positions, b.prompts_source, b.chat_templated_prompts, b.dtype
+        "\nbehaviour: {}, {} ({}; {} chat-templated), {} on {device}",
+        plural(b.num_prompts as u64, "prompt"),
+        plural(b.num_positions, "position"),
+        b.prompts_source,
+        b.chat_templated_prompts,
+        b.dtype
     );
     let s = &b.summary;
-    let mut table = Table::new(&["", "mean", "± s.e.", "p50", "p90", "p99", "max"]);
-    for (label, d) in [
+    let rows: Vec<Vec<String>> = [
         ("KL(tuned‖base)", &s.kl_tuned_base),
         ("KL(base‖tuned)", &s.kl_base_tuned),
         ("KL per prompt", &s.kl_tuned_base_per_prompt),
         ("Δp next token", &s.delta_p_next),
         ("entropy base", &s.entropy_base),
         ("entropy tuned", &s.entropy_tuned),
-    ] {
-        if let Some(d) = d {
-            table.row(distribution_row(label, d));
-        }
+    ]
+    .into_iter()
+    .filter_map(|(label, d)| d.as_ref().map(|d| distribution_row(label, d)))
+    .collect();
+    if rows.is_empty() {
+        let _ = writeln!(
+            out,
+            "  no position had finite logits in both models; nothing to summarize"
+        );
+    } else {
+        let mut table = Table::new(&["", "mean", "± s.e.", "p50", "p90", "p99", "max"]);
+        rows.into_iter().for_each(|r| table.row(r));
+        out.push_str(&table.render("  "));
     }
-    out.push_str(&table.render("  "));
     if let Some(agreement) = s.top1_agreement {
         let _ = writeln!(out, "  top-1 agreement {:.2}%", 100.0 * agreement);
     }
@@ -40,13 +51,26 @@ pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
             nf.base_positions, nf.tuned_positions
         );
     }
+    if nf.infinite_kl_positions > 0 {
+        let _ = writeln!(out, "  infinite KL: {} positions (left out)", nf.infinite_kl_positions);
+    }
     if b.top_positions.is_empty() {
         return;
     }
     let mut table = Table::new(&["prompt", "pos", "context → next", "KL", "base top", "tuned top"]);
     for p in b.top_positions.iter().take(top) {
-        let context: String = p.context_before.iter().rev().take(4).rev().map(String::as_str).collect();
-        let next = p.next_token.as_deref().map_or_else(String::new, |t| format!(" → {}", shown(t)));
+        let context: String = p
+            .context_before
+            .iter()
+            .rev()
+            .take(4)
+            .rev()
+            .map(String::as_str)
+            .collect();
+        let next = p
+            .next_token
+            .as_deref()
+            .map_or_else(String::new, |t| format!(" → {}", shown(t)));
         table.row(vec![
             p.prompt.to_string(),
             p.position.to_string(),
@@ -82,4 +106,12 @@ fn best(top: &[TokenProb]) -> String {
 /// A token string made visible on one line (newlines and tabs escaped).
 fn shown(token: &str) -> String {
     token.replace('\n', "\\n").replace('\t', "\\t").replace('\r', "\\r")
+}
+
+fn plural(n: u64, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
 }

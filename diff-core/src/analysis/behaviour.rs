@@ -13,7 +13,7 @@ use crate::error::{Error, Result};
 use crate::model::{Hooks, Model, with_f32_values};
 use crate::progress::Progress;
 use crate::report::{
-    BehaviourSection, BehaviourSummary, DivergentPosition, Distribution, NonFiniteLogits, PromptBehaviour, TokenProb,
+    BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, NonFiniteLogits, PromptBehaviour, TokenProb,
 };
 use crate::stats::{PositionStats, RunningMean, Summary, compare_chunk, percentile_label, summarize, top_k};
 use crate::text::Tokenizer;
@@ -113,7 +113,12 @@ fn run_batch(
         // Pad with the row's own last token: masked attention still multiplies 0 × value, so a pad token with
         // NaN weights would otherwise poison a clean prompt (a prompt's own tokens can only poison itself).
         let pad = prompt.last().copied().unwrap_or(0);
-        ids.extend(prompt.iter().copied().chain(std::iter::repeat_n(pad, seq - prompt.len())));
+        ids.extend(
+            prompt
+                .iter()
+                .copied()
+                .chain(std::iter::repeat_n(pad, seq - prompt.len())),
+        );
         for pos in 0..prompt.len() {
             rows.push((p, pos));
             flat.push(u32::try_from(r * seq + pos).map_err(|_| Error::Internal("batch too large".into()))?);
@@ -124,7 +129,9 @@ fn run_batch(
     let real_rows = |model: &Model| -> Result<Tensor> {
         let normalized = model.forward(&ids, &Hooks::new())?.normalized;
         let width = normalized.dim(2)?;
-        Ok(normalized.reshape((batch.len() * seq, width))?.index_select(&flat.to_device(model.device())?, 0)?)
+        Ok(normalized
+            .reshape((batch.len() * seq, width))?
+            .index_select(&flat.to_device(model.device())?, 0)?)
     };
     let (base_rows, tuned_rows) = (real_rows(base)?, real_rows(tuned)?);
 
@@ -133,7 +140,10 @@ fn run_batch(
     for start in (0..rows.len()).step_by(chunk) {
         let n = chunk.min(rows.len() - start);
         let here = &rows[start..start + n];
-        let next: Vec<Option<u32>> = here.iter().map(|&(p, pos)| prompts[p].ids.get(pos + 1).copied()).collect();
+        let next: Vec<Option<u32>> = here
+            .iter()
+            .map(|&(p, pos)| prompts[p].ids.get(pos + 1).copied())
+            .collect();
         let lb = base.unembed(&base_rows.narrow(0, start, n)?)?;
         let lt = tuned.unembed(&tuned_rows.narrow(0, start, n)?)?;
         with_f32_values(&lb, |lb| {
@@ -296,8 +306,8 @@ impl Collected {
             .collect();
         let per_prompt: Vec<f64> = rows.iter().filter_map(|r| r.mean_kl_tuned_base).collect();
         #[allow(clippy::cast_precision_loss)]
-        let agreement =
-            (!all.is_empty()).then(|| all.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / all.len() as f64);
+        let agreement = (!all.is_empty())
+            .then(|| all.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / all.len() as f64);
         let summary = BehaviourSummary {
             kl_tuned_base: values(&|s| Some(s.kl_tuned_base)),
             kl_base_tuned: values(&|s| Some(s.kl_base_tuned)),
@@ -370,7 +380,12 @@ fn distribution(s: Summary) -> Distribution {
     }
 }
 
-fn prompt_row(index: usize, prompt: &EncodedPrompt, stats: &[Option<PositionStats>], tokens: &[String]) -> PromptBehaviour {
+fn prompt_row(
+    index: usize,
+    prompt: &EncodedPrompt,
+    stats: &[Option<PositionStats>],
+    tokens: &[String],
+) -> PromptBehaviour {
     let kl_tb: Vec<Option<f64>> = stats.iter().map(|s| s.map(|s| s.kl_tuned_base)).collect();
     let kl_bt: Vec<Option<f64>> = stats.iter().map(|s| s.map(|s| s.kl_base_tuned)).collect();
     let mean = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<RunningMean>().mean();

@@ -135,7 +135,13 @@ impl PairPlan {
     /// Missing or misshapen tensors ([`Error::ModelWeights`]) and read errors.
     pub fn load(self, base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<ModelPair> {
         let load = |ck: &Checkpoint, config: &ModelConfig| {
-            Model::load(ck.source(), config, &opts.device, opts.dtype, &ck.path().display().to_string())
+            Model::load(
+                ck.source(),
+                config,
+                &opts.device,
+                opts.dtype,
+                &ck.path().display().to_string(),
+            )
         };
         Ok(ModelPair {
             base: load(base, &self.base_config)?,
@@ -156,7 +162,11 @@ fn check_compatible(base: &ModelConfig, tuned: &ModelConfig) -> Result<()> {
         return differ("architecture", base.architecture.clone(), tuned.architecture.clone());
     }
     if base.vocab_size != tuned.vocab_size {
-        return differ("vocabulary size", base.vocab_size.to_string(), tuned.vocab_size.to_string());
+        return differ(
+            "vocabulary size",
+            base.vocab_size.to_string(),
+            tuned.vocab_size.to_string(),
+        );
     }
     if base.hidden_size != tuned.hidden_size || base.num_layers != tuned.num_layers {
         return differ(

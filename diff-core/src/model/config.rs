@@ -477,7 +477,10 @@ mod tests {
             "sliding_window":16,"max_window_layers":2}"#,
         )
         .unwrap();
-        assert_eq!((windowed.sliding_window, windowed.sliding_window_from_layer), (Some(16), 2));
+        assert_eq!(
+            (windowed.sliding_window, windowed.sliding_window_from_layer),
+            (Some(16), 2)
+        );
     }
 
     #[test]

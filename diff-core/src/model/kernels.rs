@@ -88,14 +88,26 @@ mod tests {
         let fused = swiglu_halves(&x).unwrap();
         let plain = (x.narrow(2, 0, 4).unwrap().silu().unwrap() * x.narrow(2, 4, 4).unwrap()).unwrap();
         assert_eq!(fused.dims(), &[2, 3, 4]);
-        let diff: f32 = (fused - plain).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap();
+        let diff: f32 = (fused - plain)
+            .unwrap()
+            .abs()
+            .unwrap()
+            .max_all()
+            .unwrap()
+            .to_scalar()
+            .unwrap();
         assert!(diff <= 1e-6, "{diff}");
         assert!(swiglu_halves(&Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap()).is_err());
     }
 
     #[test]
     fn values_are_borrowed_in_order() {
-        let t = Tensor::arange(0f32, 6.0, &Device::Cpu).unwrap().reshape((2, 3)).unwrap().t().unwrap();
+        let t = Tensor::arange(0f32, 6.0, &Device::Cpu)
+            .unwrap()
+            .reshape((2, 3))
+            .unwrap()
+            .t()
+            .unwrap();
         let v = with_f32_values(&t, <[f32]>::to_vec).unwrap();
         assert_eq!(v, vec![0.0, 3.0, 1.0, 4.0, 2.0, 5.0]);
     }

@@ -129,9 +129,8 @@ impl Attention {
             .qkv
             .forward(x)?
             .reshape((b, t, self.heads + 2 * self.kv_heads, self.head_dim))?;
-        let heads = |start: usize, n: usize| -> Result<Tensor> {
-            Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?)
-        };
+        let heads =
+            |start: usize, n: usize| -> Result<Tensor> { Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?) };
         let (mut q, mut k, v) = (
             heads(0, self.heads)?,
             heads(self.heads, self.kv_heads)?,

@@ -191,7 +191,11 @@ impl Model {
                     "hook {point} does not exist in this {} model ({} blocks{})",
                     self.config.architecture,
                     self.blocks.len(),
-                    if self.pos_embed.is_none() { ", no learned positions" } else { "" }
+                    if self.pos_embed.is_none() {
+                        ", no learned positions"
+                    } else {
+                        ""
+                    }
                 )));
             }
         }
@@ -217,7 +221,9 @@ impl Model {
                 Some(w) if layer >= c.sliding_window_from_layer => w,
                 _ => &mask,
             };
-            let attn = block.attn.forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask)?;
+            let attn = block
+                .attn
+                .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask)?;
             let attn = hooks.apply(HookPoint::AttnOut(layer), attn, &mut captured)?;
             resid = hooks.apply(HookPoint::ResidMid(layer), (resid + attn)?, &mut captured)?;
             let mlp = block.mlp.forward(&block.mlp_norm.forward(&resid)?)?;

@@ -9,7 +9,7 @@ mod io;
 mod weights;
 
 pub use behaviour::{
-    BehaviourSection, BehaviourSummary, DivergentPosition, Distribution, NonFiniteLogits, PromptBehaviour, TokenProb,
+    BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, NonFiniteLogits, PromptBehaviour, TokenProb,
 };
 pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, read_report, write_json_atomic, write_report};
 pub use weights::{
