@@ -17,6 +17,8 @@ pub mod model;
 #[cfg(feature = "compute")]
 pub mod progress;
 #[cfg(feature = "compute")]
+mod rng;
+#[cfg(feature = "compute")]
 pub mod stats;
 #[cfg(feature = "compute")]
 pub mod text;

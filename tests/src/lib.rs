@@ -5,6 +5,7 @@
     reason = "test support: a failed setup is a failed test, with its reason"
 )]
 
+use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -263,4 +264,30 @@ pub fn write_f32_safetensors(path: &Path, tensors: &[(&str, Vec<usize>, Vec<f32>
         })
         .collect();
     safetensors::serialize_to_file(views, None, path).expect("writing safetensors");
+}
+
+/// A command line for `mdiff`.
+pub type Args = Vec<OsString>;
+
+/// Builds a broken input in the sandbox and returns the command line that feeds it to `mdiff`.
+pub type Setup = fn(&Sandbox) -> Args;
+
+/// Builds the case in a fresh sandbox and runs it; the sandbox is returned for paths and outputs.
+#[must_use]
+pub fn run_case(setup: Setup) -> (Sandbox, Run) {
+    let sb = Sandbox::new();
+    let run = sb.mdiff(&setup(&sb));
+    (sb, run)
+}
+
+/// Runs `setup` and asserts exit 2 with one clean error line holding every needle; the needles are built from
+/// the sandbox so that they can name paths in it. Returns the sandbox for further checks.
+///
+/// # Panics
+/// When the run does not fail that way.
+pub fn fails_with(setup: Setup, needles: impl FnOnce(&Sandbox) -> Vec<String>) -> Sandbox {
+    let (sb, run) = run_case(setup);
+    let needles = needles(&sb);
+    run.assert_fails_cleanly(2, &needles.iter().map(String::as_str).collect::<Vec<_>>());
+    sb
 }

@@ -17,7 +17,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use mdiff_tests::{Run, Sandbox, edit_f32_tensors, edit_json, tensor_values_mut};
+use mdiff_tests::{Args, Run, Sandbox, Setup, edit_f32_tensors, edit_json, run_case, tensor_values_mut};
 use serde_json::Value;
 
 // ---- inputs ------------------------------------------------------------------------------------------------
@@ -38,12 +38,6 @@ const SHORT_PROMPTS: &str = "Hello there, how are you?\nThe quick brown fox jump
 const FINAL_NORM: &str = "model.norm.weight";
 const EMBED: &str = "model.embed_tokens.weight";
 const UP_PROJ: &str = "model.layers.1.mlp.up_proj.weight";
-
-/// A command line for `mdiff`.
-type Args = Vec<OsString>;
-
-/// Builds a broken input in the sandbox and returns the command line that feeds it to `mdiff`.
-type Setup = fn(&Sandbox) -> Args;
 
 /// Copies of the base and the full fine-tune in the sandbox.
 struct Models {
@@ -445,19 +439,9 @@ const CASES: &[(&str, Setup, i32)] = &[
 
 // ---- running -----------------------------------------------------------------------------------------------
 
-/// Builds the case in a fresh sandbox and runs it; the sandbox is returned for paths and outputs.
-fn run_case(setup: Setup) -> (Sandbox, Run) {
-    let sb = Sandbox::new();
-    let run = sb.mdiff(&setup(&sb));
-    (sb, run)
-}
-
-/// Runs `setup` and asserts exit 2, one clean error line holding every needle, and no report written; the needles
-/// are built from the sandbox so that they can name paths in it.
+/// Runs `setup` and asserts exit 2, one clean error line holding every needle, and no report written.
 fn fails_with(setup: Setup, needles: impl FnOnce(&Sandbox) -> Vec<String>) {
-    let (sb, run) = run_case(setup);
-    let needles = needles(&sb);
-    run.assert_fails_cleanly(2, &needles.iter().map(String::as_str).collect::<Vec<_>>());
+    let sb = mdiff_tests::fails_with(setup, needles);
     assert!(!sb.join(REPORT).exists(), "a failed run wrote a report");
 }
 

@@ -10,7 +10,8 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use mdiff_tests::{
-    Run, Sandbox, edit_f32_tensors, edit_json, fixture, read_f32_tensors, tensor_values_mut, write_f32_safetensors,
+    Args, Sandbox, Setup, edit_f32_tensors, edit_json, fails_with, fixture, read_f32_tensors, run_case,
+    tensor_values_mut, write_f32_safetensors,
 };
 use serde_json::{Map, Value};
 
@@ -27,12 +28,6 @@ const ADAPTER_CONFIG: &str = "adapter_config.json";
 /// A LoRA-adapted module of the tiny llama and its lora_B key in the adapter.
 const Q_PROJ: &str = "model.layers.0.self_attn.q_proj";
 const Q_PROJ_LORA_B: &str = "base_model.model.model.layers.0.self_attn.q_proj.lora_B.weight";
-
-/// A command line for `mdiff`.
-type Args = Vec<OsString>;
-
-/// Builds a broken input in the sandbox and returns the command line that feeds it to `mdiff`.
-type Setup = fn(&Sandbox) -> Args;
 
 /// `mdiff compare BASE TUNED --methods weights -o OUTPUT`.
 fn compare_to(base: &Path, tuned: &Path, output: &Path) -> Args {
@@ -485,21 +480,6 @@ const CASES: &[(&str, Setup, i32)] = &[
 ];
 
 // ---- running -----------------------------------------------------------------------------------------------
-
-/// Builds the case in a fresh sandbox and runs it; the sandbox is returned for paths and outputs.
-fn run_case(setup: Setup) -> (Sandbox, Run) {
-    let sb = Sandbox::new();
-    let run = sb.mdiff(&setup(&sb));
-    (sb, run)
-}
-
-/// Runs `setup` and asserts exit 2 with one clean error line holding every needle; the needles are built from
-/// the sandbox so that they can name paths in it.
-fn fails_with(setup: Setup, needles: impl FnOnce(&Sandbox) -> Vec<String>) {
-    let (sb, run) = run_case(setup);
-    let needles = needles(&sb);
-    run.assert_fails_cleanly(2, &needles.iter().map(String::as_str).collect::<Vec<_>>());
-}
 
 /// Needles for a broken safetensors file: the generic message, the file, and `reason`.
 fn invalid_base_file(reason: &'static str) -> impl FnOnce(&Sandbox) -> Vec<String> {

@@ -234,21 +234,17 @@ fn top_k_sorted(row: &[f32], k: usize) -> Vec<(u32, f32)> {
 mod tests {
     use super::*;
 
-    /// SplitMix64, for reproducible rows without a dependency.
-    struct Rng(u64);
+    /// Reproducible random logit rows.
+    struct Rng(crate::rng::SplitMix64);
+
+    fn rng(seed: u64) -> Rng {
+        Rng(crate::rng::SplitMix64::new(seed))
+    }
 
     impl Rng {
-        fn next_u64(&mut self) -> u64 {
-            self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-            let mut z = self.0;
-            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-            z ^ (z >> 31)
-        }
-
         /// Uniform in [-1, 1).
         fn unit(&mut self) -> f32 {
-            (self.next_u64() >> 40) as f32 / (1u64 << 23) as f32 - 1.0
+            (2.0 * self.0.uniform() - 1.0) as f32
         }
 
         fn row(&mut self, len: usize, scale: f32) -> Vec<f32> {
@@ -290,7 +286,7 @@ mod tests {
 
     #[test]
     fn kl_of_a_row_with_itself_is_exactly_zero() {
-        let mut rng = Rng(1);
+        let mut rng = rng(1);
         for len in [1, 7, 8, 9, 1000, 50_257] {
             let row = rng.row(len, 12.0);
             let stats = compare_rows(&row, &row, None).unwrap();
@@ -302,9 +298,9 @@ mod tests {
 
     #[test]
     fn kl_is_non_negative_and_entropy_bounded_on_random_rows() {
-        let mut rng = Rng(2);
+        let mut rng = rng(2);
         for trial in 0..200 {
-            let len = 1 + (rng.next_u64() % 3000) as usize;
+            let len = 1 + (rng.0.next_u64() % 3000) as usize;
             let scale = [0.01, 1.0, 10.0, 100.0][trial % 4];
             let base = rng.row(len, scale);
             // Half the trials: a small perturbation of base, where rounding could push KL below 0.
@@ -339,7 +335,7 @@ mod tests {
     /// ~1e-6 there.
     #[test]
     fn kl_matches_an_f64_reference_on_random_rows() {
-        let mut rng = Rng(3);
+        let mut rng = rng(3);
         for (len, perturbation) in [(3, 1.0), (64, 1.0), (4099, 1.0), (4099, 1e-2), (50_000, 1e-3)] {
             let base = rng.row(len, 8.0);
             let tuned: Vec<f32> = base.iter().map(|&x| x + rng.unit() * 8.0 * perturbation).collect();
@@ -360,7 +356,7 @@ mod tests {
 
     #[test]
     fn swapping_the_rows_swaps_the_directions_bit_for_bit() {
-        let mut rng = Rng(4);
+        let mut rng = rng(4);
         let (a, b) = (rng.row(5003, 6.0), rng.row(5003, 6.0));
         let ab = compare_rows(&a, &b, Some(17)).unwrap();
         let ba = compare_rows(&b, &a, Some(17)).unwrap();
@@ -423,7 +419,7 @@ mod tests {
     #[test]
     fn compare_chunk_equals_row_by_row() {
         let (rows, vocab) = (37, 1001);
-        let mut rng = Rng(5);
+        let mut rng = rng(5);
         let mut base = rng.row(rows * vocab, 10.0);
         let tuned = rng.row(rows * vocab, 10.0);
         base[5 * vocab + 3] = f32::NAN;
@@ -461,9 +457,9 @@ mod tests {
 
     #[test]
     fn top_k_buffer_and_sort_paths_agree() {
-        let mut rng = Rng(6);
+        let mut rng = rng(6);
         // Few distinct values, so ties are everywhere.
-        let row: Vec<f32> = (0..5000).map(|_| (rng.next_u64() % 50) as f32).collect();
+        let row: Vec<f32> = (0..5000).map(|_| (rng.0.next_u64() % 50) as f32).collect();
         let small = top_k(&row, TOP_K_BUFFER_MAX);
         let large = top_k(&row, TOP_K_BUFFER_MAX + 1);
         assert_eq!(small[..], large[..TOP_K_BUFFER_MAX]);
