@@ -399,3 +399,17 @@ fn batched_right_padded_run_equals_single_prompts() {
         );
     }
 }
+
+#[test]
+fn half_precision_runs_track_float32() {
+    // bf16/f16 weights and activations, f32 logits: close to transformers' f32 logits, within half precision.
+    let base = Checkpoint::open(&fixture("tiny-llama/base")).unwrap();
+    let config = ModelConfig::load(base.config_path().unwrap()).unwrap();
+    let (ids, want) = golden_logits("tiny-llama-base").swap_remove(0);
+    for (dtype, tolerance) in [(DType::F16, 0.05), (DType::BF16, 0.3)] {
+        let model = Model::load(base.source(), &config, &Device::Cpu, dtype, "base").unwrap();
+        let got = run_logits(&model, &ids, &Hooks::new());
+        let diff = max_abs_diff(&got, &want);
+        assert!(diff <= tolerance && diff > 0.0, "{dtype:?}: max |Δlogit| = {diff}");
+    }
+}
