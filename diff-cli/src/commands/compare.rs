@@ -49,7 +49,14 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
 }
 
 fn rayon_threads(threads: usize) -> anyhow::Result<()> {
-    // candle's and gemm's work also runs on rayon's global pool, so this bounds all compute threads.
+    // candle sizes its matrix-product splits and its own helper pool from RAYON_NUM_THREADS (read when first
+    // used), not from rayon's global pool; setting both bounds every compute thread.
+    #[allow(unsafe_code)]
+    // SAFETY: called first thing in `run`, before this process starts any thread, so nothing reads the
+    // environment concurrently.
+    unsafe {
+        std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    }
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
         .build_global()
