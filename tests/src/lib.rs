@@ -291,3 +291,29 @@ pub fn fails_with(setup: Setup, needles: impl FnOnce(&Sandbox) -> Vec<String>) -
     run.assert_fails_cleanly(2, &needles.iter().map(String::as_str).collect::<Vec<_>>());
     sb
 }
+
+/// Runs every case and asserts, listing all failures at once, that none panicked, each exited with its code, and
+/// `tidy(code, run, sandbox)` holds (what a clean outcome looks like is up to the suite).
+///
+/// # Panics
+/// When any case fails.
+pub fn assert_cases(cases: &[(&str, Setup, i32)], tidy: impl Fn(i32, &Run, &Sandbox) -> bool) {
+    let mut failures = Vec::new();
+    for &(name, setup, code) in cases {
+        let (sb, run) = run_case(setup);
+        if run.stderr.contains("panicked") || run.code != code || !tidy(code, &run, &sb) {
+            failures.push(format!(
+                "{name}: exit {} (want {code}), stderr: {}",
+                run.code,
+                run.stderr.trim_end()
+            ));
+        }
+    }
+    assert!(
+        failures.is_empty(),
+        "{} of {} cases failed:\n{}",
+        failures.len(),
+        cases.len(),
+        failures.join("\n")
+    );
+}

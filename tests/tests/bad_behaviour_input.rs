@@ -17,7 +17,7 @@
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
-use mdiff_tests::{Args, Run, Sandbox, Setup, edit_f32_tensors, edit_json, run_case, tensor_values_mut};
+use mdiff_tests::{Args, Run, Sandbox, Setup, assert_cases, edit_f32_tensors, edit_json, run_case, tensor_values_mut};
 use serde_json::Value;
 
 // ---- inputs ------------------------------------------------------------------------------------------------
@@ -884,27 +884,11 @@ fn weights_that_do_not_fit_the_config() {
 /// `mdiff: error:` line and leave no report, successes print nothing on stderr but `warning:` lines.
 #[test]
 fn no_bad_behaviour_input_panics() {
-    let mut failures = Vec::new();
-    for &(name, setup, code) in CASES {
-        let (sb, run) = run_case(setup);
-        let tidy = if code == 2 {
+    assert_cases(CASES, |code, run, sb| {
+        if code == 2 {
             run.stderr.lines().count() == 1 && run.stderr.starts_with("mdiff: error: ") && !sb.join(REPORT).exists()
         } else {
             run.stderr.lines().all(|l| l.starts_with("warning: ")) && sb.join(REPORT).is_file()
-        };
-        if run.stderr.contains("panicked") || run.code != code || !tidy {
-            failures.push(format!(
-                "{name}: exit {} (want {code}), stderr: {}",
-                run.code,
-                run.stderr.trim_end()
-            ));
         }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        CASES.len(),
-        failures.join("\n")
-    );
+    });
 }

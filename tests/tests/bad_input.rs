@@ -10,7 +10,7 @@ use std::ffi::OsString;
 use std::path::{Path, PathBuf};
 
 use mdiff_tests::{
-    Args, Sandbox, Setup, edit_f32_tensors, edit_json, fails_with, fixture, read_f32_tensors, run_case,
+    Args, Sandbox, Setup, assert_cases, edit_f32_tensors, edit_json, fails_with, fixture, read_f32_tensors, run_case,
     tensor_values_mut, write_f32_safetensors,
 };
 use serde_json::{Map, Value};
@@ -821,26 +821,10 @@ fn successful_run_leaves_just_the_report() {
 /// Every case in one loop: whatever the input, `mdiff` ends with its exit code and never panics.
 #[test]
 fn no_bad_input_panics() {
-    let mut failures = Vec::new();
-    for &(name, setup, code) in CASES {
-        let (_, run) = run_case(setup);
+    assert_cases(CASES, |code, run, _| {
         // Clap's usage errors have their own format; everything else is one `mdiff: error:` line.
         let one_line = run.stderr.lines().count() == 1 && run.stderr.starts_with("mdiff: error: ");
         let usage = run.stderr.starts_with("error: ") || run.stderr.contains("Usage:");
-        let tidy = code != 2 || one_line || usage;
-        if run.stderr.contains("panicked") || run.code != code || !tidy {
-            failures.push(format!(
-                "{name}: exit {} (want {code}), stderr: {}",
-                run.code,
-                run.stderr.trim_end()
-            ));
-        }
-    }
-    assert!(
-        failures.is_empty(),
-        "{} of {} cases failed:\n{}",
-        failures.len(),
-        CASES.len(),
-        failures.join("\n")
-    );
+        code != 2 || one_line || usage
+    });
 }

@@ -88,14 +88,7 @@ mod tests {
         let fused = swiglu_halves(&x).unwrap();
         let plain = (x.narrow(2, 0, 4).unwrap().silu().unwrap() * x.narrow(2, 4, 4).unwrap()).unwrap();
         assert_eq!(fused.dims(), &[2, 3, 4]);
-        let diff: f32 = (fused - plain)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::model::max_abs_diff(&fused, &plain);
         assert!(diff <= 1e-6, "{diff}");
         assert!(swiglu_halves(&Tensor::zeros((2, 3), DType::F32, &Device::Cpu).unwrap()).is_err());
     }

@@ -315,14 +315,7 @@ mod tests {
         let full = attn(repeat(&wk), repeat(&wv), 4)
             .forward(&x, None, &causal_mask(t, 1, None, &dev, DType::F32).unwrap())
             .unwrap();
-        let diff: f32 = (grouped - full)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .max_all()
-            .unwrap()
-            .to_scalar()
-            .unwrap();
+        let diff = crate::model::max_abs_diff(&grouped, &full);
         assert!(diff < 1e-6, "{diff}");
     }
 }

@@ -256,3 +256,13 @@ impl Model {
         self.unembed(&self.final_norm.forward(&rows)?)
     }
 }
+
+/// Largest |a − b| over two tensors of one shape (for tests).
+#[cfg(test)]
+pub(crate) fn max_abs_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar())
+        .unwrap_or(f32::INFINITY)
+}
