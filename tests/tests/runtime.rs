@@ -233,6 +233,87 @@ fn per_token_kl_matches_torch() {
             (agreement - want_agreement).abs() < 1e-12,
             "{family}-{tuned}: top-1 agreement"
         );
+        check_summary_means(section, want_prompts, &format!("{family}-{tuned}"));
+        check_top_positions(section, family, tuned);
+    }
+}
+
+fn mean(values: &[f64]) -> f64 {
+    #[allow(clippy::cast_precision_loss)]
+    let n = values.len() as f64;
+    values.iter().sum::<f64>() / n
+}
+
+/// Entropy and Δp(next token) means against torch's per-position values.
+fn check_summary_means(section: &Value, want_prompts: &[Value], label: &str) {
+    let column = |key: &str| -> Vec<f64> {
+        want_prompts
+            .iter()
+            .flat_map(|p| f64s(&p[key]).into_iter().flatten())
+            .collect()
+    };
+    for (ours, key) in [("entropy_base", "entropy_base"), ("entropy_tuned", "entropy_tuned")] {
+        let got = section["summary"][ours]["mean"].as_f64().unwrap();
+        let want = mean(&column(key));
+        assert!(
+            (got - want).abs() <= KL_TOLERANCE,
+            "{label}: mean {ours} {got} vs {want}"
+        );
+    }
+    let deltas: Vec<f64> = want_prompts
+        .iter()
+        .flat_map(|p| {
+            let (b, t) = (f64s(&p["p_next_base"]), f64s(&p["p_next_tuned"]));
+            b.into_iter()
+                .zip(t)
+                .filter_map(|(b, t)| Some(t? - b?))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    let got = &section["summary"]["delta_p_next"];
+    assert_eq!(
+        got["n"].as_u64().unwrap() as usize,
+        deltas.len(),
+        "{label}: positions with a next token"
+    );
+    let got = got["mean"].as_f64().unwrap();
+    assert!(
+        (got - mean(&deltas)).abs() <= KL_TOLERANCE,
+        "{label}: mean Δp(next) {got} vs {}",
+        mean(&deltas)
+    );
+}
+
+/// The top-5 tokens listed at the most divergent positions against softmax of transformers' logits there.
+fn check_top_positions(section: &Value, family: &str, tuned: &str) {
+    let base = golden_logits(&format!("{family}-base"));
+    let tuned_logits = golden_logits(&format!("{family}-{tuned}"));
+    let top = section["top_positions"].as_array().unwrap();
+    assert!(!top.is_empty(), "{family}-{tuned}: no divergent positions listed");
+    for p in top {
+        let (prompt, pos) = (
+            p["prompt"].as_u64().unwrap() as usize,
+            p["position"].as_u64().unwrap() as usize,
+        );
+        for (key, logits) in [("top_base", &base), ("top_tuned", &tuned_logits)] {
+            let row = &logits[prompt].1[pos];
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
+            let mut order: Vec<usize> = (0..row.len()).collect();
+            order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+            for (listed, &id) in p[key].as_array().unwrap().iter().zip(&order) {
+                let prob = f64::from(row[id] - max).exp() / sum;
+                assert_eq!(
+                    listed["id"].as_u64().unwrap() as usize,
+                    id,
+                    "{family}-{tuned} {prompt}:{pos} {key}"
+                );
+                assert!(
+                    (listed["prob"].as_f64().unwrap() - prob).abs() <= 1e-5,
+                    "{family}-{tuned} {prompt}:{pos} {key}"
+                );
+            }
+        }
     }
 }
 
