@@ -7,7 +7,7 @@ use candle_core::{DType, Device, Tensor};
 
 use super::config::Activation;
 use super::rope::RopeTables;
-use crate::error::Result;
+use crate::error::{Error, Result};
 
 /// `y = x·Wᵀ + b`.
 #[derive(Debug, Clone)]
@@ -46,21 +46,12 @@ impl Linear {
     /// Shape errors (different input widths).
     pub fn stack(parts: &[Linear]) -> Result<Self> {
         let weights: Vec<&Tensor> = parts.iter().map(|p| &p.weight).collect();
-        let bias = if parts.iter().all(|p| p.bias.is_some()) {
-            let biases: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
-            Some(Tensor::cat(&biases, 0)?)
-        } else if parts.iter().any(|p| p.bias.is_some()) {
-            // Stacking a biased and an unbiased layer: the missing bias is zero.
-            let biases = parts
-                .iter()
-                .map(|p| match &p.bias {
-                    Some(b) => Ok(b.clone()),
-                    None => Ok(Tensor::zeros(p.weight.dim(0)?, p.weight.dtype(), p.weight.device())?),
-                })
-                .collect::<Result<Vec<_>>>()?;
-            Some(Tensor::cat(&biases, 0)?)
-        } else {
-            None
+        let biases: Vec<&Tensor> = parts.iter().filter_map(|p| p.bias.as_ref()).collect();
+        let bias = match biases.len() {
+            0 => None,
+            n if n == parts.len() => Some(Tensor::cat(&biases, 0)?),
+            // Every family biases all stacked projections or none (config.rs decides per group).
+            _ => return Err(Error::Internal("stacking biased and unbiased projections".into())),
         };
         Ok(Self::new(Tensor::cat(&weights, 0)?, bias))
     }
