@@ -293,6 +293,15 @@ fn device_cuda_x(sb: &Sandbox) -> Args {
     short_with(sb, "--device", "cuda:x")
 }
 
+/// `--prompts` with only the weight diff asked for: the prompts would be silently ignored.
+fn prompts_without_kl(sb: &Sandbox) -> Args {
+    let prompts = write_prompts(sb, "prompts.txt", "In the beginning\n");
+    let mut args = Models::copy(sb).compare(sb, &prompts);
+    let methods = args.iter().position(|a| a == "weights,kl").unwrap();
+    args[methods] = "weights".into();
+    args
+}
+
 fn dtype_f64(sb: &Sandbox) -> Args {
     short_with(sb, "--dtype", "f64")
 }
@@ -432,6 +441,7 @@ const CASES: &[(&str, Setup, i32)] = &[
     ("--device tpu", device_tpu, 2),
     ("--device cuda:x", device_cuda_x, 2),
     ("--dtype f64", dtype_f64, 2),
+    ("--prompts without kl", prompts_without_kl, 2),
     ("--tokenizer past the vocabulary", tokenizer_flag_past_vocab, 2),
     ("tuned tokenizer with added tokens", tuned_tokenizer_has_added_tokens, 2),
     ("tuned lacks a tensor", tuned_lacks_up_proj, 2),
@@ -663,6 +673,7 @@ fn prompt_device_and_dtype_errors_come_before_the_weight_diff() {
         (device_cuda, "--features cuda"),
         (device_tpu, "unknown device"),
         (dtype_f64, "unknown dtype"),
+        (prompts_without_kl, "add kl to --methods"),
     ] {
         let (sb, run) = run_with_unpairable_weights(setup);
         run.assert_fails_cleanly(2, &[needle]);
