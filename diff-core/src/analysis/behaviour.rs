@@ -6,8 +6,10 @@
 //! dropped. Formulas and conventions: docs/methods.md, "Per-token KL".
 
 use std::cmp::Ordering;
+use std::collections::{BTreeMap, BTreeSet};
 
 use candle_core::Tensor;
+use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::{Hooks, Model, with_f32_values};
@@ -37,6 +39,9 @@ pub struct BehaviourOptions {
     pub top_k: usize,
     /// Tokens of context shown on each side of those positions.
     pub context_tokens: usize,
+    /// Most likely next tokens of each model stored for every position (what the viewer shows on hover); 0 stores
+    /// none, which keeps reports of very long prompt sets small.
+    pub token_top_k: usize,
 }
 
 impl Default for BehaviourOptions {
@@ -46,6 +51,7 @@ impl Default for BehaviourOptions {
             top_positions: 20,
             top_k: 5,
             context_tokens: 8,
+            token_top_k: 5,
         }
     }
 }
@@ -175,7 +181,8 @@ impl Chunk<'_> {
     fn record(&self, tokenizer: &Tokenizer, opts: &BehaviourOptions, out: &mut Collected) {
         let vocab = self.vocab;
         let results = compare_chunk(self.base, self.tuned, vocab, self.next);
-        for (j, (stats, &(p, pos))) in results.into_iter().zip(self.here).enumerate() {
+        let tops = self.token_tops(opts.token_top_k);
+        for (j, ((stats, &(p, pos)), tops)) in results.into_iter().zip(self.here).zip(tops).enumerate() {
             let stats = match stats {
                 // An infinite KL (one model gives p = 0 to a token the other uses) cannot be averaged or written
                 // to JSON; it is counted with the non-finite positions.
@@ -190,6 +197,7 @@ impl Chunk<'_> {
                 }
             };
             out.positions[p][pos] = Some(stats);
+            out.tops[p][pos] = tops;
             if out.would_rank(stats.kl_tuned_base, p, pos) {
                 let top = |l: &[f32]| token_probs(tokenizer, &top_k(&l[j * vocab..(j + 1) * vocab], opts.top_k));
                 out.rank(Ranked {
@@ -202,6 +210,31 @@ impl Chunk<'_> {
             }
         }
     }
+}
+
+impl Chunk<'_> {
+    /// The `k` most likely tokens of both models at every row of the chunk (empty lists when `k` is 0).
+    fn token_tops(&self, k: usize) -> Vec<TopTokens> {
+        let rows = self.here.len();
+        if k == 0 {
+            return vec![TopTokens::default(); rows];
+        }
+        let row = |logits: &[f32], j: usize| top_k(&logits[j * self.vocab..(j + 1) * self.vocab], k);
+        (0..rows)
+            .into_par_iter()
+            .map(|j| TopTokens {
+                base: row(self.base, j),
+                tuned: row(self.tuned, j),
+            })
+            .collect()
+    }
+}
+
+/// (id, probability) of each model's most likely next tokens at one position, most likely first.
+#[derive(Debug, Clone, Default)]
+struct TopTokens {
+    base: Vec<(u32, f32)>,
+    tuned: Vec<(u32, f32)>,
 }
 
 fn token_probs(tokenizer: &Tokenizer, top: &[(u32, f32)]) -> Vec<TokenProb> {
@@ -237,6 +270,7 @@ fn rank_order(a: (f64, usize, usize), b: (f64, usize, usize)) -> Ordering {
 #[derive(Debug)]
 struct Collected {
     positions: Vec<Vec<Option<PositionStats>>>,
+    tops: Vec<Vec<TopTokens>>,
     non_finite: NonFiniteLogits,
     non_finite_at: Vec<(usize, usize)>,
     ranked: Vec<Ranked>,
@@ -247,6 +281,10 @@ impl Collected {
     fn new(prompts: &[EncodedPrompt], keep: usize) -> Self {
         Self {
             positions: prompts.iter().map(|p| vec![None; p.ids.len()]).collect(),
+            tops: prompts
+                .iter()
+                .map(|p| vec![TopTokens::default(); p.ids.len()])
+                .collect(),
             non_finite: NonFiniteLogits::default(),
             non_finite_at: Vec::new(),
             ranked: Vec::new(),
@@ -293,17 +331,19 @@ impl Collected {
         header: SectionHeader,
     ) -> BehaviourSection {
         let tokens: Vec<Vec<String>> = prompts.iter().map(|p| tokenizer.token_strings(&p.ids)).collect();
+        let tops = std::mem::take(&mut self.tops);
         let all: Vec<&PositionStats> = self.positions.iter().flatten().flatten().collect();
         let values = |f: &dyn Fn(&PositionStats) -> Option<f64>| -> Option<Distribution> {
             summarize(&all.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map(distribution)
         };
-        let rows: Vec<PromptBehaviour> = prompts
+        let mut rows: Vec<PromptBehaviour> = prompts
             .iter()
             .zip(&self.positions)
             .zip(&tokens)
             .enumerate()
             .map(|(index, ((prompt, stats), tokens))| prompt_row(index, prompt, stats, tokens))
             .collect();
+        let token_strings = attach_tops(&mut rows, tops, tokenizer, opts.token_top_k);
         let per_prompt: Vec<f64> = rows.iter().filter_map(|r| r.mean_kl_tuned_base).collect();
         #[allow(clippy::cast_precision_loss)]
         let agreement = (!all.is_empty())
@@ -350,8 +390,30 @@ impl Collected {
             top_positions,
             non_finite: self.non_finite,
             warnings,
+            token_top_k: opts.token_top_k,
+            token_strings,
         }
     }
+}
+
+/// Moves the per-position top tokens into the prompt rows and returns the display string of every id they name,
+/// so each string is written once rather than at every position that lists it.
+fn attach_tops(
+    rows: &mut [PromptBehaviour],
+    tops: Vec<Vec<TopTokens>>,
+    tokenizer: &Tokenizer,
+    k: usize,
+) -> BTreeMap<u32, String> {
+    if k == 0 {
+        return BTreeMap::new();
+    }
+    let mut ids = BTreeSet::new();
+    for (row, tops) in rows.iter_mut().zip(tops) {
+        (row.top_base, row.top_tuned) = tops.into_iter().map(|t| (t.base, t.tuned)).unzip();
+        ids.extend(row.top_base.iter().chain(&row.top_tuned).flatten().map(|&(id, _)| id));
+    }
+    let ids: Vec<u32> = ids.into_iter().collect();
+    ids.iter().copied().zip(tokenizer.token_strings(&ids)).collect()
 }
 
 /// What the caller knows about the run that the statistics do not.
@@ -388,6 +450,10 @@ fn prompt_row(
 ) -> PromptBehaviour {
     let kl_tb: Vec<Option<f64>> = stats.iter().map(|s| s.map(|s| s.kl_tuned_base)).collect();
     let kl_bt: Vec<Option<f64>> = stats.iter().map(|s| s.map(|s| s.kl_base_tuned)).collect();
+    let delta_p_next = stats
+        .iter()
+        .map(|s| s.and_then(|s| s.next).map(|n| n.p_tuned - n.p_base))
+        .collect();
     let mean = |v: &[Option<f64>]| v.iter().flatten().copied().collect::<RunningMean>().mean();
     let finite: Vec<&PositionStats> = stats.iter().flatten().collect();
     #[allow(clippy::cast_precision_loss)]
@@ -404,6 +470,9 @@ fn prompt_row(
         top1_agreement: agreement,
         kl_tuned_base: kl_tb,
         kl_base_tuned: kl_bt,
+        delta_p_next,
+        top_base: Vec::new(),
+        top_tuned: Vec::new(),
         truncated_tokens: prompt.truncated_tokens,
     }
 }

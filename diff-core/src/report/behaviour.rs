@@ -33,6 +33,12 @@ pub struct BehaviourSection {
     /// Things the user should know (truncated prompts, skipped empty prompts, ...).
     #[serde(default)]
     pub warnings: Vec<String>,
+    /// How many most likely next tokens of each model every prompt row stores per position (0: none).
+    #[serde(default)]
+    pub token_top_k: usize,
+    /// Display string of every token id named in the prompt rows' `top_base`/`top_tuned` lists.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub token_strings: BTreeMap<u32, String>,
 }
 
 /// Aggregates over every finite position (and over per-prompt means where named so).
@@ -95,6 +101,17 @@ pub struct PromptBehaviour {
     pub mean_kl_base_tuned: Option<f64>,
     /// Largest `kl_tuned_base`.
     pub max_kl_tuned_base: Option<f64>,
+    /// p_tuned − p_base of the token that follows each position; `null` at the last position and where logits
+    /// were not finite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub delta_p_next: Vec<Option<f64>>,
+    /// The base model's `token_top_k` most likely next tokens at each position as `[id, probability]`, most likely
+    /// first (strings in the section's `token_strings`); an empty list where logits were not finite.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_base: Vec<Vec<(u32, f32)>>,
+    /// The tuned model's, as `top_base`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub top_tuned: Vec<Vec<(u32, f32)>>,
     /// Share of finite positions where both models' top token agrees.
     pub top1_agreement: Option<f64>,
     /// Tokens cut from the end because the prompt was longer than the context.

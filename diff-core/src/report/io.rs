@@ -1,5 +1,6 @@
 //! Reading and writing reports: version checks, atomic writes, the JSON Schema.
 
+#[cfg(not(target_arch = "wasm32"))]
 use std::io::Write;
 use std::path::Path;
 
@@ -10,12 +11,13 @@ use crate::error::{Error, Result};
 pub const SCHEMA_MAJOR: u32 = 1;
 
 /// Full `MAJOR.MINOR` version written into reports. Bump the minor on additive changes.
-pub const SCHEMA_VERSION: &str = "1.0";
+pub const SCHEMA_VERSION: &str = "1.1";
 
 /// Writes `report` as pretty JSON to `path`, atomically (temp file in the same directory, then rename).
 ///
 /// # Errors
 /// [`Error::Write`] when the directory is not writable; [`Error::Serialize`] on a serialization bug.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn write_report(report: &Report, path: &Path) -> Result<()> {
     let mut bytes = serde_json::to_vec_pretty(report)?;
     bytes.push(b'\n');
@@ -26,6 +28,7 @@ pub fn write_report(report: &Report, path: &Path) -> Result<()> {
 ///
 /// # Errors
 /// [`Error::Write`] when the temp file cannot be created, written, synced or renamed.
+#[cfg(not(target_arch = "wasm32"))]
 pub fn write_json_atomic(bytes: &[u8], path: &Path) -> Result<()> {
     // tempfile adds its random temp name to OS errors; the user only knows the path they asked for.
     let write_err = |source: std::io::Error| Error::Write {
@@ -53,21 +56,30 @@ pub fn write_json_atomic(bytes: &[u8], path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Read`], [`Error::InvalidReport`] for malformed JSON or a missing version, [`Error::NewerSchema`].
 pub fn read_report(path: &Path) -> Result<Report> {
-    let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+    let bytes = std::fs::read(path).map_err(|source| Error::Read {
         path: path.to_path_buf(),
         source,
     })?;
-    parse_report(&text, path)
+    parse_report(&bytes, path)
 }
 
-fn parse_report(text: &str, path: &Path) -> Result<Report> {
+/// Parses a report from its bytes; `source` names it in errors (a path, a URL, a dropped file's name).
+///
+/// # Errors
+/// [`Error::InvalidReport`] for malformed JSON or a missing version, [`Error::NewerSchema`].
+pub fn parse_report(bytes: &[u8], source: &Path) -> Result<Report> {
     let invalid = |reason: String| Error::InvalidReport {
-        path: path.to_path_buf(),
+        path: source.to_path_buf(),
         reason,
     };
     // Check the version before the full parse, so a newer report fails on its version rather than on some field.
-    let value: serde_json::Value = serde_json::from_str(text).map_err(|e| invalid(format!("bad JSON: {e}")))?;
-    let Some(version) = value.get("schema_version").and_then(serde_json::Value::as_str) else {
+    // The peek skips every other field without allocating, so it costs a fraction of the full parse.
+    #[derive(serde::Deserialize)]
+    struct Version {
+        schema_version: Option<serde_json::Value>,
+    }
+    let peek: Version = serde_json::from_slice(bytes).map_err(|e| invalid(format!("bad JSON: {e}")))?;
+    let Some(version) = peek.schema_version.as_ref().and_then(serde_json::Value::as_str) else {
         return Err(invalid("no schema_version field".into()));
     };
     let major = version
@@ -77,12 +89,12 @@ fn parse_report(text: &str, path: &Path) -> Result<Report> {
         .ok_or_else(|| invalid(format!("schema_version {version:?} is not MAJOR.MINOR")))?;
     if major > SCHEMA_MAJOR {
         return Err(Error::NewerSchema {
-            path: path.to_path_buf(),
+            path: source.to_path_buf(),
             found: version.to_string(),
             supported: SCHEMA_MAJOR,
         });
     }
-    serde_json::from_value(value).map_err(|e| invalid(e.to_string()))
+    serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))
 }
 
 /// The JSON Schema of [`Report`], as committed in `docs/report.schema.json`.
@@ -97,7 +109,7 @@ mod tests {
 
     #[test]
     fn newer_major_is_rejected_with_the_versions_in_the_message() {
-        let err = parse_report(r#"{"schema_version": "2.0", "whatever": 1}"#, Path::new("r.json")).unwrap_err();
+        let err = parse_report(br#"{"schema_version": "2.0", "whatever": 1}"#, Path::new("r.json")).unwrap_err();
         let msg = err.to_string();
         assert!(matches!(err, Error::NewerSchema { .. }), "{msg}");
         assert!(
@@ -108,8 +120,13 @@ mod tests {
 
     #[test]
     fn missing_version_and_bad_json_are_invalid_reports() {
-        for text in ["{}", "not json", r#"{"schema_version": "x"}"#] {
-            let err = parse_report(text, Path::new("r.json")).unwrap_err();
+        for text in [
+            "{}",
+            "not json",
+            r#"{"schema_version": "x"}"#,
+            r#"{"schema_version": "1.0"#,
+        ] {
+            let err = parse_report(text.as_bytes(), Path::new("r.json")).unwrap_err();
             assert!(matches!(err, Error::InvalidReport { .. }), "{text}: {err}");
         }
     }

@@ -11,7 +11,9 @@ mod weights;
 pub use behaviour::{
     BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, NonFiniteLogits, PromptBehaviour, TokenProb,
 };
-pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, read_report, write_json_atomic, write_report};
+pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_report};
+#[cfg(not(target_arch = "wasm32"))]
+pub use io::{write_json_atomic, write_report};
 pub use weights::{
     Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
     ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff, WeightTotals, WeightsSection,

@@ -1,0 +1,84 @@
+//! Number formatting shared by every panel: short, aligned and honest about magnitude.
+
+/// Four significant digits; scientific notation outside [1e-3, 1e5), so tiny KLs do not read as 0.
+#[must_use]
+pub fn number(v: f64) -> String {
+    if !v.is_finite() {
+        return format!("{v}");
+    }
+    if v == 0.0 {
+        return "0".into();
+    }
+    let a = v.abs();
+    if (1e-3..1e5).contains(&a) {
+        #[allow(clippy::cast_possible_truncation, reason = "log10 of a value in [1e-3, 1e5)")]
+        let decimals = (3 - a.log10().floor() as i32).clamp(0, 6);
+        #[allow(clippy::cast_sign_loss, reason = "clamped to 0..=6")]
+        let decimals = decimals as usize;
+        format!("{v:.decimals$}")
+    } else {
+        format!("{v:.3e}")
+    }
+}
+
+/// A size in bytes with a binary unit.
+#[must_use]
+pub fn bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    #[allow(clippy::cast_precision_loss, reason = "display only")]
+    let mut v = n as f64;
+    let mut unit = 0;
+    while v >= 1024.0 && unit + 1 < UNITS.len() {
+        v /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 {
+        format!("{n} B")
+    } else {
+        format!("{v:.1} {}", UNITS.get(unit).copied().unwrap_or("B"))
+    }
+}
+
+/// An integer with thin thousands separators.
+#[must_use]
+pub fn count(n: u64) -> String {
+    let digits = n.to_string();
+    let mut out = String::with_capacity(digits.len() * 4 / 3);
+    for (i, c) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push('\u{2009}');
+        }
+        out.push(c);
+    }
+    out
+}
+
+/// A share in [0, 1] as a percentage.
+#[must_use]
+pub fn percent(v: f64) -> String {
+    format!("{:.1}%", v * 100.0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn numbers_keep_four_significant_digits_and_switch_to_scientific() {
+        assert_eq!(number(1.98600456), "1.986");
+        assert_eq!(number(0.0123456), "0.01235");
+        assert_eq!(number(1234.5), "1234");
+        assert_eq!(number(2.5e-7), "2.500e-7");
+        assert_eq!(number(0.0), "0");
+        assert_eq!(number(-0.5), "-0.5000");
+    }
+
+    #[test]
+    fn sizes_and_counts_are_readable() {
+        assert_eq!(bytes(512), "512 B");
+        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+        assert_eq!(count(1_234_567), "1\u{2009}234\u{2009}567");
+        assert_eq!(count(12), "12");
+        assert_eq!(percent(0.25), "25.0%");
+    }
+}

@@ -1,0 +1,219 @@
+//! A prompt drawn as running text with each token's background coloured by its KL, and the details of one
+//! position (KL both ways, Δp, each model's top tokens).
+//!
+//! The whole prompt is one galley (one layout job), not a widget per token: a 1024-token prompt costs one text
+//! layout, cached by egui until the prompt, the selection or the width changes. Hovering maps the pointer to a
+//! glyph and the glyph to its token.
+
+use egui::text::{LayoutJob, TextFormat};
+use egui::{Color32, FontId, RichText, Role, Sense, Stroke, Ui, WidgetInfo};
+use mdiff_core::report::{BehaviourSection, PromptBehaviour};
+
+use super::format::{number, percent};
+use crate::colors::{self, Scale};
+use crate::state::KlRange;
+
+/// Size of the prompt text.
+const TOKEN_FONT_SIZE: f32 = 16.0;
+
+/// What the pointer did over the prompt text.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct TokenInteraction {
+    /// Token under the pointer.
+    pub hovered: Option<usize>,
+    /// Token clicked this frame.
+    pub clicked: Option<usize>,
+}
+
+/// How a token is written in the text: visible newlines and tabs, and a dot for an empty string.
+fn display(token: &str) -> String {
+    if token.is_empty() {
+        return "·".into();
+    }
+    token.replace('\n', "↵\n").replace('\t', "→\t")
+}
+
+/// Draws the prompt's tokens and reports hover and clicks.
+pub fn prompt_tokens_ui(
+    ui: &mut Ui,
+    prompt: &PromptBehaviour,
+    range: KlRange,
+    selected: Option<usize>,
+) -> TokenInteraction {
+    let dark = ui.visuals().dark_mode;
+    let scale = Scale::Magma { dark };
+    let font = FontId::proportional(TOKEN_FONT_SIZE);
+    let mut job = LayoutJob {
+        wrap: egui::text::TextWrapping::wrap_at_width(ui.available_width()),
+        ..LayoutJob::default()
+    };
+    // Char offset where each token starts in the job's text, for mapping glyphs back to tokens.
+    let mut starts = Vec::with_capacity(prompt.tokens.len());
+    let mut chars = 0usize;
+    for (i, token) in prompt.tokens.iter().enumerate() {
+        let text = display(token);
+        let background = match prompt.kl_tuned_base.get(i).copied().flatten() {
+            Some(kl) => scale.at(range.t(kl)),
+            None => colors::MISSING,
+        };
+        let underline = if selected == Some(i) {
+            Stroke::new(2.5, colors::SELECTION)
+        } else {
+            Stroke::NONE
+        };
+        starts.push(chars);
+        chars += text.chars().count();
+        job.append(
+            &text,
+            0.0,
+            TextFormat {
+                font_id: font.clone(),
+                color: colors::text_on(background),
+                background,
+                underline,
+                ..TextFormat::default()
+            },
+        );
+    }
+    let galley = ui.painter().layout_job(job);
+    let (rect, response) = ui.allocate_exact_size(galley.size(), Sense::click());
+    let full_text = prompt.tokens.concat();
+    response.widget_info(|| WidgetInfo::labeled(Role::Label, true, &full_text));
+    ui.painter().galley(rect.min, galley.clone(), ui.visuals().text_color());
+
+    let hovered = response.hover_pos().and_then(|pos| {
+        let local = pos - rect.min;
+        let mut char_index = 0usize;
+        for placed in &galley.rows {
+            let row_rect = placed.rect();
+            let inside_row = (row_rect.top()..=row_rect.bottom()).contains(&local.y);
+            for glyph in &placed.row.glyphs {
+                let x0 = placed.pos.x + glyph.pos.x;
+                if inside_row && (x0..=x0 + glyph.advance_width).contains(&local.x) {
+                    return Some(starts.partition_point(|&s| s <= char_index).saturating_sub(1));
+                }
+                char_index += 1;
+            }
+            if placed.ends_with_newline {
+                char_index += 1;
+            }
+        }
+        None
+    });
+    TokenInteraction {
+        hovered,
+        clicked: if response.clicked() { hovered } else { None },
+    }
+}
+
+/// The gradient of the KL colour scale with its end values.
+pub fn kl_legend_ui(ui: &mut Ui, range: KlRange) {
+    let scale = Scale::Magma {
+        dark: ui.visuals().dark_mode,
+    };
+    ui.horizontal(|ui| {
+        ui.label(RichText::new(format!("KL {} nats", number(10f64.powf(range.lo)))).small());
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 12.0), Sense::hover());
+        let steps = 48;
+        for i in 0..steps {
+            let f0 = i as f32 / steps as f32;
+            let f1 = (i + 1) as f32 / steps as f32;
+            let cell = egui::Rect::from_min_max(
+                egui::pos2(rect.left() + rect.width() * f0, rect.top()),
+                egui::pos2(rect.left() + rect.width() * f1, rect.bottom()),
+            );
+            ui.painter().rect_filled(cell, 0.0, scale.at(f64::from(f0)));
+        }
+        ui.label(RichText::new(format!("{} (log scale)", number(10f64.powf(range.hi)))).small());
+        let (rect, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), Sense::hover());
+        ui.painter().rect_filled(rect, 0.0, colors::MISSING);
+        ui.label(RichText::new("not finite").small());
+    });
+}
+
+/// Everything the report knows about one position.
+pub fn position_details_ui(ui: &mut Ui, section: &BehaviourSection, prompt: &PromptBehaviour, position: usize) {
+    let token = prompt.tokens.get(position).map_or("", String::as_str);
+    let next = prompt.tokens.get(position + 1);
+    ui.horizontal_wrapped(|ui| {
+        ui.label("Position");
+        ui.strong(position.to_string());
+        ui.label(RichText::new(format!("{token:?}")).monospace());
+        match next {
+            Some(n) => ui.label(format!("→ next {n:?}")),
+            None => ui.label("(last token)"),
+        };
+    });
+    let kl = |v: Option<&Option<f64>>| v.copied().flatten().map_or_else(|| "not finite".into(), number);
+    egui::Grid::new("position-kl").num_columns(2).show(ui, |ui| {
+        ui.label("KL(tuned‖base)");
+        ui.strong(kl(prompt.kl_tuned_base.get(position)));
+        ui.end_row();
+        ui.label("KL(base‖tuned)");
+        ui.label(kl(prompt.kl_base_tuned.get(position)));
+        ui.end_row();
+        if let Some(dp) = prompt.delta_p_next.get(position).copied().flatten() {
+            ui.label("Δp(next token)");
+            let dark = ui.visuals().dark_mode;
+            let background = colors::diverging(dp, dark);
+            ui.label(
+                RichText::new(format!("{dp:+.4}"))
+                    .background_color(background)
+                    .color(colors::text_on(background)),
+            );
+            ui.end_row();
+        }
+    });
+    ui.add_space(4.0);
+    let (base, tuned) = (prompt.top_base.get(position), prompt.top_tuned.get(position));
+    let (Some(base), Some(tuned)) = (base, tuned) else {
+        ui.label(
+            RichText::new("This report has no per-position top tokens; rerun mdiff compare with --token-top-k 5.")
+                .weak(),
+        );
+        return;
+    };
+    ui.columns(2, |cols| {
+        if let [left, right] = cols {
+            top_tokens_ui(left, "Base top tokens", colors::BASE, base, section, next);
+            top_tokens_ui(right, "Tuned top tokens", colors::TUNED, tuned, section, next);
+        }
+    });
+}
+
+/// One model's most likely next tokens with their probabilities as bars; the actual next token is marked.
+fn top_tokens_ui(
+    ui: &mut Ui,
+    title: &str,
+    color: Color32,
+    top: &[(u32, f32)],
+    section: &BehaviourSection,
+    next: Option<&String>,
+) {
+    ui.label(RichText::new(title).strong().color(color));
+    if top.is_empty() {
+        ui.label("not finite here");
+        return;
+    }
+    egui::Grid::new(title).num_columns(2).striped(true).show(ui, |ui| {
+        for &(id, prob) in top {
+            let text = section
+                .token_strings
+                .get(&id)
+                .map_or_else(|| format!("#{id}"), |s| format!("{s:?}"));
+            let mut label = RichText::new(text).monospace();
+            if next.is_some_and(|n| section.token_strings.get(&id) == Some(n)) {
+                label = label.underline();
+            }
+            ui.label(label).on_hover_text(format!("token id {id}"));
+            ui.horizontal(|ui| {
+                let width = 80.0 * prob.clamp(0.0, 1.0);
+                let (rect, _) = ui.allocate_exact_size(egui::vec2(80.0, 10.0), Sense::hover());
+                let bar = egui::Rect::from_min_size(rect.min, egui::vec2(width, rect.height()));
+                ui.painter().rect_filled(bar, 1.0, color);
+                ui.label(percent(f64::from(prob)));
+            });
+            ui.end_row();
+        }
+    });
+}
