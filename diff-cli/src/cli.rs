@@ -23,6 +23,9 @@ pub enum Command {
     /// List a checkpoint's tensors, dtypes, parameter count and architecture.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
+    /// Open a report in the native viewer (the separate `mdiff-viewer` binary).
+    #[command(after_help = VIEW_EXAMPLES)]
+    View(ViewArgs),
 }
 
 const COMPARE_EXAMPLES: &str = "\
@@ -40,6 +43,15 @@ const INSPECT_EXAMPLES: &str = "\
 Examples:
   mdiff inspect fixtures/tiny-llama/base
   mdiff inspect model.safetensors --json";
+
+const VIEW_EXAMPLES: &str = "\
+Examples:
+  mdiff view mdiff-report.json
+  mdiff view report.json --viewer ~/bin/mdiff-viewer
+
+The report is checked first; then mdiff-viewer is looked for: --viewer, else $MDIFF_VIEWER, else beside mdiff,
+else on PATH. `cargo build --release -p viewer` puts it next to mdiff; `cargo install --path viewer` puts it on
+PATH.";
 
 /// `mdiff compare`.
 #[derive(Debug, Args)]
@@ -90,6 +102,10 @@ pub struct CompareArgs {
     /// How many most-divergent positions the report keeps (with context and top tokens).
     #[arg(long, default_value_t = 20)]
     pub top_positions: usize,
+    /// Most likely next tokens of each model stored for every position (what the viewer shows on hover;
+    /// 0 stores none and makes large reports much smaller).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(0..=100))]
+    pub token_top_k: u16,
 }
 
 /// `mdiff inspect`.
@@ -100,6 +116,16 @@ pub struct InspectArgs {
     /// Print JSON instead of a table.
     #[arg(long)]
     pub json: bool,
+}
+
+/// `mdiff view`.
+#[derive(Debug, Args)]
+pub struct ViewArgs {
+    /// The JSON report to open (as written by `mdiff compare`).
+    pub report: PathBuf,
+    /// The viewer binary to run [default: $MDIFF_VIEWER, else mdiff-viewer beside mdiff, else on PATH].
+    #[arg(long, value_name = "PATH")]
+    pub viewer: Option<PathBuf>,
 }
 
 fn parse_method(name: &str) -> Result<Method, String> {
@@ -130,5 +156,17 @@ mod tests {
         };
         assert_eq!(args.methods, vec![Method::Weights, Method::Kl]);
         assert!(Cli::try_parse_from(["mdiff", "compare", "a", "b", "--methods", "nope"]).is_err());
+    }
+
+    #[test]
+    fn view_takes_one_report_and_an_optional_viewer() {
+        let cli = Cli::try_parse_from(["mdiff", "view", "r.json", "--viewer", "bin/v"]).unwrap();
+        let Command::View(args) = cli.command else {
+            panic!("not view")
+        };
+        assert_eq!(args.report, PathBuf::from("r.json"));
+        assert_eq!(args.viewer, Some(PathBuf::from("bin/v")));
+        assert!(Cli::try_parse_from(["mdiff", "view"]).is_err());
+        assert!(Cli::try_parse_from(["mdiff", "view", "a.json", "b.json"]).is_err());
     }
 }

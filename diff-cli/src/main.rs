@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compare(args) => commands::compare::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
+        Command::View(args) => commands::view::run(&args),
     };
     match result {
         Ok(()) => Exit::Ok.into(),

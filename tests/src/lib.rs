@@ -5,7 +5,7 @@
     reason = "test support: a failed setup is a failed test, with its reason"
 )]
 
-use std::ffi::OsString;
+use std::ffi::{OsStr, OsString};
 use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::OnceLock;
@@ -155,23 +155,48 @@ impl Sandbox {
     /// # Panics
     /// When the binary cannot be started.
     #[must_use]
-    pub fn mdiff<S: AsRef<std::ffi::OsStr>>(&self, args: &[S]) -> Run {
-        let out = Command::new(mdiff_bin())
-            .args(args)
-            .current_dir(self.path())
-            .output()
-            .expect("running mdiff");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+    pub fn mdiff<S: AsRef<OsStr>>(&self, args: &[S]) -> Run {
+        self.run(mdiff_bin(), args, &[])
+    }
+
+    /// Runs `bin` (`mdiff` or a copy of it) with `args` in this dir, each of `env` set (`Some`) or removed
+    /// (`None`) in the environment it inherits.
+    ///
+    /// # Panics
+    /// When the binary cannot be started.
+    #[must_use]
+    pub fn run<S: AsRef<OsStr>>(&self, bin: &Path, args: &[S], env: &[(&str, Option<&OsStr>)]) -> Run {
+        run_in(self.path(), bin, args, env)
     }
 }
 
 impl Default for Sandbox {
     fn default() -> Self {
         Self::new()
+    }
+}
+
+/// Runs `bin` with `args` in `dir`, each of `env` set (`Some`) or removed (`None`) in the environment it inherits.
+///
+/// # Panics
+/// When the binary cannot be started.
+#[must_use]
+pub fn run_in<S: AsRef<OsStr>>(dir: &Path, bin: &Path, args: &[S], env: &[(&str, Option<&OsStr>)]) -> Run {
+    let mut command = Command::new(bin);
+    command.args(args).current_dir(dir);
+    for (name, value) in env {
+        match value {
+            Some(value) => command.env(name, value),
+            None => command.env_remove(name),
+        };
+    }
+    let out = command
+        .output()
+        .unwrap_or_else(|e| panic!("running {}: {e}", bin.display()));
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
     }
 }
 

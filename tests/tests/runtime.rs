@@ -235,6 +235,7 @@ fn per_token_kl_matches_torch() {
         );
         check_summary_means(section, want_prompts, &format!("{family}-{tuned}"));
         check_top_positions(section, family, tuned);
+        check_per_position_tops(section, want_prompts, family, tuned);
     }
 }
 
@@ -282,6 +283,125 @@ fn check_summary_means(section: &Value, want_prompts: &[Value], label: &str) {
         "{label}: mean Δp(next) {got} vs {}",
         mean(&deltas)
     );
+}
+
+#[test]
+fn token_top_k_sets_how_many_tokens_each_position_keeps() {
+    let sb = Sandbox::new();
+    let (base, tuned) = (fixture("tiny-llama/base"), fixture("tiny-llama/full-ft"));
+    let prompts = fixture("prompts/golden.txt");
+    let run = |k: &str| -> Value {
+        let out = sb.join(&format!("k{k}.json"));
+        sb.mdiff(&[
+            "compare".as_ref(),
+            base.as_os_str(),
+            tuned.as_os_str(),
+            "--methods".as_ref(),
+            "kl".as_ref(),
+            "--prompts".as_ref(),
+            prompts.as_os_str(),
+            "--token-top-k".as_ref(),
+            k.as_ref(),
+            "-o".as_ref(),
+            out.as_os_str(),
+        ])
+        .assert_ok();
+        serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap()
+    };
+    let (none, two, five) = (run("0"), run("2"), run("5"));
+    let section = |r: &Value| r["behaviour"].clone();
+    assert_eq!(section(&none)["token_top_k"], 0);
+    assert!(
+        section(&none).get("token_strings").is_none(),
+        "no strings without tokens"
+    );
+    for row in section(&none)["prompts"].as_array().unwrap() {
+        assert!(row.get("top_base").is_none() && row.get("top_tuned").is_none(), "{row}");
+    }
+    // The most divergent positions keep their own top tokens either way.
+    assert_eq!(section(&none)["top_positions"], section(&five)["top_positions"]);
+    for (row2, row5) in section(&two)["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .zip(section(&five)["prompts"].as_array().unwrap())
+    {
+        for key in ["top_base", "top_tuned"] {
+            for (at2, at5) in row2[key].as_array().unwrap().iter().zip(row5[key].as_array().unwrap()) {
+                assert_eq!(
+                    at2.as_array().unwrap()[..],
+                    at5.as_array().unwrap()[..2],
+                    "k=2 is k=5's first two"
+                );
+            }
+        }
+    }
+    // A usage error, as clap reports them.
+    let too_many = sb.mdiff(&["compare", "a", "b", "--token-top-k", "101"]);
+    assert_eq!(too_many.code, 2, "{}", too_many.stderr);
+    assert!(
+        too_many.stderr.contains("'101' for '--token-top-k"),
+        "{}",
+        too_many.stderr
+    );
+}
+
+/// Every position's Δp(next token) and both models' top-k `[id, prob]` lists (what the viewer shows on hover)
+/// against transformers' logits.
+fn check_per_position_tops(section: &Value, want_prompts: &[Value], family: &str, tuned: &str) {
+    let label = format!("{family}-{tuned}");
+    let k = section["token_top_k"].as_u64().unwrap() as usize;
+    assert_eq!(k, 5, "{label}: the default keeps 5 tokens per position");
+    let strings = section["token_strings"].as_object().unwrap();
+    let base = golden_logits(&format!("{family}-base"));
+    let tuned_logits = golden_logits(&format!("{family}-{tuned}"));
+    let got_prompts = section["prompts"].as_array().unwrap();
+    for (i, (got, want)) in got_prompts.iter().zip(want_prompts).enumerate() {
+        let (b, t) = (f64s(&want["p_next_base"]), f64s(&want["p_next_tuned"]));
+        for (pos, ((g, b), t)) in f64s(&got["delta_p_next"]).iter().zip(&b).zip(&t).enumerate() {
+            match (g, b, t) {
+                (Some(g), Some(b), Some(t)) => {
+                    assert!((g - (t - b)).abs() <= 1e-5, "{label} {i}:{pos} Δp {g} vs {}", t - b);
+                }
+                (None, None, None) => {}
+                other => panic!("{label} {i}:{pos}: Δp presence differs: {other:?}"),
+            }
+        }
+        for (key, logits) in [("top_base", &base), ("top_tuned", &tuned_logits)] {
+            let rows = got[key].as_array().unwrap();
+            assert_eq!(
+                rows.len(),
+                logits[i].1.len(),
+                "{label} {i} {key}: one list per position"
+            );
+            for (pos, (listed, row)) in rows.iter().zip(&logits[i].1).enumerate() {
+                let listed = listed.as_array().unwrap();
+                assert_eq!(listed.len(), k, "{label} {i}:{pos} {key}");
+                let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let sum: f64 = row.iter().map(|&x| f64::from(x - max).exp()).sum();
+                let prob = |id: usize| f64::from(row[id] - max).exp() / sum;
+                let mut order: Vec<usize> = (0..row.len()).collect();
+                order.sort_by(|&a, &b| row[b].total_cmp(&row[a]).then(a.cmp(&b)));
+                for (entry, &want_id) in listed.iter().zip(&order) {
+                    let (id, p) = (entry[0].as_u64().unwrap() as usize, entry[1].as_f64().unwrap());
+                    assert!(
+                        strings.contains_key(&id.to_string()),
+                        "{label}: token {id} has its string"
+                    );
+                    assert!(
+                        (p - prob(id)).abs() <= 1e-5,
+                        "{label} {i}:{pos} {key} token {id}: {p} vs {}",
+                        prob(id)
+                    );
+                    // A different id is only allowed for a near tie, where the order is summation noise.
+                    assert!(
+                        id == want_id || (prob(id) - prob(want_id)).abs() <= 1e-5,
+                        "{label} {i}:{pos} {key}: listed {id}, transformers ranks {want_id} here"
+                    );
+                }
+            }
+        }
+    }
 }
 
 /// The top-5 tokens listed at the most divergent positions against softmax of transformers' logits there.

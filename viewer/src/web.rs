@@ -40,7 +40,8 @@ async fn run() -> Result<(), String> {
         )
         .await
         .map_err(|e| format!("{e:?}"))?;
-    if let Some(loading) = document.get_element_by_id("loading_text") {
+    // index.html's "loading…" line; the page also removes it once init() resolves.
+    if let Some(loading) = document.get_element_by_id("status") {
         loading.remove();
     }
     Ok(())

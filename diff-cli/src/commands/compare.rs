@@ -31,6 +31,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     opts.spectrum.top_k = usize::from(args.singular_values);
     opts.behaviour.batch_tokens = args.batch_tokens as usize;
     opts.behaviour.top_positions = args.top_positions;
+    opts.behaviour.token_top_k = usize::from(args.token_top_k);
     let report = compare(&base, &tuned, &opts, &Bar::new())?;
     write_report(&report, &args.output)?;
     for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {

@@ -3,6 +3,7 @@
 mod behaviour_summary;
 pub mod compare;
 pub mod inspect;
+pub mod view;
 
 use std::io::Write;
 

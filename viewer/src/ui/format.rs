@@ -21,6 +21,12 @@ pub fn number(v: f64) -> String {
     }
 }
 
+/// [`number`] with an explicit sign, for differences.
+#[must_use]
+pub fn signed(v: f64) -> String {
+    if v > 0.0 { format!("+{}", number(v)) } else { number(v) }
+}
+
 /// A size in bytes with a binary unit.
 #[must_use]
 pub fn bytes(n: u64) -> String {
@@ -70,6 +76,8 @@ mod tests {
         assert_eq!(number(1234.5), "1234");
         assert_eq!(number(2.5e-7), "2.500e-7");
         assert_eq!(number(0.0), "0");
+        assert_eq!(signed(0.25), "+0.2500");
+        assert_eq!(signed(-2.5e-7), "-2.500e-7");
         assert_eq!(number(-0.5), "-0.5000");
     }
 

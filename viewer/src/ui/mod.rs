@@ -16,7 +16,7 @@ use mdiff_core::report::Method;
 use crate::colors;
 use crate::state::{Document, Selection, Tab, ViewerState};
 
-pub use format::{bytes, count, number};
+pub use format::{bytes, count, number, percent, signed};
 
 /// Something a panel asks the app to do (panels never load files themselves).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -29,12 +29,19 @@ pub enum Action {
     Quit,
 }
 
+/// Ctrl+O (⌘O on macOS): File ▸ Open….
+const OPEN_SHORTCUT: egui::KeyboardShortcut = egui::KeyboardShortcut::new(egui::Modifiers::COMMAND, egui::Key::O);
+
 /// The menu bar: File menu, theme switch and one tab per panel.
 pub fn menu_bar_ui(ui: &mut Ui, state: &mut ViewerState, recent: &[PathBuf]) -> Option<Action> {
     let mut action = None;
+    if ui.input_mut(|i| i.consume_shortcut(&OPEN_SHORTCUT)) {
+        action = Some(Action::PickFile);
+    }
     egui::MenuBar::new().ui(ui, |ui| {
         ui.menu_button("File", |ui| {
-            if ui.button("Open…").clicked() {
+            let open = egui::Button::new("Open…").shortcut_text(ui.ctx().format_shortcut(&OPEN_SHORTCUT));
+            if ui.add(open).clicked() {
                 action = Some(Action::PickFile);
             }
             if !recent.is_empty() {

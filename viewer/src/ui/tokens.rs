@@ -9,7 +9,7 @@ use egui::text::{LayoutJob, TextFormat};
 use egui::{Color32, FontId, RichText, Role, Sense, Stroke, Ui, WidgetInfo};
 use mdiff_core::report::{BehaviourSection, PromptBehaviour};
 
-use super::format::{number, percent};
+use super::format::{number, percent, signed};
 use crate::colors::{self, Scale};
 use crate::state::KlRange;
 
@@ -157,7 +157,7 @@ pub fn position_details_ui(ui: &mut Ui, section: &BehaviourSection, prompt: &Pro
             let dark = ui.visuals().dark_mode;
             let background = colors::diverging(dp, dark);
             ui.label(
-                RichText::new(format!("{dp:+.4}"))
+                RichText::new(signed(dp))
                     .background_color(background)
                     .color(colors::text_on(background)),
             );
@@ -173,47 +173,77 @@ pub fn position_details_ui(ui: &mut Ui, section: &BehaviourSection, prompt: &Pro
         );
         return;
     };
-    ui.columns(2, |cols| {
-        if let [left, right] = cols {
-            top_tokens_ui(left, "Base top tokens", colors::BASE, base, section, next);
-            top_tokens_ui(right, "Tuned top tokens", colors::TUNED, tuned, section, next);
-        }
-    });
+    top_tokens_ui(ui, section, [base, tuned], next);
 }
 
-/// One model's most likely next tokens with their probabilities as bars; the actual next token is marked.
-fn top_tokens_ui(
-    ui: &mut Ui,
-    title: &str,
-    color: Color32,
-    top: &[(u32, f32)],
-    section: &BehaviourSection,
-    next: Option<&String>,
-) {
-    ui.label(RichText::new(title).strong().color(color));
-    if top.is_empty() {
-        ui.label("not finite here");
-        return;
-    }
-    egui::Grid::new(title).num_columns(2).striped(true).show(ui, |ui| {
-        for &(id, prob) in top {
-            let text = section
-                .token_strings
-                .get(&id)
-                .map_or_else(|| format!("#{id}"), |s| format!("{s:?}"));
-            let mut label = RichText::new(text).monospace();
-            if next.is_some_and(|n| section.token_strings.get(&id) == Some(n)) {
-                label = label.underline();
+/// Both models' most likely next tokens side by side, each probability as a bar behind its value; the actual next
+/// token is underlined. One grid, so the two lists share rows and fit the narrow details column.
+fn top_tokens_ui(ui: &mut Ui, section: &BehaviourSection, tops: [&Vec<(u32, f32)>; 2], next: Option<&String>) {
+    let models = [("Base", colors::BASE), ("Tuned", colors::TUNED)];
+    let rows = tops.iter().map(|t| t.len()).max().unwrap_or(0);
+    ui.label(RichText::new("Top next tokens").strong());
+    egui::Grid::new("top-tokens")
+        .num_columns(4)
+        .striped(true)
+        .show(ui, |ui| {
+            for (title, color) in models {
+                ui.label(RichText::new(title).strong().color(color));
+                ui.label("");
             }
-            ui.label(label).on_hover_text(format!("token id {id}"));
-            ui.horizontal(|ui| {
-                let width = 80.0 * prob.clamp(0.0, 1.0);
-                let (rect, _) = ui.allocate_exact_size(egui::vec2(80.0, 10.0), Sense::hover());
-                let bar = egui::Rect::from_min_size(rect.min, egui::vec2(width, rect.height()));
-                ui.painter().rect_filled(bar, 1.0, color);
-                ui.label(percent(f64::from(prob)));
-            });
             ui.end_row();
-        }
-    });
+            for row in 0..rows {
+                for (top, (_, color)) in tops.iter().zip(models) {
+                    match top.get(row) {
+                        Some(&(id, prob)) => {
+                            top_token_label(ui, section, id, next);
+                            probability_bar(ui, prob, color);
+                        }
+                        None if row == 0 => {
+                            ui.label("not finite here");
+                            ui.label("");
+                        }
+                        None => {
+                            ui.label("");
+                            ui.label("");
+                        }
+                    }
+                }
+                ui.end_row();
+            }
+        });
+}
+
+fn top_token_label(ui: &mut Ui, section: &BehaviourSection, id: u32, next: Option<&String>) {
+    let string = section.token_strings.get(&id);
+    // Cut long tokens by characters, not by the grid's width: egui sizes a grid column from its content.
+    const MAX_CHARS: usize = 14;
+    let text = string.map_or_else(|| format!("#{id}"), |s| format!("{s:?}"));
+    let shown = if text.chars().count() > MAX_CHARS {
+        format!("{}…", text.chars().take(MAX_CHARS - 1).collect::<String>())
+    } else {
+        text.clone()
+    };
+    let mut label = RichText::new(shown).monospace();
+    if next.is_some_and(|n| string == Some(n)) {
+        label = label.underline();
+    }
+    ui.label(label).on_hover_text(format!("{text} · token id {id}"));
+}
+
+/// A probability as a filled bar with its percentage drawn over it.
+fn probability_bar(ui: &mut Ui, prob: f32, color: Color32) {
+    const WIDTH: f32 = 48.0;
+    let height = ui.text_style_height(&egui::TextStyle::Body);
+    let (rect, response) = ui.allocate_exact_size(egui::vec2(WIDTH, height), Sense::hover());
+    let text = percent(f64::from(prob));
+    response.widget_info(|| WidgetInfo::labeled(Role::ProgressIndicator, true, &text));
+    let filled = egui::Rect::from_min_size(rect.min, egui::vec2(WIDTH * prob.clamp(0.0, 1.0), height));
+    ui.painter().rect_filled(filled, 1.0, color.gamma_multiply(0.55));
+    ui.painter().text(
+        rect.right_center() - egui::vec2(2.0, 0.0),
+        egui::Align2::RIGHT_CENTER,
+        text,
+        egui::TextStyle::Small.resolve(ui.style()),
+        ui.visuals().strong_text_color(),
+    );
 }

@@ -58,6 +58,8 @@ pub fn weights_ui(ui: &mut Ui, doc: &mut Document, selection: &mut Selection) {
         .show(ui, |ui| spectrum_ui(ui, section, selection.tensor));
     egui::CentralPanel::default().show(ui, |ui| {
         ui.style_mut().wrap_mode = Some(egui::TextWrapMode::Truncate);
+        // Selectable text would take the click that selects the row.
+        ui.style_mut().interaction.selectable_labels = false;
         tensor_table_ui(ui, section, &rows, selection);
     });
 }

@@ -1,0 +1,325 @@
+//! UI tests of the viewer on the committed fixture reports (issue #4): every panel opens by its label, a prompt
+//! click shows its tokens, selecting or hovering a token shows both models' top tokens, bad reports show a
+//! readable error. Snapshot tests render the main panels on the CPU (lavapipe); regenerate the images (also used
+//! by docs/viewer.md) with `UPDATE_SNAPSHOTS=1 cargo test -p viewer --test ui`.
+#![allow(clippy::unwrap_used, clippy::expect_used, reason = "tests")]
+
+use egui::Key;
+use egui_kittest::Harness;
+use egui_kittest::kittest::NodeT;
+use egui_kittest::kittest::Queryable;
+use mdiff_core::report::{Report, read_report};
+use mdiff_viewer::{Document, ViewerApp};
+
+fn fixture_path(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../fixtures/reports")
+        .join(name)
+}
+
+fn fixture(name: &str) -> Report {
+    read_report(&fixture_path(name)).expect("fixture report; regenerate with UPDATE_FIXTURE_REPORTS=1")
+}
+
+/// The viewer with `report` open under the name `source` (shown in the menu bar).
+fn harness_named(source: &str, report: Report) -> Harness<'static, ViewerApp> {
+    harness_for(ViewerApp::with_document(Document::new(source.into(), report)))
+}
+
+/// The viewer with a fixture report open, as if loaded from its file.
+fn open_fixture(name: &str) -> Harness<'static, ViewerApp> {
+    harness_named(name, fixture(name))
+}
+
+/// The viewer with `report` (a fixture, maybe edited) open as `report.json`.
+fn harness(report: Report) -> Harness<'static, ViewerApp> {
+    harness_named("report.json", report)
+}
+
+fn harness_for(app: ViewerApp) -> Harness<'static, ViewerApp> {
+    let mut harness = Harness::builder()
+        .with_size([1280.0, 800.0])
+        .build_ui_state(|ui, app: &mut ViewerApp| app.ui_root(ui), app);
+    harness.run();
+    harness
+}
+
+/// Clicks the tab (the first node with that label: the menu bar is laid out before the panel).
+fn open_tab(harness: &mut Harness<'_, ViewerApp>, label: &str) {
+    harness.get_all_by_label(label).next().expect(label).click();
+    harness.run();
+}
+
+#[test]
+fn every_panel_opens_by_its_label() {
+    let mut harness = open_fixture("tiny-llama-full-ft.json");
+    let panels = [
+        ("Weights", "Most changed"),
+        ("Behaviour", "Most divergent positions"),
+        ("Weight swap", "No swap section in this report"),
+        ("Patching", "No patching section in this report"),
+        ("Logit lens", "No lens section in this report"),
+        ("Crosscoder", "No crosscoder section in this report"),
+        ("Overview", "Weights changed"),
+    ];
+    for (tab, marker) in panels {
+        open_tab(&mut harness, tab);
+        assert!(
+            harness.query_by_label_contains(marker).is_some(),
+            "{tab}: no {marker:?}"
+        );
+    }
+    // A section that is not in the report says why and which command makes it. The fixture asked for every
+    // method (fixtures/README.md); this mdiff skipped the ones it does not implement yet.
+    open_tab(&mut harness, "Logit lens");
+    harness.get_by_label_contains("Skipped: not implemented");
+    harness.get_by_label_contains("mdiff compare BASE TUNED --methods weights,kl,swap,patch,lens,crosscoder");
+}
+
+#[test]
+fn overview_shows_inputs_and_headline_numbers() {
+    let report = fixture("tiny-llama-lora.json");
+    let lora = report
+        .inputs
+        .tuned
+        .lora
+        .clone()
+        .expect("the lora fixture has an adapter");
+    let harness = harness(report);
+    harness.get_by_label("PEFT LoRA adapter on the base");
+    harness.get_by_label_contains(&format!("r = {}", lora.r));
+    harness.get_by_label("KL(tuned‖base) per token");
+    harness.get_by_label("Top-1 agreement");
+}
+
+#[test]
+fn a_cell_of_the_most_changed_list_selects_its_tensors() {
+    let report = fixture("tiny-llama-full-ft.json");
+    // The fixture's full fine-tune changed layer 2 only (fixtures/README.md).
+    let mut harness = harness(report);
+    open_tab(&mut harness, "Weights");
+    harness.get_by_label_contains("layer 2 · mlp").click();
+    harness.run();
+    harness.get_by_label("Tensors of layer 2 · mlp");
+    assert!(harness.query_by_label("model.layers.2.mlp.down_proj.weight").is_some());
+    assert!(harness.query_by_label("model.layers.1.mlp.down_proj.weight").is_none());
+    harness.get_by_label("model.layers.2.mlp.down_proj.weight").click();
+    harness.run();
+    harness.get_by_label_contains("stable rank");
+}
+
+#[test]
+fn the_tensor_table_sorts_by_a_clicked_column() {
+    let mut harness = open_fixture("tiny-llama-full-ft.json");
+    open_tab(&mut harness, "Weights");
+    harness.get_by_label("Tensor").click();
+    harness.run();
+    let names: Vec<String> = harness
+        .get_all_by_label_contains("model.")
+        .filter_map(|n| n.accesskit_node().label())
+        .filter(|l| l.starts_with("model.layers") || l.starts_with("model.embed") || l.starts_with("model.norm"))
+        .collect();
+    let mut sorted = names.clone();
+    sorted.sort();
+    assert!(!names.is_empty());
+    assert_eq!(names, sorted, "ascending by name after one click");
+}
+
+#[test]
+fn a_prompt_click_shows_its_tokens() {
+    let report = fixture("tiny-llama-full-ft.json");
+    let behaviour = report.behaviour.clone().unwrap();
+    // The prompt with the smallest mean KL is at the bottom of the list; pick a mid one by its preview text.
+    let target = behaviour
+        .prompts
+        .iter()
+        .find(|p| p.tokens.concat().contains("capital of Australia"))
+        .expect("built-in prompt");
+    let mut harness = harness(report.clone());
+    open_tab(&mut harness, "Behaviour");
+    harness
+        .get_by_label_contains("What is the capital of Australia")
+        .click();
+    harness.run();
+    harness.get_by_label(&format!("Prompt {} (line {})", target.index, target.line));
+    harness.get_by_label(&target.tokens.concat());
+}
+
+#[test]
+fn selecting_a_token_with_the_arrow_keys_shows_both_models_top_tokens() {
+    let report = fixture("tiny-llama-full-ft.json");
+    let behaviour = report.behaviour.clone().unwrap();
+    let mut harness = harness(report);
+    open_tab(&mut harness, "Behaviour");
+    let prompt_index = harness.state().state.selection.prompt.unwrap();
+    harness.key_press(Key::ArrowRight);
+    harness.run();
+    harness.key_press(Key::ArrowRight);
+    harness.run();
+    assert_eq!(harness.state().state.selection.token, Some(1));
+    harness.get_by_label("Top next tokens");
+    let prompt = &behaviour.prompts[prompt_index];
+    for top in [&prompt.top_base[1], &prompt.top_tuned[1]] {
+        let (best, p) = top[0];
+        let text = format!("{:?}", behaviour.token_strings[&best]);
+        assert!(
+            harness.query_all_by_label(&text).count() >= 1,
+            "top token {text} listed"
+        );
+        let p = mdiff_viewer::ui::percent(f64::from(p));
+        assert!(harness.query_all_by_label(&p).count() >= 1, "its probability {p} shown");
+    }
+    harness.get_by_label(&mdiff_viewer::ui::number(prompt.kl_tuned_base[1].unwrap()));
+}
+
+#[test]
+fn hovering_a_token_shows_its_details() {
+    let report = fixture("tiny-llama-full-ft.json");
+    let mut harness = harness(report);
+    open_tab(&mut harness, "Behaviour");
+    let prompt = harness.state().state.selection.prompt.unwrap();
+    let text = harness
+        .state()
+        .state
+        .document
+        .as_ref()
+        .unwrap()
+        .report
+        .behaviour
+        .as_ref()
+        .unwrap()
+        .prompts[prompt]
+        .tokens
+        .concat();
+    let rect = harness.get_by_label(&text).rect();
+    harness.hover_at(rect.left_top() + egui::vec2(4.0, 6.0));
+    harness.run();
+    harness.get_by_label("Position");
+    harness.get_by_label("Top next tokens");
+    assert_eq!(harness.state().state.selection.token, None, "hover does not select");
+}
+
+#[test]
+fn slash_focuses_the_prompt_filter() {
+    let mut harness = open_fixture("tiny-llama-full-ft.json");
+    open_tab(&mut harness, "Behaviour");
+    harness.key_press(Key::Slash);
+    harness.run();
+    harness.get_by_role(egui::Role::TextInput).type_text("australia");
+    harness.run();
+    harness.get_by_label("Prompts (1 of 64)");
+}
+
+#[test]
+fn a_report_without_behaviour_says_how_to_make_it() {
+    let mut report = fixture("tiny-llama-full-ft.json");
+    report.behaviour = None;
+    report
+        .settings
+        .methods
+        .retain(|m| *m == mdiff_core::report::Method::Weights);
+    let mut harness = harness(report);
+    open_tab(&mut harness, "Behaviour");
+    harness.get_by_label("No behaviour section in this report");
+    harness.get_by_label_contains("--methods weights,kl");
+}
+
+fn load_bytes(bytes: &[u8]) -> Harness<'static, ViewerApp> {
+    let mut app = ViewerApp::empty();
+    app.open_bytes("broken.json", bytes);
+    harness_for(app)
+}
+
+#[test]
+fn a_corrupt_report_shows_the_error_in_the_window() {
+    let full = std::fs::read(fixture_path("tiny-llama-full-ft.json")).unwrap();
+    let harness = load_bytes(&full[..full.len() / 2]);
+    harness.get_by_label_contains("Could not open the report: broken.json: not an mdiff report");
+    assert!(harness.state().state.document.is_none());
+    // The welcome screen stays usable.
+    harness.get_by_label("Open a report…");
+}
+
+#[test]
+fn a_newer_schema_asks_for_an_upgrade() {
+    let harness = load_bytes(br#"{"schema_version": "9.0", "anything": true}"#);
+    harness.get_by_label_contains("upgrade mdiff");
+    let harness = load_bytes(b"not json at all");
+    harness.get_by_label_contains("bad JSON");
+}
+
+#[test]
+fn a_bad_load_keeps_the_open_report() {
+    let report = fixture("tiny-llama-full-ft.json");
+    let mut app = ViewerApp::with_document(Document::new("good.json".into(), report));
+    app.open_bytes("broken.json", b"{");
+    let harness = harness_for(app);
+    assert_eq!(harness.state().state.document.as_ref().unwrap().source, "good.json");
+    harness.get_by_label_contains("Could not open the report: broken.json");
+    harness.get_by_label("Dismiss");
+}
+
+mod snapshots {
+    //! Rendered with wgpu on lavapipe; the images double as docs/viewer.md's screenshots.
+    use super::*;
+
+    /// The third prompt by KL (an English one) with its fifth token selected.
+    fn show_a_token(harness: &mut Harness<'_, ViewerApp>) {
+        for key in [
+            Key::ArrowDown,
+            Key::ArrowDown,
+            Key::ArrowRight,
+            Key::ArrowRight,
+            Key::ArrowRight,
+            Key::ArrowRight,
+            Key::ArrowRight,
+        ] {
+            harness.key_press(key);
+            harness.run();
+        }
+    }
+
+    fn snapshot(harness: &mut Harness<'_, ViewerApp>, name: &str) {
+        harness.run();
+        harness.snapshot(name);
+    }
+
+    #[test]
+    fn overview() {
+        let mut harness = open_fixture("tiny-llama-lora.json");
+        snapshot(&mut harness, "overview");
+    }
+
+    #[test]
+    fn weights() {
+        let mut harness = open_fixture("tiny-llama-full-ft.json");
+        open_tab(&mut harness, "Weights");
+        harness.get_by_label_contains("layer 2 · mlp").click();
+        harness.run();
+        harness.get_by_label("model.layers.2.mlp.down_proj.weight").click();
+        snapshot(&mut harness, "weights");
+    }
+
+    #[test]
+    fn behaviour() {
+        let mut harness = open_fixture("tiny-llama-full-ft.json");
+        open_tab(&mut harness, "Behaviour");
+        show_a_token(&mut harness);
+        snapshot(&mut harness, "behaviour");
+    }
+
+    #[test]
+    fn behaviour_light() {
+        let mut harness = open_fixture("tiny-llama-full-ft.json");
+        harness.ctx.set_theme(egui::Theme::Light);
+        open_tab(&mut harness, "Behaviour");
+        show_a_token(&mut harness);
+        snapshot(&mut harness, "behaviour-light");
+    }
+
+    #[test]
+    fn error() {
+        let mut harness = load_bytes(br#"{"schema_version": "9.0"}"#);
+        snapshot(&mut harness, "error");
+    }
+}
