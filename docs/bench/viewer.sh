@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# The viewer benchmark (docs/benchmarks.md): a ~50 MB report of many prompts × 1024 tokens, then
+# The viewer benchmark (docs/benchmarks.md): a ~50 MB report (172 prompts × 1024 tokens, top-5 tokens per position), then
 #   1. launch → first full frame of the native viewer (median of RUNS launches, `--first-frame`);
 #   2. frame times while xdotool pans the behaviour panel (`--frame-stats`): scrolls the prompt list and the
 #      token view, sweeps the pointer over tokens (each hover lays out the details), steps through prompts;
@@ -10,7 +10,7 @@
 set -euo pipefail
 DATA=${1:-bench-data/viewer}
 RUNS=${RUNS:-5}
-PROMPTS=${PROMPTS:-320}
+PROMPTS=${PROMPTS:-172}
 SECONDS_PANNING=${SECONDS_PANNING:-12}
 MDIFF=${MDIFF:-target/release/mdiff}
 VIEWER=${VIEWER:-target/release/mdiff-viewer}
@@ -58,6 +58,12 @@ for _ in $(seq "$RUNS"); do
 done
 echo "launch -> report parsed: $(printf '%s\n' "${loaded[@]}" | median) ms median of $RUNS"
 echo "launch -> first full frame: $(printf '%s\n' "${first[@]}" | median) ms median of $RUNS (runs: ${first[*]})"
+# A reference point for the parse: Python's json.load of the same file into dicts (no window, no derived data).
+py=()
+for _ in $(seq "$RUNS"); do
+  py+=("$(python3 -c 'import json, sys, time; t = time.perf_counter(); json.load(open(sys.argv[1])); print(f"{(time.perf_counter() - t) * 1e3:.1f}")' "$report")")
+done
+echo "reference, python3 json.load of the report: $(printf '%s\n' "${py[@]}" | median) ms median of $RUNS"
 
 # --- 2. frame times while panning the behaviour panel --------------------------------------------------------
 "$VIEWER" "$report" --frame-stats "$SECONDS_PANNING" 2> "$DATA/frames.log" &

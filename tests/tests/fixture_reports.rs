@@ -7,10 +7,8 @@
 //! depend on the machine. The runs use relative paths from the repository root, so the paths in the reports are the
 //! same on every machine.
 //!
-//! Committed layout: what `mdiff compare -o` writes (same key order, same number text), except that `timings_ms`
-//! is `{}` so the files do not churn, and arrays that hold no object and nest at most two deep (per-token rows,
-//! top-k lists) take one line each: pretty JSON puts every number on its own line, 3.3 MB per report instead of
-//! 1.1 MB (the same idea as the `golden/behaviour-*.json` rows).
+//! Committed layout: exactly what `mdiff compare -o` writes, except that `timings_ms` is `{}` so the files do not
+//! churn.
 
 #![allow(
     clippy::unwrap_used,
@@ -21,7 +19,7 @@
 use std::ffi::OsString;
 use std::path::Path;
 
-use mdiff_core::report::read_report;
+use mdiff_core::report::{parse_report, read_report, to_readable_json};
 use mdiff_tests::{Sandbox, fixture, mdiff_bin, repo_root, run_in};
 use serde_json::Value;
 
@@ -81,16 +79,18 @@ fn generate(tuned: &str) -> String {
     std::fs::read_to_string(&output).expect("the report mdiff wrote")
 }
 
-/// Writes the report in the committed layout, unless the file already holds exactly that text.
+/// Writes the report with its timings emptied, unless the file already holds exactly that text.
 fn update(path: &Path, fresh_text: &str, fresh: &Value) {
-    let text = committed_layout(fresh_text);
-    let reparsed: Value = serde_json::from_str(&text).expect("the layout is JSON");
+    let mut report = parse_report(fresh_text.as_bytes(), path).expect("mdiff wrote a report");
+    report.timings_ms.clear();
+    let text = to_readable_json(&report).expect("serializing the report");
+    let reparsed: Value = serde_json::from_slice(&text).expect("the layout is JSON");
     assert_eq!(
         &without_timings(reparsed),
         fresh,
-        "the layout must not change any value"
+        "the round trip must not change any value"
     );
-    if std::fs::read_to_string(path).ok().as_deref() != Some(text.as_str()) {
+    if std::fs::read(path).ok().as_deref() != Some(text.as_slice()) {
         std::fs::create_dir_all(path.parent().expect("fixtures/reports")).expect("mkdir fixtures/reports");
         std::fs::write(path, &text).unwrap_or_else(|e| panic!("writing {}: {e}", path.display()));
         eprintln!("rewrote {}", path.display());
@@ -132,196 +132,4 @@ fn differences(committed: &Value, fresh: &Value, at: &str, out: &mut Vec<String>
         _ if committed != fresh => out.push(format!("{at}: committed {committed}, now {fresh}")),
         _ => {}
     }
-}
-
-// ---- the committed layout ----------------------------------------------------------------------------------
-
-/// A JSON value as slices of its text, in document order (`serde_json::Value` would sort the keys and re-print
-/// the numbers).
-enum Node<'a> {
-    /// A string, number, `true`, `false` or `null`, as written.
-    Leaf(&'a str),
-    Array(Vec<Node<'a>>),
-    /// Keys keep their quotes and escapes.
-    Object(Vec<(&'a str, Node<'a>)>),
-}
-
-/// Re-lays out the report `mdiff` wrote (valid JSON): `timings_ms` emptied, small arrays on one line, the rest
-/// indented by two spaces per level as `serde_json::to_string_pretty` does.
-fn committed_layout(report: &str) -> String {
-    let mut root = Parser { text: report, pos: 0 }.value();
-    if let Node::Object(members) = &mut root {
-        for (key, value) in members.iter_mut() {
-            if *key == "\"timings_ms\"" {
-                *value = Node::Object(Vec::new());
-            }
-        }
-    }
-    let mut out = String::with_capacity(report.len() / 2);
-    write_node(&root, 0, &mut out);
-    out.push('\n');
-    out
-}
-
-/// Nesting depth of arrays (a leaf is 0), or `None` when the value holds an object.
-fn array_depth(node: &Node<'_>) -> Option<usize> {
-    match node {
-        Node::Leaf(_) => Some(0),
-        Node::Array(items) => items
-            .iter()
-            .try_fold(0, |deepest, item| Some(deepest.max(array_depth(item)?)))
-            .map(|d| d + 1),
-        Node::Object(_) => None,
-    }
-}
-
-fn write_node(node: &Node<'_>, indent: usize, out: &mut String) {
-    let pad = |out: &mut String, level: usize| out.extend(std::iter::repeat_n("  ", level));
-    match node {
-        Node::Leaf(text) => out.push_str(text),
-        Node::Array(items) if items.is_empty() => out.push_str("[]"),
-        Node::Object(members) if members.is_empty() => out.push_str("{}"),
-        Node::Array(items) if array_depth(node).is_some_and(|d| d <= 2) => {
-            out.push('[');
-            for (i, item) in items.iter().enumerate() {
-                if i > 0 {
-                    out.push_str(", ");
-                }
-                write_node(item, indent, out);
-            }
-            out.push(']');
-        }
-        Node::Array(items) => {
-            out.push_str("[\n");
-            for (i, item) in items.iter().enumerate() {
-                pad(out, indent + 1);
-                write_node(item, indent + 1, out);
-                out.push_str(if i + 1 < items.len() { ",\n" } else { "\n" });
-            }
-            pad(out, indent);
-            out.push(']');
-        }
-        Node::Object(members) => {
-            out.push_str("{\n");
-            for (i, (key, value)) in members.iter().enumerate() {
-                pad(out, indent + 1);
-                out.push_str(key);
-                out.push_str(": ");
-                write_node(value, indent + 1, out);
-                out.push_str(if i + 1 < members.len() { ",\n" } else { "\n" });
-            }
-            pad(out, indent);
-            out.push('}');
-        }
-    }
-}
-
-/// A minimal reader for JSON that `serde_json` has already accepted: it only finds where values start and end.
-/// Scanning bytes is safe on UTF-8 text, since every byte it looks for is ASCII and never part of another character.
-struct Parser<'a> {
-    text: &'a str,
-    pos: usize,
-}
-
-impl<'a> Parser<'a> {
-    fn peek(&self) -> u8 {
-        *self.text.as_bytes().get(self.pos).expect("complete JSON")
-    }
-
-    fn skip_whitespace(&mut self) {
-        while self.pos < self.text.len() && self.peek().is_ascii_whitespace() {
-            self.pos += 1;
-        }
-    }
-
-    /// Skips `byte` (and the whitespace before it) when it comes next.
-    fn eat(&mut self, byte: u8) -> bool {
-        self.skip_whitespace();
-        let found = self.peek() == byte;
-        if found {
-            self.pos += 1;
-        }
-        found
-    }
-
-    fn value(&mut self) -> Node<'a> {
-        self.skip_whitespace();
-        if self.eat(b'{') {
-            let mut members = Vec::new();
-            while !self.eat(b'}') {
-                self.skip_whitespace();
-                let key = self.string();
-                assert!(self.eat(b':'), "':' after a key at byte {}", self.pos);
-                members.push((key, self.value()));
-                self.eat(b',');
-            }
-            Node::Object(members)
-        } else if self.eat(b'[') {
-            let mut items = Vec::new();
-            while !self.eat(b']') {
-                items.push(self.value());
-                self.eat(b',');
-            }
-            Node::Array(items)
-        } else if self.peek() == b'"' {
-            Node::Leaf(self.string())
-        } else {
-            let start = self.pos;
-            while self.pos < self.text.len()
-                && !matches!(self.peek(), b',' | b']' | b'}' | b' ' | b'\n' | b'\r' | b'\t')
-            {
-                self.pos += 1;
-            }
-            Node::Leaf(&self.text[start..self.pos])
-        }
-    }
-
-    /// A string literal starting at `pos`, quotes and escapes included.
-    fn string(&mut self) -> &'a str {
-        let start = self.pos;
-        assert_eq!(self.peek(), b'"', "a string at byte {start}");
-        self.pos += 1;
-        loop {
-            match self.peek() {
-                b'\\' => self.pos += 2,
-                b'"' => break,
-                _ => self.pos += 1,
-            }
-        }
-        self.pos += 1;
-        &self.text[start..self.pos]
-    }
-}
-
-#[test]
-fn layout_keeps_order_and_text_and_folds_small_arrays() {
-    let text = r#"{
-  "schema_version": "1.1",
-  "rows": [
-    [
-      [1, 0.5],
-      [2, 2.5e-7]
-    ]
-  ],
-  "tokens": ["a\"b", "é,]"],
-  "empty": [],
-  "objects": [{"k": {}}],
-  "timings_ms": {"kl": 3.0}
-}"#;
-    let want = r#"{
-  "schema_version": "1.1",
-  "rows": [
-    [[1, 0.5], [2, 2.5e-7]]
-  ],
-  "tokens": ["a\"b", "é,]"],
-  "empty": [],
-  "objects": [
-    {
-      "k": {}
-    }
-  ],
-  "timings_ms": {}
-}
-"#;
-    assert_eq!(committed_layout(text), want);
 }

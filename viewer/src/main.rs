@@ -118,6 +118,8 @@ struct Timed {
     previous_frame: Option<Instant>,
     ui_ms: Vec<f64>,
     frame_ms: Vec<f64>,
+    /// The statistics are printed once (eframe runs a frame or two after the close request).
+    reported: bool,
 }
 
 impl Timed {
@@ -135,6 +137,7 @@ impl Timed {
             previous_frame: None,
             ui_ms: Vec::new(),
             frame_ms: Vec::new(),
+            reported: false,
         }
     }
 
@@ -161,7 +164,8 @@ impl Timed {
             }
         }
         self.previous_frame = Some(started);
-        if started.duration_since(first).as_secs_f64() >= seconds {
+        if !self.reported && started.duration_since(first).as_secs_f64() >= seconds {
+            self.reported = true;
             eprintln!("frames {}", self.ui_ms.len());
             print_distribution("ui_ms", &mut self.ui_ms);
             print_distribution("frame_ms", &mut self.frame_ms);

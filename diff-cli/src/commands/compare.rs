@@ -38,8 +38,8 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         eprintln!("warning: {warning}");
     }
     if args.json {
-        let mut text = serde_json::to_string_pretty(&report).context("serializing the report")?;
-        text.push('\n');
+        let text =
+            String::from_utf8(mdiff_core::report::to_readable_json(&report)?).context("the report's JSON is UTF-8")?;
         super::print(&text)?;
     } else {
         let mut text = summary(&report, args.top);

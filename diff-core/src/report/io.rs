@@ -13,15 +13,14 @@ pub const SCHEMA_MAJOR: u32 = 1;
 /// Full `MAJOR.MINOR` version written into reports. Bump the minor on additive changes.
 pub const SCHEMA_VERSION: &str = "1.1";
 
-/// Writes `report` as pretty JSON to `path`, atomically (temp file in the same directory, then rename).
+/// Writes `report` as JSON (indented, per-token rows folded: [`to_readable_json`](super::to_readable_json)) to
+/// `path`, atomically (temp file in the same directory, then rename).
 ///
 /// # Errors
 /// [`Error::Write`] when the directory is not writable; [`Error::Serialize`] on a serialization bug.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write_report(report: &Report, path: &Path) -> Result<()> {
-    let mut bytes = serde_json::to_vec_pretty(report)?;
-    bytes.push(b'\n');
-    write_json_atomic(&bytes, path)
+    write_json_atomic(&super::to_readable_json(report)?, path)
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one, never a part.

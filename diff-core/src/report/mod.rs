@@ -6,6 +6,7 @@
 
 mod behaviour;
 mod io;
+mod layout;
 mod weights;
 
 pub use behaviour::{
@@ -14,6 +15,7 @@ pub use behaviour::{
 pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_report};
 #[cfg(not(target_arch = "wasm32"))]
 pub use io::{write_json_atomic, write_report};
+pub use layout::to_readable_json;
 pub use weights::{
     Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
     ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff, WeightTotals, WeightsSection,
