@@ -2,6 +2,8 @@
 
 use std::fmt::Write;
 
+pub use mdiff_core::units::bytes;
+
 /// A plain text table; numeric-looking cells are right-aligned.
 pub struct Table {
     headers: Vec<String>,
@@ -63,22 +65,6 @@ pub fn num(v: f64) -> String {
         format!("{v:.2e}")
     } else {
         format!("{v:.4}")
-    }
-}
-
-/// Human byte size.
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS[unit])
     }
 }
 

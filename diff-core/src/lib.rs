@@ -5,6 +5,7 @@
 
 pub mod error;
 pub mod report;
+pub mod units;
 
 #[cfg(feature = "compute")]
 pub mod analysis;

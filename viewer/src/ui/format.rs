@@ -1,5 +1,7 @@
 //! Number formatting shared by every panel: short, aligned and honest about magnitude.
 
+pub use mdiff_core::units::bytes;
+
 /// Four significant digits; scientific notation outside [1e-3, 1e5), so tiny KLs do not read as 0.
 #[must_use]
 pub fn number(v: f64) -> String {
@@ -25,24 +27,6 @@ pub fn number(v: f64) -> String {
 #[must_use]
 pub fn signed(v: f64) -> String {
     if v > 0.0 { format!("+{}", number(v)) } else { number(v) }
-}
-
-/// A size in bytes with a binary unit.
-#[must_use]
-pub fn bytes(n: u64) -> String {
-    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
-    #[allow(clippy::cast_precision_loss, reason = "display only")]
-    let mut v = n as f64;
-    let mut unit = 0;
-    while v >= 1024.0 && unit + 1 < UNITS.len() {
-        v /= 1024.0;
-        unit += 1;
-    }
-    if unit == 0 {
-        format!("{n} B")
-    } else {
-        format!("{v:.1} {}", UNITS.get(unit).copied().unwrap_or("B"))
-    }
 }
 
 /// An integer with thin thousands separators.
@@ -82,9 +66,7 @@ mod tests {
     }
 
     #[test]
-    fn sizes_and_counts_are_readable() {
-        assert_eq!(bytes(512), "512 B");
-        assert_eq!(bytes(3 * 1024 * 1024 / 2), "1.5 MiB");
+    fn counts_and_shares_are_readable() {
         assert_eq!(count(1_234_567), "1\u{2009}234\u{2009}567");
         assert_eq!(count(12), "12");
         assert_eq!(percent(0.25), "25.0%");

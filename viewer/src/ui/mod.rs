@@ -4,6 +4,7 @@
 mod behaviour;
 mod format;
 mod histogram;
+mod legend;
 mod overview;
 mod tokens;
 mod weights;

@@ -10,6 +10,7 @@ use egui::{Color32, FontId, RichText, Role, Sense, Stroke, Ui, WidgetInfo};
 use mdiff_core::report::{BehaviourSection, PromptBehaviour};
 
 use super::format::{number, percent, signed};
+use super::legend;
 use crate::colors::{self, Scale};
 use crate::state::KlRange;
 
@@ -113,21 +114,9 @@ pub fn kl_legend_ui(ui: &mut Ui, range: KlRange) {
     };
     ui.horizontal(|ui| {
         ui.label(RichText::new(format!("KL {} nats", number(10f64.powf(range.lo)))).small());
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(160.0, 12.0), Sense::hover());
-        let steps = 48;
-        for i in 0..steps {
-            let f0 = i as f32 / steps as f32;
-            let f1 = (i + 1) as f32 / steps as f32;
-            let cell = egui::Rect::from_min_max(
-                egui::pos2(rect.left() + rect.width() * f0, rect.top()),
-                egui::pos2(rect.left() + rect.width() * f1, rect.bottom()),
-            );
-            ui.painter().rect_filled(cell, 0.0, scale.at(f64::from(f0)));
-        }
+        legend::color_bar(ui, egui::vec2(160.0, 12.0), |f| scale.at(f));
         ui.label(RichText::new(format!("{} (log scale)", number(10f64.powf(range.hi)))).small());
-        let (rect, _) = ui.allocate_exact_size(egui::vec2(12.0, 12.0), Sense::hover());
-        ui.painter().rect_filled(rect, 0.0, colors::MISSING);
-        ui.label(RichText::new("not finite").small());
+        legend::swatch(ui, colors::MISSING, "not finite");
     });
 }
 

@@ -7,7 +7,7 @@ use egui_plot::{Bar, BarChart, Line, Plot, PlotImage, PlotPoint, PlotPoints};
 use mdiff_core::report::{Component, TensorDiff, WeightsSection};
 
 use super::format::{number, percent};
-use super::missing_section_ui;
+use super::{legend, missing_section_ui};
 use crate::colors;
 use crate::state::{Document, Selection, TensorColumn, TensorSort, WeightsView, heat};
 
@@ -181,27 +181,13 @@ fn select_cell(selection: &mut Selection, layer: usize, component: Component) {
 /// The colour bar: what the heatmap's colours mean.
 fn legend_ui(ui: &mut Ui, max: f64) {
     ui.label("relative ‖ΔW‖");
-    let (rect, _) = ui.allocate_exact_size(Vec2::new(200.0, 14.0), egui::Sense::hover());
-    let steps = 64;
-    for i in 0..steps {
-        let f0 = i as f32 / steps as f32;
-        let f1 = (i + 1) as f32 / steps as f32;
-        let cell = egui::Rect::from_min_max(
-            egui::pos2(rect.left() + rect.width() * f0, rect.top()),
-            egui::pos2(rect.left() + rect.width() * f1, rect.bottom()),
-        );
-        ui.painter().rect_filled(cell, 0.0, heat(f64::from(f0) * max, max));
-    }
+    legend::color_bar(ui, Vec2::new(200.0, 14.0), |f| heat(f * max, max));
     ui.horizontal(|ui| {
         ui.label(RichText::new("0").small());
         ui.add_space(170.0);
         ui.label(RichText::new(number(max)).small());
     });
-    ui.horizontal(|ui| {
-        let (rect, _) = ui.allocate_exact_size(Vec2::splat(12.0), egui::Sense::hover());
-        ui.painter().rect_filled(rect, 0.0, colors::MISSING);
-        ui.label(RichText::new("no tensors").small());
-    });
+    ui.horizontal(|ui| legend::swatch(ui, colors::MISSING, "no tensors"));
 }
 
 /// The most changed cells as buttons: a keyboard- and test-friendly way into the heatmap.
