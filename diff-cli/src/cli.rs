@@ -106,6 +106,10 @@ pub struct CompareArgs {
     /// 0 stores none and makes large reports much smaller).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(0..=100))]
     pub token_top_k: u16,
+    /// Positions the logit lens reads: the first prompts of the set, whole, up to this many (at least one prompt).
+    /// Each costs three unembeddings per layer.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub lens_positions: u32,
 }
 
 /// `mdiff inspect`.

@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::analysis::{
-    BehaviourOptions, EncodedPrompt, PairOptions, PairPlan, SectionHeader, behaviour, prepare_prompts,
+    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, PairOptions, PairPlan, SectionHeader, behaviour, lens,
+    prepare_prompts,
 };
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};
@@ -36,6 +37,8 @@ pub struct CompareOptions {
     pub tokenizer: Option<PathBuf>,
     /// Batching and reporting knobs of the KL analysis.
     pub behaviour: BehaviourOptions,
+    /// Knobs of the logit lens.
+    pub lens: LensOptions,
 }
 
 impl Default for CompareOptions {
@@ -50,6 +53,7 @@ impl Default for CompareOptions {
             config: None,
             tokenizer: None,
             behaviour: BehaviourOptions::default(),
+            lens: LensOptions::default(),
         }
     }
 }
@@ -75,6 +79,7 @@ pub fn compare(
     let mut skipped = Vec::new();
     let mut weights = None;
     let mut behaviour_section = None;
+    let mut lens_section = None;
     // Everything the user can get wrong is checked before the long stages start.
     let device = parse_device(&opts.device)?;
     let dtype = parse_dtype(&opts.dtype)?;
@@ -84,16 +89,19 @@ pub fn compare(
         config: opts.config.clone(),
         tokenizer: opts.tokenizer.clone(),
     };
-    let mut behavioural = if methods.contains(&Method::Kl) {
+    let runs_models = |m: &Method| matches!(m, Method::Kl | Method::Lens);
+    let mut behavioural = if methods.iter().any(runs_models) {
         Behavioural::prepare(base, tuned, opts, &pair_opts)?
     } else {
         if opts.prompts.is_some() {
             return Err(Error::Usage(
-                "--prompts is only used by the behavioural methods; add kl to --methods".into(),
+                "--prompts is only used by the behavioural methods; add kl or lens to --methods".into(),
             ));
         }
         Behavioural::NotAsked
     };
+    // Loaded by the first method that runs the models, then shared.
+    let mut pair: Option<ModelPair> = None;
 
     for &method in &methods {
         let started = Instant::now();
@@ -112,19 +120,33 @@ pub fn compare(
                     progress,
                 )?);
             }
-            Method::Kl => match std::mem::replace(&mut behavioural, Behavioural::NotAsked) {
+            Method::Kl | Method::Lens => match &mut behavioural {
                 Behavioural::Ready(prepared) => {
-                    let Prepared { plan, prompts, header } = *prepared;
-                    let loading = Instant::now();
-                    let pair = plan.load(base, tuned, &pair_opts)?;
-                    // Reported apart so throughput can be read off the report (`kl` includes it).
-                    timings_ms.insert("kl.load_models".into(), loading.elapsed().as_secs_f64() * 1e3);
-                    behaviour_section = Some(behaviour(&pair, &prompts, &opts.behaviour, header, progress)?);
+                    if pair.is_none() {
+                        let plan = prepared
+                            .plan
+                            .take()
+                            .ok_or_else(|| Error::Internal("the model plan was used twice".into()))?;
+                        let loading = Instant::now();
+                        pair = Some(plan.load(base, tuned, &pair_opts)?);
+                        // Reported apart so throughput can be read off the report.
+                        timings_ms.insert("load_models".into(), loading.elapsed().as_secs_f64() * 1e3);
+                    }
+                    let pair = pair
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("models not loaded".into()))?;
+                    if method == Method::Kl {
+                        let header = prepared.header.clone();
+                        behaviour_section =
+                            Some(behaviour(pair, &prepared.prompts, &opts.behaviour, header, progress)?);
+                    } else {
+                        lens_section = Some(lens(pair, &prepared.prompts, &opts.lens, progress)?);
+                    }
                 }
                 Behavioural::Missing(reason) => skipped.push(SkippedSection {
                     section: method.section().to_string(),
                     method,
-                    reason,
+                    reason: reason.clone(),
                 }),
                 Behavioural::NotAsked => return Err(Error::Internal("behavioural inputs were not prepared".into())),
             },
@@ -151,6 +173,7 @@ pub fn compare(
         },
         weights,
         behaviour: behaviour_section,
+        lens: lens_section,
         skipped,
         timings_ms,
     })
@@ -168,7 +191,8 @@ enum Behavioural {
 
 /// What the behavioural methods run on, once checked.
 struct Prepared {
-    plan: PairPlan,
+    /// Taken when the models are loaded.
+    plan: Option<PairPlan>,
     prompts: Vec<EncodedPrompt>,
     /// Describes the prompts in the section.
     header: SectionHeader,
@@ -193,7 +217,7 @@ impl Behavioural {
             warnings,
         };
         Ok(Self::Ready(Box::new(Prepared {
-            plan,
+            plan: Some(plan),
             prompts: encoded,
             header,
         })))

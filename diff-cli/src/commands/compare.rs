@@ -32,6 +32,8 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     opts.behaviour.batch_tokens = args.batch_tokens as usize;
     opts.behaviour.top_positions = args.top_positions;
     opts.behaviour.token_top_k = usize::from(args.token_top_k);
+    opts.lens.max_positions = args.lens_positions as usize;
+    opts.lens.batch_tokens = args.batch_tokens as usize;
     let report = compare(&base, &tuned, &opts, &Bar::new())?;
     write_report(&report, &args.output)?;
     for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {
@@ -74,6 +76,9 @@ pub fn summary(report: &Report, top: usize) -> String {
     }
     if let Some(behaviour) = &report.behaviour {
         super::behaviour_summary::write(&mut out, behaviour, &report.settings.device, top);
+    }
+    if let Some(lens) = &report.lens {
+        super::lens_summary::write(&mut out, lens);
     }
     // One line per reason: "not implemented" covers several sections at once.
     let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();

@@ -3,6 +3,7 @@
 mod behaviour_summary;
 pub mod compare;
 pub mod inspect;
+mod lens_summary;
 pub mod view;
 
 use std::io::Write;

@@ -20,6 +20,7 @@ use crate::report::{
 use crate::stats::{PositionStats, RunningMean, Summary, compare_chunk, percentile_label, summarize, top_k};
 use crate::text::Tokenizer;
 
+use super::batch::{PaddedBatch, batches};
 use super::{EncodedPrompt, ModelPair};
 
 /// Logits held per model at once (16 MiB of f32): bounds memory whatever the vocabulary and batch.
@@ -86,21 +87,6 @@ pub fn behaviour(
     Ok(collected.into_section(prompts, tokenizer, opts, header))
 }
 
-/// Prompt indices grouped so that rows × longest ≤ `batch_tokens` (a longer prompt runs alone), longest first.
-fn batches(prompts: &[EncodedPrompt], batch_tokens: usize) -> Vec<Vec<usize>> {
-    let mut order: Vec<usize> = (0..prompts.len()).filter(|&i| !prompts[i].ids.is_empty()).collect();
-    order.sort_by_key(|&i| (std::cmp::Reverse(prompts[i].ids.len()), i));
-    let mut out: Vec<Vec<usize>> = Vec::new();
-    for i in order {
-        match out.last_mut() {
-            // Sorted longest first, so the batch's first prompt is its longest.
-            Some(batch) if (batch.len() + 1) * prompts[batch[0]].ids.len() <= batch_tokens => batch.push(i),
-            _ => out.push(vec![i]),
-        }
-    }
-    out
-}
-
 fn run_batch(
     base: &Model,
     tuned: &Model,
@@ -110,35 +96,10 @@ fn run_batch(
     opts: &BehaviourOptions,
     out: &mut Collected,
 ) -> Result<()> {
-    let seq = batch.iter().map(|&i| prompts[i].ids.len()).max().unwrap_or(0);
-    let mut ids = Vec::with_capacity(batch.len() * seq);
-    let mut rows = Vec::new(); // (prompt, position) of every real row, in flattened batch order
-    let mut flat = Vec::new();
-    for (r, &p) in batch.iter().enumerate() {
-        let prompt = &prompts[p].ids;
-        // Pad with the row's own last token: masked attention still multiplies 0 × value, so a pad token with
-        // NaN weights would otherwise poison a clean prompt (a prompt's own tokens can only poison itself).
-        let pad = prompt.last().copied().unwrap_or(0);
-        ids.extend(
-            prompt
-                .iter()
-                .copied()
-                .chain(std::iter::repeat_n(pad, seq - prompt.len())),
-        );
-        for pos in 0..prompt.len() {
-            rows.push((p, pos));
-            flat.push(u32::try_from(r * seq + pos).map_err(|_| Error::Internal("batch too large".into()))?);
-        }
-    }
-    let ids = Tensor::from_vec(ids, (batch.len(), seq), base.device())?;
-    let flat = Tensor::new(flat.as_slice(), base.device())?;
-    let real_rows = |model: &Model| -> Result<Tensor> {
-        let normalized = model.forward(&ids, &Hooks::new())?.normalized;
-        let width = normalized.dim(2)?;
-        Ok(normalized
-            .reshape((batch.len() * seq, width))?
-            .index_select(&flat.to_device(model.device())?, 0)?)
-    };
+    let padded = PaddedBatch::new(prompts, batch, base.device())?;
+    let rows = &padded.rows;
+    let real_rows =
+        |model: &Model| -> Result<Tensor> { padded.real_rows(&model.forward(&padded.ids, &Hooks::new())?.normalized) };
     let (base_rows, tuned_rows) = (real_rows(base)?, real_rows(tuned)?);
 
     let vocab = base.config().vocab_size;
@@ -237,7 +198,7 @@ struct TopTokens {
     tuned: Vec<(u32, f32)>,
 }
 
-fn token_probs(tokenizer: &Tokenizer, top: &[(u32, f32)]) -> Vec<TokenProb> {
+pub(crate) fn token_probs(tokenizer: &Tokenizer, top: &[(u32, f32)]) -> Vec<TokenProb> {
     let ids: Vec<u32> = top.iter().map(|&(id, _)| id).collect();
     tokenizer
         .token_strings(&ids)
@@ -427,7 +388,7 @@ pub struct SectionHeader {
     pub warnings: Vec<String>,
 }
 
-fn distribution(s: Summary) -> Distribution {
+pub(crate) fn distribution(s: Summary) -> Distribution {
     Distribution {
         n: s.n,
         mean: s.mean,

@@ -7,6 +7,7 @@
 mod behaviour;
 mod io;
 mod layout;
+mod lens;
 mod weights;
 
 pub use behaviour::{
@@ -16,6 +17,7 @@ pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_repor
 #[cfg(not(target_arch = "wasm32"))]
 pub use io::{write_json_atomic, write_report};
 pub use layout::to_readable_json;
+pub use lens::{LensPoint, LensPosition, LensSection};
 pub use weights::{
     Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
     ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff, WeightTotals, WeightsSection,
@@ -43,6 +45,9 @@ pub struct Report {
     /// Per-token KL divergence between the models on a prompt set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<BehaviourSection>,
+    /// The logit lens: where along the depth the two models' predictions part.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lens: Option<LensSection>,
     /// Sections that were asked for (or are on by default) but not computed, each with the reason.
     #[serde(default)]
     pub skipped: Vec<SkippedSection>,
