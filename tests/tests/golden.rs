@@ -373,9 +373,12 @@ fn skipped_sections_are_listed_with_a_reason() {
     }
     let report = read_report(&sandbox.join("mdiff-report.json")).expect("default report path");
     let sections: Vec<&str> = report.skipped.iter().map(|s| s.section.as_str()).collect();
-    // The fixtures ship config.json and tokenizer.json, so the default KL method runs; the rest are not built yet.
-    assert_eq!(sections, ["swap", "patching", "lens", "crosscoder"]);
+    // The fixtures ship config.json and tokenizer.json, so the default KL and lens methods run; the rest are not
+    // built yet.
+    assert_eq!(sections, ["swap", "patching", "crosscoder"]);
     assert!(report.behaviour.is_some(), "behaviour section");
+    assert!(report.lens.is_some(), "lens section");
+    assert!(run.stdout.contains("logit lens"), "{}", run.stdout);
     assert!(report.skipped.iter().all(|s| !s.reason.is_empty()));
     assert!(run.stdout.contains("behaviour"), "{}", run.stdout);
 }

@@ -94,6 +94,8 @@ pub struct Selection {
     pub token: Option<usize>,
     /// Text the prompt list is filtered by (case-insensitive substring of the prompt text).
     pub prompt_filter: String,
+    /// Index into the lens section's top positions of the one whose layers are tabled.
+    pub lens_position: usize,
 }
 
 /// Sort key of the tensor table.

@@ -58,7 +58,7 @@ fn every_panel_opens_by_its_label() {
         ("Behaviour", "Most divergent positions"),
         ("Weight swap", "No swap section in this report"),
         ("Patching", "No patching section in this report"),
-        ("Logit lens", "No lens section in this report"),
+        ("Logit lens", "through its own final norm and unembedding"),
         ("Crosscoder", "No crosscoder section in this report"),
         ("Overview", "Weights changed"),
     ];
@@ -71,7 +71,7 @@ fn every_panel_opens_by_its_label() {
     }
     // A section that is not in the report says why and which command makes it. The fixture asked for every
     // method (fixtures/README.md); this mdiff skipped the ones it does not implement yet.
-    open_tab(&mut harness, "Logit lens");
+    open_tab(&mut harness, "Crosscoder");
     harness.get_by_label_contains("Skipped: not implemented");
     harness.get_by_label_contains("mdiff compare BASE TUNED --methods weights,kl,swap,patch,lens,crosscoder");
 }
@@ -200,6 +200,26 @@ fn hovering_a_token_shows_its_details() {
 }
 
 #[test]
+fn the_lens_panel_tables_the_layers_of_a_chosen_position() {
+    let report = fixture("tiny-llama-full-ft.json");
+    let lens = report.lens.clone().expect("the fixture report has a lens section");
+    let mut harness = harness(report);
+    open_tab(&mut harness, "Logit lens");
+    harness.get_by_label_contains("the predictions part at layer 2");
+    let second = &lens.top_positions[1];
+    harness
+        .get_by_label_contains(&format!("prompt {} · {}:", second.prompt, second.position))
+        .click();
+    harness.run();
+    harness.get_by_label(&format!(
+        "Prompt {} · position {} {:?}: the lens at every layer",
+        second.prompt, second.position, second.token
+    ));
+    harness.get_by_label("embedding");
+    harness.get_by_label("layer 3");
+}
+
+#[test]
 fn slash_focuses_the_prompt_filter() {
     let mut harness = open_fixture("tiny-llama-full-ft.json");
     open_tab(&mut harness, "Behaviour");
@@ -306,6 +326,13 @@ mod snapshots {
         open_tab(&mut harness, "Behaviour");
         show_a_token(&mut harness);
         snapshot(&mut harness, "behaviour");
+    }
+
+    #[test]
+    fn lens() {
+        let mut harness = open_fixture("tiny-llama-full-ft.json");
+        open_tab(&mut harness, "Logit lens");
+        snapshot(&mut harness, "lens");
     }
 
     #[test]

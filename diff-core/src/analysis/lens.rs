@@ -110,7 +110,7 @@ pub fn lens(
         .ranked
         .iter()
         .map(|&(kl, prompt, position)| {
-            top_tokens_at(pair, &prompts[prompt], position, &points, opts.top_k).map(|(top_base, top_tuned)| {
+            top_tokens_at(pair, &prompts[prompt], position, &points, opts.top_k).map(|[top_base, top_tuned]| {
                 let strings = pair.tokenizer.token_strings(&prompts[prompt].ids);
                 LensPosition {
                     prompt,
@@ -300,6 +300,9 @@ fn logits(model: &Model, rows: &Tensor) -> Result<Vec<f32>> {
     with_f32_values(&model.lens(rows)?, <[f32]>::to_vec)
 }
 
+/// One model's top tokens at each lens point.
+type PerPoint = Vec<Vec<TokenProb>>;
+
 /// Both models' top tokens at every point, at one position (its prompt runs alone: a handful of positions).
 fn top_tokens_at(
     pair: &ModelPair,
@@ -307,7 +310,7 @@ fn top_tokens_at(
     position: usize,
     points: &[HookPoint],
     k: usize,
-) -> Result<(Vec<Vec<TokenProb>>, Vec<Vec<TokenProb>>)> {
+) -> Result<[PerPoint; 2]> {
     let ids = Tensor::new(prompt.ids.as_slice(), pair.base.device())?.unsqueeze(0)?;
     let tops = |model: &Model| -> Result<Vec<Vec<TokenProb>>> {
         let hooks = points.iter().fold(Hooks::new(), |h, &p| h.capture(p));
@@ -324,5 +327,5 @@ fn top_tokens_at(
             })
             .collect()
     };
-    Ok((tops(&pair.base)?, tops(&pair.tuned)?))
+    Ok([tops(&pair.base)?, tops(&pair.tuned)?])
 }

@@ -5,6 +5,7 @@ mod behaviour;
 mod format;
 mod histogram;
 mod legend;
+mod lens;
 mod overview;
 mod tokens;
 mod weights;
@@ -132,7 +133,8 @@ fn section_ui(ui: &mut Ui, doc: &mut Document, tab: Tab, selection: &mut Selecti
         Tab::Section(Method::Weights) => weights::weights_ui(ui, doc, selection),
         Tab::Section(Method::Kl) => behaviour::behaviour_ui(ui, doc, selection),
         // Sections later mdiff versions add; until the report carries them they say how they will be made.
-        Tab::Section(method @ (Method::Swap | Method::Patch | Method::Lens | Method::Crosscoder)) => {
+        Tab::Section(Method::Lens) => lens::lens_ui(ui, doc, selection),
+        Tab::Section(method @ (Method::Swap | Method::Patch | Method::Crosscoder)) => {
             missing_section_ui(ui, doc, method);
         }
     }
