@@ -151,4 +151,8 @@ fn a_lora_on_every_layer_drifts_from_the_first_block() {
     assert!(lengths[..used].iter().sum::<usize>() <= 64 || used == 1);
     assert!(lengths[..=used].iter().sum::<usize>() > 64);
     assert_eq!(lens["max_positions"], 64);
+    // A budget of no positions is a usage error, as clap reports them.
+    let zero = sb.mdiff(&["compare", "a", "b", "--lens-positions", "0"]);
+    assert_eq!(zero.code, 2, "{}", zero.stderr);
+    assert!(zero.stderr.contains("'0' for '--lens-positions"), "{}", zero.stderr);
 }

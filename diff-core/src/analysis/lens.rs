@@ -199,12 +199,20 @@ impl Accumulator {
         // Per point and row: [drift, residual drift, base→final, tuned→final] and top-1 agreement; None where a
         // lens is not finite.
         let mut per_point = Vec::with_capacity(rows_base.len());
-        for (rb, rt) in rows_base.iter().zip(rows_tuned) {
-            let (lb, lt, cross) = (logits(base, rb)?, logits(tuned, rt)?, logits(base, rt)?);
-            let drift = compare_chunk(&lb, &lt, vocab, &none);
-            let residual = compare_chunk(&lb, &cross, vocab, &none);
-            let base_final = compare_chunk(&final_base, &lb, vocab, &none);
-            let tuned_final = compare_chunk(&final_tuned, &lt, vocab, &none);
+        for (i, (rb, rt)) in rows_base.iter().zip(rows_tuned).enumerate() {
+            // The last point's own lenses are the outputs computed above: not unembedded twice.
+            let earlier;
+            let (lb, lt): (&[f32], &[f32]) = if i == last {
+                (&final_base, &final_tuned)
+            } else {
+                earlier = (logits(base, rb)?, logits(tuned, rt)?);
+                (&earlier.0, &earlier.1)
+            };
+            let cross = logits(base, rt)?;
+            let drift = compare_chunk(lb, lt, vocab, &none);
+            let residual = compare_chunk(lb, &cross, vocab, &none);
+            let base_final = compare_chunk(&final_base, lb, vocab, &none);
+            let tuned_final = compare_chunk(&final_tuned, lt, vocab, &none);
             let scores: Vec<Option<([f64; 4], bool)>> = drift
                 .into_iter()
                 .zip(residual)
