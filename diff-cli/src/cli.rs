@@ -34,6 +34,7 @@ Examples:
   mdiff compare base/ lora-adapter/ -o lora-report.json
   mdiff compare base.safetensors tuned.safetensors --methods weights --json > report.json
   mdiff compare base/ tuned/ --methods kl --prompts prompts.jsonl --device cuda --dtype bf16
+  mdiff compare base/ tuned/ --methods kl,swap,patch --layers 10-15 --patch-positions 2
 
 Prompt files: .txt (one prompt per line), .jsonl ({\"text\": ...} or {\"messages\": [{\"role\", \"content\"}]} per
 line; messages are rendered with the model's chat template) or .json (an array of those objects). Without --prompts
@@ -110,6 +111,48 @@ pub struct CompareArgs {
     /// Each costs three unembeddings per layer.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub lens_positions: u32,
+    /// Positions weight swapping and activation patching score: the first prompts of the set, whole, up to this
+    /// many. Every swapped part or patched cell runs the models over them again.
+    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    pub localize_positions: u32,
+    /// Layers swap and patch sweep, e.g. 0,3,10-15 (default: all).
+    #[arg(long, value_name = "LIST", value_parser = parse_layers)]
+    pub layers: Option<Layers>,
+    /// What one swap row puts back: component (attention and MLP per layer) or tensor (each projection and norm).
+    #[arg(long, default_value = "component", value_parser = ["component", "tensor"])]
+    pub swap_granularity: String,
+    /// Activations patch copies, comma-separated: resid_pre, attn_out, mlp_out.
+    #[arg(long, value_delimiter = ',', default_value = "resid_pre,attn_out,mlp_out", value_parser = ["resid_pre", "attn_out", "mlp_out"])]
+    pub patch_sites: Vec<String>,
+    /// Also patch one position at a time (layer × position) on the N prompts with the largest KL.
+    #[arg(long, value_name = "N", default_value_t = 0)]
+    pub patch_positions: usize,
+    /// Patch one position at a time on these prompts (indices into the prompt set, from 0) instead.
+    #[arg(long, value_name = "LIST", value_delimiter = ',')]
+    pub patch_prompts: Option<Vec<usize>>,
+}
+
+/// Layer indices from `--layers`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layers(pub Vec<usize>);
+
+/// `0,3,10-15` → [0, 3, 10, 11, 12, 13, 14, 15].
+fn parse_layers(text: &str) -> Result<Layers, String> {
+    let bad = || format!("{text:?} is not a layer list; write e.g. 0,3,10-15");
+    let mut layers = Vec::new();
+    for part in text.split(',').map(str::trim) {
+        match part.split_once('-') {
+            Some((a, b)) => {
+                let (a, b): (usize, usize) = (a.trim().parse().map_err(|_| bad())?, b.trim().parse().map_err(|_| bad())?);
+                if a > b {
+                    return Err(bad());
+                }
+                layers.extend(a..=b);
+            }
+            None => layers.push(part.parse().map_err(|_| bad())?),
+        }
+    }
+    Ok(Layers(layers))
 }
 
 /// `mdiff inspect`.
@@ -160,6 +203,14 @@ mod tests {
         };
         assert_eq!(args.methods, vec![Method::Weights, Method::Kl]);
         assert!(Cli::try_parse_from(["mdiff", "compare", "a", "b", "--methods", "nope"]).is_err());
+    }
+
+    #[test]
+    fn layer_lists_parse_ranges() {
+        assert_eq!(parse_layers("0,3,5-7").unwrap(), Layers(vec![0, 3, 5, 6, 7]));
+        assert!(parse_layers("7-5").is_err());
+        assert!(parse_layers("a").is_err());
+        assert!(parse_layers("").is_err());
     }
 
     #[test]

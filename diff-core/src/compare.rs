@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::analysis::{
-    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, PairOptions, PairPlan, SectionHeader, behaviour, lens,
-    prepare_prompts,
+    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts,
+    SectionHeader, SwapOptions, behaviour, layerwise_mismatch, lens, patch, prepare_prompts, selected_layers, swap,
 };
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};
@@ -39,6 +39,10 @@ pub struct CompareOptions {
     pub behaviour: BehaviourOptions,
     /// Knobs of the logit lens.
     pub lens: LensOptions,
+    /// Knobs of weight swapping.
+    pub swap: SwapOptions,
+    /// Knobs of activation patching.
+    pub patch: PatchOptions,
 }
 
 impl Default for CompareOptions {
@@ -54,6 +58,8 @@ impl Default for CompareOptions {
             tokenizer: None,
             behaviour: BehaviourOptions::default(),
             lens: LensOptions::default(),
+            swap: SwapOptions::default(),
+            patch: PatchOptions::default(),
         }
     }
 }
@@ -80,6 +86,8 @@ pub fn compare(
     let mut weights = None;
     let mut behaviour_section = None;
     let mut lens_section = None;
+    let mut swap_section = None;
+    let mut patch_section = None;
     // Everything the user can get wrong is checked before the long stages start.
     let device = parse_device(&opts.device)?;
     let dtype = parse_dtype(&opts.dtype)?;
@@ -89,13 +97,13 @@ pub fn compare(
         config: opts.config.clone(),
         tokenizer: opts.tokenizer.clone(),
     };
-    let runs_models = |m: &Method| matches!(m, Method::Kl | Method::Lens);
+    let runs_models = |m: &Method| matches!(m, Method::Kl | Method::Lens | Method::Swap | Method::Patch);
     let mut behavioural = if methods.iter().any(runs_models) {
-        Behavioural::prepare(base, tuned, opts, &pair_opts)?
+        Behavioural::prepare(base, tuned, opts, &methods, &pair_opts)?
     } else {
         if opts.prompts.is_some() {
             return Err(Error::Usage(
-                "--prompts is only used by the behavioural methods; add kl or lens to --methods".into(),
+                "--prompts is only used by the behavioural methods; add kl, swap, patch or lens to --methods".into(),
             ));
         }
         Behavioural::NotAsked
@@ -120,8 +128,18 @@ pub fn compare(
                     progress,
                 )?);
             }
-            Method::Kl | Method::Lens => match &mut behavioural {
+            Method::Kl | Method::Lens | Method::Swap | Method::Patch => match &mut behavioural {
                 Behavioural::Ready(prepared) => {
+                    if method != Method::Kl
+                        && let Some(reason) = &prepared.layerwise_mismatch
+                    {
+                        skipped.push(SkippedSection {
+                            section: method.section().to_string(),
+                            method,
+                            reason: reason.clone(),
+                        });
+                        continue;
+                    }
                     if pair.is_none() {
                         let plan = prepared
                             .plan
@@ -135,12 +153,15 @@ pub fn compare(
                     let pair = pair
                         .as_ref()
                         .ok_or_else(|| Error::Internal("models not loaded".into()))?;
-                    if method == Method::Kl {
-                        let header = prepared.header.clone();
-                        behaviour_section =
-                            Some(behaviour(pair, &prepared.prompts, &opts.behaviour, header, progress)?);
-                    } else {
-                        lens_section = Some(lens(pair, &prepared.prompts, &opts.lens, progress)?);
+                    let prompts = &prepared.prompts;
+                    match method {
+                        Method::Kl => {
+                            let header = prepared.header.clone();
+                            behaviour_section = Some(behaviour(pair, prompts, &opts.behaviour, header, progress)?);
+                        }
+                        Method::Swap => swap_section = Some(swap(pair, prompts, &opts.swap, progress)?),
+                        Method::Patch => patch_section = Some(patch(pair, prompts, &opts.patch, progress)?),
+                        _ => lens_section = Some(lens(pair, prompts, &opts.lens, progress)?),
                     }
                 }
                 Behavioural::Missing(reason) => skipped.push(SkippedSection {
@@ -173,6 +194,8 @@ pub fn compare(
         },
         weights,
         behaviour: behaviour_section,
+        swap: swap_section,
+        patching: patch_section,
         lens: lens_section,
         skipped,
         timings_ms,
@@ -196,10 +219,18 @@ struct Prepared {
     prompts: Vec<EncodedPrompt>,
     /// Describes the prompts in the section.
     header: SectionHeader,
+    /// Why lens, swap and patching cannot run on this pair, if they cannot.
+    layerwise_mismatch: Option<String>,
 }
 
 impl Behavioural {
-    fn prepare(base: &Checkpoint, tuned: &Checkpoint, opts: &CompareOptions, pair_opts: &PairOptions) -> Result<Self> {
+    fn prepare(
+        base: &Checkpoint,
+        tuned: &Checkpoint,
+        opts: &CompareOptions,
+        methods: &[Method],
+        pair_opts: &PairOptions,
+    ) -> Result<Self> {
         let prompts = match &opts.prompts {
             Some(path) => read_prompt_file(path)?,
             None => builtin_prompts(),
@@ -211,6 +242,22 @@ impl Behavioural {
         let (encoded, mut warnings) =
             prepare_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;
         warnings.splice(0..0, plan.warnings().iter().cloned());
+        let mismatch = layerwise_mismatch(plan.base_config(), plan.tuned_config());
+        let localizes = methods.iter().any(|m| matches!(m, Method::Swap | Method::Patch));
+        if localizes && mismatch.is_none() {
+            // Flags that name layers or prompts are checked now, not after the models load.
+            let depth = plan.base_config().num_layers;
+            selected_layers(opts.swap.layers.as_deref(), depth)?;
+            selected_layers(opts.patch.layers.as_deref(), depth)?;
+            if let PositionPrompts::Chosen(chosen) = &opts.patch.positions
+                && let Some(bad) = chosen.iter().find(|&&p| p >= encoded.len())
+            {
+                return Err(Error::Usage(format!(
+                    "--patch-prompts {bad} is out of range: the prompt set has {} prompts, numbered from 0",
+                    encoded.len()
+                )));
+            }
+        }
         let header = SectionHeader {
             prompts_source: prompts.source.to_string(),
             dtype: pair_opts.dtype.as_str().to_string(),
@@ -220,6 +267,7 @@ impl Behavioural {
             plan: Some(plan),
             prompts: encoded,
             header,
+            layerwise_mismatch: mismatch,
         })))
     }
 }

@@ -3,6 +3,7 @@
 use std::fmt::Write;
 
 use anyhow::Context;
+use mdiff_core::analysis::{PatchOptions, PositionPrompts, SwapOptions};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::compare::{CompareOptions, compare};
 use mdiff_core::report::{CheckpointKind, ModelInput, Report, WeightsSection, write_report};
@@ -34,6 +35,24 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     opts.behaviour.token_top_k = usize::from(args.token_top_k);
     opts.lens.max_positions = args.lens_positions as usize;
     opts.lens.batch_tokens = args.batch_tokens as usize;
+    let layers = args.layers.as_ref().map(|l| l.0.clone());
+    opts.swap = SwapOptions {
+        granularity: args.swap_granularity.parse()?,
+        max_positions: args.localize_positions as usize,
+        batch_tokens: args.batch_tokens as usize,
+        layers: layers.clone(),
+    };
+    opts.patch = PatchOptions {
+        max_positions: args.localize_positions as usize,
+        batch_tokens: args.batch_tokens as usize,
+        layers,
+        sites: args.patch_sites.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+        positions: match &args.patch_prompts {
+            Some(chosen) => PositionPrompts::Chosen(chosen.clone()),
+            None if args.patch_positions > 0 => PositionPrompts::MostDivergent(args.patch_positions),
+            None => PositionPrompts::Off,
+        },
+    };
     let report = compare(&base, &tuned, &opts, &Bar::new())?;
     write_report(&report, &args.output)?;
     for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {
@@ -76,6 +95,12 @@ pub fn summary(report: &Report, top: usize) -> String {
     }
     if let Some(behaviour) = &report.behaviour {
         super::behaviour_summary::write(&mut out, behaviour, &report.settings.device, top);
+    }
+    if let Some(swap) = &report.swap {
+        super::localize_summary::write_swap(&mut out, swap, top);
+    }
+    if let Some(patching) = &report.patching {
+        super::localize_summary::write_patch(&mut out, patching, top);
     }
     if let Some(lens) = &report.lens {
         super::lens_summary::write(&mut out, lens);

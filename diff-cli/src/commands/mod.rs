@@ -4,6 +4,7 @@ mod behaviour_summary;
 pub mod compare;
 pub mod inspect;
 mod lens_summary;
+mod localize_summary;
 pub mod view;
 
 use std::io::Write;

@@ -23,6 +23,18 @@ pub(crate) fn batches(prompts: &[EncodedPrompt], batch_tokens: usize) -> Vec<Vec
     out
 }
 
+/// How many leading prompts fit in `max_positions` (at least one non-empty prompt, when there is one).
+pub(crate) fn prompts_within(prompts: &[EncodedPrompt], max_positions: usize) -> usize {
+    let mut total = 0;
+    for (i, p) in prompts.iter().enumerate() {
+        total += p.ids.len();
+        if total > max_positions && total > p.ids.len() {
+            return i;
+        }
+    }
+    prompts.len()
+}
+
 /// One batch of prompts as model input, and where its real (unpadded) rows are.
 pub(crate) struct PaddedBatch {
     /// Token ids `[batch, seq]`.

@@ -15,7 +15,7 @@ use crate::progress::Progress;
 use crate::report::{LensPoint, LensPosition, LensSection, TokenProb};
 use crate::stats::{RunningMean, compare_chunk, summarize, top_k};
 
-use super::batch::{PaddedBatch, batches};
+use super::batch::{PaddedBatch, batches, prompts_within};
 use super::behaviour::{distribution, token_probs};
 use super::{EncodedPrompt, ModelPair};
 
@@ -125,18 +125,6 @@ pub fn lens(
         })
         .collect::<Result<Vec<_>>>()?;
     Ok(acc.into_section(&points, used, opts.max_positions, top_positions))
-}
-
-/// How many leading prompts fit in `max_positions` (at least one non-empty prompt, when there is one).
-fn prompts_within(prompts: &[EncodedPrompt], max_positions: usize) -> usize {
-    let mut total = 0;
-    for (i, p) in prompts.iter().enumerate() {
-        total += p.ids.len();
-        if total > max_positions && total > p.ids.len() {
-            return i;
-        }
-    }
-    prompts.len()
 }
 
 /// Each lens point's real rows `[rows, d_model]` for one batch.

@@ -8,9 +8,61 @@ mod batch;
 pub mod behaviour;
 mod lens;
 mod pair;
+mod patch;
 mod prepare;
+mod scoring;
+mod swap;
 
 pub use behaviour::{BehaviourOptions, SectionHeader, behaviour};
 pub use lens::{LensOptions, lens};
 pub use pair::{ModelPair, PairOptions, PairPlan};
+pub use patch::{PatchOptions, PositionPrompts, Site, patch};
 pub use prepare::{EncodedPrompt, prepare_prompts};
+pub use swap::{Granularity, SwapOptions, swap};
+
+use crate::error::{Error, Result};
+use crate::model::{Model, ModelConfig};
+
+/// Why the layer-by-layer methods (lens, swap, patching) cannot line the two models up, if they cannot: they
+/// need one family, depth, width and vocabulary. Weights and KL still run on such a pair.
+#[must_use]
+pub fn layerwise_mismatch(base: &ModelConfig, tuned: &ModelConfig) -> Option<String> {
+    let same = base.family == tuned.family
+        && base.num_layers == tuned.num_layers
+        && base.hidden_size == tuned.hidden_size
+        && base.vocab_size == tuned.vocab_size;
+    (!same).then(|| {
+        format!(
+            "the models differ in shape (base {} layers × {} wide, tuned {} × {}); layer-by-layer methods need              a model and its own fine-tune",
+            base.num_layers, base.hidden_size, tuned.num_layers, tuned.hidden_size
+        )
+    })
+}
+
+/// [`layerwise_mismatch`] as an error, for the analyses' own guard.
+pub(crate) fn check_same_shape(base: &Model, tuned: &Model) -> Result<()> {
+    match layerwise_mismatch(base.config(), tuned.config()) {
+        Some(reason) => Err(Error::Incompatible(reason)),
+        None => Ok(()),
+    }
+}
+
+/// The layers a localization sweep covers: `layers` (sorted, deduplicated), or all `n`.
+///
+/// # Errors
+/// [`Error::Usage`] for a layer the models do not have.
+pub fn selected_layers(layers: Option<&[usize]>, n: usize) -> Result<Vec<usize>> {
+    let Some(layers) = layers else {
+        return Ok((0..n).collect());
+    };
+    if let Some(bad) = layers.iter().find(|&&l| l >= n) {
+        return Err(Error::Usage(format!(
+            "--layers {bad} is out of range: the models have {n} layers, numbered 0 to {}",
+            n.saturating_sub(1)
+        )));
+    }
+    let mut layers = layers.to_vec();
+    layers.sort_unstable();
+    layers.dedup();
+    Ok(layers)
+}

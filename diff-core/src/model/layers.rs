@@ -40,6 +40,20 @@ impl Linear {
 }
 
 impl Linear {
+    /// The weight `[out, in]` and the bias `[out]`.
+    #[must_use]
+    pub fn parts(&self) -> (&Tensor, Option<&Tensor>) {
+        (&self.weight, self.bias.as_ref())
+    }
+
+    /// Output width.
+    ///
+    /// # Errors
+    /// Never for a weight built by [`Linear::new`] from a matrix.
+    pub fn rows(&self) -> Result<usize> {
+        Ok(self.weight.dim(0)?)
+    }
+
     /// Stacks layers that read the same input into one whose output is their outputs side by side.
     ///
     /// # Errors

@@ -13,12 +13,14 @@ pub mod layers;
 mod llama;
 mod loader;
 mod rope;
+mod transplant;
 
 pub use config::{Activation, Family, ModelConfig, RopeConfig, RopeScaling, SUPPORTED};
 pub use device::{device_name, parse_device, parse_dtype};
 pub use hooks::{Captured, HookPoint, Hooks, Replacement};
 pub use kernels::with_f32_values;
 pub use rope::{Rope, RopeTables, inverse_frequencies};
+pub use transplant::{Part, Piece};
 
 use candle_core::{DType, Device, Tensor};
 
@@ -47,8 +49,9 @@ pub(crate) fn attention_scale(c: &ModelConfig, layer: usize) -> f64 {
     }
 }
 
-/// A loaded model ready to run.
-#[derive(Debug)]
+/// A loaded model ready to run. Cloning shares the weights (tensors are reference-counted), which is how
+/// [`Model::transplant`] builds hybrids without copying a model.
+#[derive(Debug, Clone)]
 pub struct Model {
     config: ModelConfig,
     embed: Tensor,
@@ -59,6 +62,38 @@ pub struct Model {
     rope: Option<Rope>,
     device: Device,
     dtype: DType,
+}
+
+/// Where a resumed pass enters the network: the residual stream before block `L` (`L` = the number of blocks
+/// leaves only the final norm), or between block `L`'s attention and its MLP.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Stage {
+    /// `blocks.{L}.hook_resid_pre`.
+    Pre(usize),
+    /// `blocks.{L}.hook_resid_mid`.
+    Mid(usize),
+}
+
+impl Stage {
+    /// The stage that `point`'s residual stream feeds, for the residual points.
+    #[must_use]
+    pub fn after(point: HookPoint) -> Option<Self> {
+        match point {
+            HookPoint::ResidPre(l) => Some(Self::Pre(l)),
+            HookPoint::ResidMid(l) => Some(Self::Mid(l)),
+            HookPoint::ResidPost(l) => Some(Self::Pre(l + 1)),
+            _ => None,
+        }
+    }
+
+    /// Attention and MLP sublayers a pass from here through `layers` blocks evaluates.
+    #[must_use]
+    pub fn sublayers_left(self, layers: usize) -> usize {
+        match self {
+            Self::Pre(l) => 2 * layers.saturating_sub(l),
+            Self::Mid(l) => (2 * layers.saturating_sub(l)).saturating_sub(1),
+        }
+    }
 }
 
 /// The result of a forward pass.
@@ -159,7 +194,8 @@ impl Model {
             };
             resid = (resid + pos)?;
         }
-        self.run_blocks(0, resid, hooks, captured)
+        let resid = self.run_blocks(Stage::Pre(0), self.blocks.len(), resid, hooks, &mut captured)?;
+        self.finish(&resid, hooks, captured)
     }
 
     /// Runs blocks `layer..` from the residual stream entering block `layer` (`[batch, seq, d_model]`), as
@@ -168,15 +204,47 @@ impl Model {
     /// # Errors
     /// [`Error::Usage`] for a layer past the last block; as [`Model::forward`].
     pub fn forward_from(&self, layer: usize, resid: &Tensor, hooks: &Hooks) -> Result<Forward> {
-        if layer > self.blocks.len() {
+        self.resume(Stage::Pre(layer), resid, hooks)
+    }
+
+    /// Runs the rest of the network from `stage`, given the residual stream there (`[batch, seq, d_model]`): what
+    /// a full pass would compute if its residual stream at `stage` were `resid`. Hooks before `stage` are not
+    /// reached.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a stage past the last block; as [`Model::forward`].
+    pub fn resume(&self, stage: Stage, resid: &Tensor, hooks: &Hooks) -> Result<Forward> {
+        let mut captured = Captured::default();
+        let resid = self.run_layers(stage, self.blocks.len(), resid, hooks, &mut captured)?;
+        self.finish(&resid, hooks, captured)
+    }
+
+    /// The raw residual stream after blocks `stage..end` (no final norm): a slice of the network, so hybrids
+    /// can chain slices of two models.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a stage or end past the last block; as [`Model::forward`].
+    pub fn run_layers(
+        &self,
+        stage: Stage,
+        end: usize,
+        resid: &Tensor,
+        hooks: &Hooks,
+        captured: &mut Captured,
+    ) -> Result<Tensor> {
+        let n = self.blocks.len();
+        let valid = match stage {
+            Stage::Pre(l) => l <= end,
+            Stage::Mid(l) => l < end,
+        };
+        if end > n || !valid {
             return Err(Error::Usage(format!(
-                "cannot start at layer {layer}: the model has {} blocks",
-                self.blocks.len()
+                "cannot run from {stage:?} to block {end}: the model has {n} blocks"
             )));
         }
         self.check_hooks(hooks)?;
         let resid = resid.to_device(&self.device)?.to_dtype(self.dtype)?;
-        self.run_blocks(layer, resid, hooks, Captured::default())
+        self.run_blocks(stage, end, resid, hooks, captured)
     }
 
     /// Refuses hooks that would never fire, so a typo cannot silently do nothing.
@@ -202,7 +270,21 @@ impl Model {
         Ok(())
     }
 
-    fn run_blocks(&self, start: usize, mut resid: Tensor, hooks: &Hooks, mut captured: Captured) -> Result<Forward> {
+    fn run_blocks(
+        &self,
+        start: Stage,
+        end: usize,
+        mut resid: Tensor,
+        hooks: &Hooks,
+        captured: &mut Captured,
+    ) -> Result<Tensor> {
+        let (first, skip_attn) = match start {
+            Stage::Pre(l) => (l, false),
+            Stage::Mid(l) => (l, true),
+        };
+        if first >= end {
+            return Ok(resid);
+        }
         let t = resid.dim(1)?;
         let c = &self.config;
         let group = c.num_heads / c.num_kv_heads;
@@ -215,24 +297,32 @@ impl Model {
             Some(r) => Some(r.tables(t, &self.device, self.dtype)?),
             None => None,
         };
-        for (layer, block) in self.blocks.iter().enumerate().skip(start) {
-            resid = hooks.apply(HookPoint::ResidPre(layer), resid, &mut captured)?;
-            let mask = match &windowed {
-                Some(w) if layer >= c.sliding_window_from_layer => w,
-                _ => &mask,
-            };
-            let attn = block
-                .attn
-                .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask)?;
-            let attn = hooks.apply(HookPoint::AttnOut(layer), attn, &mut captured)?;
-            resid = hooks.apply(HookPoint::ResidMid(layer), (resid + attn)?, &mut captured)?;
+        for (layer, block) in self.blocks.iter().enumerate().take(end).skip(first) {
+            if !(skip_attn && layer == first) {
+                resid = hooks.apply(HookPoint::ResidPre(layer), resid, captured)?;
+                let mask = match &windowed {
+                    Some(w) if layer >= c.sliding_window_from_layer => w,
+                    _ => &mask,
+                };
+                let attn = block
+                    .attn
+                    .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask)?;
+                let attn = hooks.apply(HookPoint::AttnOut(layer), attn, captured)?;
+                resid = (resid + attn)?;
+            }
+            resid = hooks.apply(HookPoint::ResidMid(layer), resid, captured)?;
             let mlp = block.mlp.forward(&block.mlp_norm.forward(&resid)?)?;
-            let mlp = hooks.apply(HookPoint::MlpOut(layer), mlp, &mut captured)?;
-            resid = hooks.apply(HookPoint::ResidPost(layer), (resid + mlp)?, &mut captured)?;
+            let mlp = hooks.apply(HookPoint::MlpOut(layer), mlp, captured)?;
+            resid = hooks.apply(HookPoint::ResidPost(layer), (resid + mlp)?, captured)?;
         }
+        Ok(resid)
+    }
+
+    /// The final norm, after the last block.
+    fn finish(&self, resid: &Tensor, hooks: &Hooks, mut captured: Captured) -> Result<Forward> {
         let normalized = hooks.apply(
             HookPoint::FinalNormalized,
-            self.final_norm.forward(&resid)?,
+            self.final_norm.forward(resid)?,
             &mut captured,
         )?;
         Ok(Forward { normalized, captured })

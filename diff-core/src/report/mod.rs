@@ -8,6 +8,8 @@ mod behaviour;
 mod io;
 mod layout;
 mod lens;
+mod patch;
+mod swap;
 mod weights;
 
 pub use behaviour::{
@@ -18,6 +20,8 @@ pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_repor
 pub use io::{write_json_atomic, write_report};
 pub use layout::to_readable_json;
 pub use lens::{LensPoint, LensPosition, LensSection};
+pub use patch::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};
+pub use swap::{CumulativeSwap, SwapRow, SwapSection};
 pub use weights::{
     Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
     ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff, WeightTotals, WeightsSection,
@@ -45,6 +49,12 @@ pub struct Report {
     /// Per-token KL divergence between the models on a prompt set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub behaviour: Option<BehaviourSection>,
+    /// Weight swapping: which parts of the tuned model carry the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub swap: Option<SwapSection>,
+    /// Activation patching: which activations carry the change.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub patching: Option<PatchSection>,
     /// The logit lens: where along the depth the two models' predictions part.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lens: Option<LensSection>,
