@@ -71,7 +71,8 @@ fn check(name: &str, tuned: &str) {
 fn generate(tuned: &str) -> String {
     let sandbox = Sandbox::new();
     let output = sandbox.join("report.json");
-    let mut args: Vec<OsString> = ["compare", BASE, tuned, "--threads", "1", "-o"]
+    // Two per-position patching sweeps, so the viewer's layer × position panel has something to show.
+    let mut args: Vec<OsString> = ["compare", BASE, tuned, "--threads", "1", "--patch-positions", "2", "-o"]
         .map(OsString::from)
         .to_vec();
     args.push(output.clone().into());

@@ -373,11 +373,16 @@ fn skipped_sections_are_listed_with_a_reason() {
     }
     let report = read_report(&sandbox.join("mdiff-report.json")).expect("default report path");
     let sections: Vec<&str> = report.skipped.iter().map(|s| s.section.as_str()).collect();
-    // The fixtures ship config.json and tokenizer.json, so the default KL and lens methods run; the rest are not
-    // built yet.
-    assert_eq!(sections, ["swap", "patching", "crosscoder"]);
+    // The fixtures ship config.json and tokenizer.json, so the default behavioural methods run; crosscoders are
+    // not built yet.
+    assert_eq!(sections, ["crosscoder"]);
     assert!(report.behaviour.is_some(), "behaviour section");
     assert!(report.lens.is_some(), "lens section");
+    assert!(
+        report.swap.is_some() && report.patching.is_some(),
+        "localization sections"
+    );
+    assert!(run.stdout.contains("weight swap") && run.stdout.contains("activation patching"));
     assert!(run.stdout.contains("logit lens"), "{}", run.stdout);
     assert!(report.skipped.iter().all(|s| !s.reason.is_empty()));
     assert!(run.stdout.contains("behaviour"), "{}", run.stdout);

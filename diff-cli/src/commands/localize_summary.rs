@@ -22,7 +22,11 @@ pub fn write_swap(out: &mut String, swap: &SwapSection, top: usize) {
         num(swap.kl_tuned_base)
     );
     let mut rows: Vec<_> = swap.rows.iter().collect();
-    rows.sort_by(|a, b| b.removed.unwrap_or(f64::NEG_INFINITY).total_cmp(&a.removed.unwrap_or(f64::NEG_INFINITY)));
+    rows.sort_by(|a, b| {
+        b.removed
+            .unwrap_or(f64::NEG_INFINITY)
+            .total_cmp(&a.removed.unwrap_or(f64::NEG_INFINITY))
+    });
     let mut table = Table::new(&["part", "removed", "introduced"]);
     for row in rows.iter().take(top) {
         table.row(vec![row.part.clone(), pct(row.removed), pct(row.introduced)]);
@@ -52,7 +56,11 @@ pub fn write_swap(out: &mut String, swap: &SwapSection, top: usize) {
         None => {}
     }
     // Where the cumulative sweep first removes half: how concentrated the change is along the depth.
-    if let Some(half) = swap.cumulative.iter().find(|c| c.prefix_removed.is_some_and(|r| r >= 0.5)) {
+    if let Some(half) = swap
+        .cumulative
+        .iter()
+        .find(|c| c.prefix_removed.is_some_and(|r| r >= 0.5))
+    {
         let _ = writeln!(
             out,
             "  blocks 0–{} swapped together remove {}; all blocks remove {}",
@@ -91,7 +99,11 @@ pub fn write_patch(out: &mut String, patch: &PatchSection, top: usize) {
     );
     let mut table = Table::new(&["hook", "tuned→base", "base→tuned"]);
     for cell in cells.iter().take(top) {
-        table.row(vec![cell.hook.clone(), pct(cell.tuned_into_base), pct(cell.base_into_tuned)]);
+        table.row(vec![
+            cell.hook.clone(),
+            pct(cell.tuned_into_base),
+            pct(cell.base_into_tuned),
+        ]);
     }
     out.push_str(&table.render("  "));
     for sweep in &patch.position_sweeps {
@@ -124,5 +136,9 @@ fn rows(n: u64) -> f64 {
 }
 
 fn ratio(done: f64, naive: f64) -> String {
-    if naive > 0.0 { format!("{:.2}×", done / naive) } else { "–".into() }
+    if naive > 0.0 {
+        format!("{:.2}×", done / naive)
+    } else {
+        "–".into()
+    }
 }

@@ -197,7 +197,11 @@ pub fn patch(
             refs[0].kl_to(&refs[1], Direction::ReferenceToRun),
             refs[1].kl_to(&refs[0], Direction::ReferenceToRun),
         ];
-        let scored: Vec<bool> = kl[0].iter().zip(&kl[1]).map(|(a, b)| a.is_finite() && b.is_finite()).collect();
+        let scored: Vec<bool> = kl[0]
+            .iter()
+            .zip(&kl[1])
+            .map(|(a, b)| a.is_finite() && b.is_finite())
+            .collect();
         scored_positions += scored.iter().filter(|s| **s).count() as u64;
         for ((&(prompt, _), &s), &v) in padded.rows.iter().zip(&scored).zip(&kl[0]) {
             if s {
@@ -389,7 +393,9 @@ impl<'a> Sweep<'a> {
                     corrupt.resume_input(layer, site, clean.get(site.hook(layer))?)
                 })
                 .collect::<Result<Vec<_>>>()?;
-            let out = model.resume(stage, &Tensor::cat(&inputs, 0)?, &Hooks::new())?.normalized;
+            let out = model
+                .resume(stage, &Tensor::cat(&inputs, 0)?, &Hooks::new())?
+                .normalized;
             count_pass(&mut self.work, stage, n, members.len() * batch * seq);
             for (k, &i) in members.iter().enumerate() {
                 let rows_k = padded.real_rows(&out.narrow(0, k * batch, batch)?)?;

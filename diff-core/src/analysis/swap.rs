@@ -123,7 +123,12 @@ pub fn swap(
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let hosts = [Host::run(tuned, base, &padded)?, Host::run(base, tuned, &padded)?];
         let reference = Reference::new(base, &padded.real_rows(&hosts[1].normalized)?)?;
-        let kl = reference.kl(tuned, &padded.real_rows(&hosts[0].normalized)?, 0, Direction::RunToReference)?;
+        let kl = reference.kl(
+            tuned,
+            &padded.real_rows(&hosts[0].normalized)?,
+            0,
+            Direction::RunToReference,
+        )?;
         // Positions where the models' own divergence is not finite cannot be shared out: left out of every sum.
         let scored: Vec<bool> = kl.iter().map(|v| v.is_finite()).collect();
         scored_positions += scored.iter().filter(|s| **s).count() as u64;
@@ -284,17 +289,25 @@ impl<'a> Host<'a> {
                 if prefix.0 > layer + 1 {
                     *prefix = (0, self.resid[0].clone());
                 }
-                let resid = self
-                    .donor
-                    .run_layers(Stage::Pre(prefix.0), layer + 1, &prefix.1, &none, &mut Captured::default())?;
+                let resid = self.donor.run_layers(
+                    Stage::Pre(prefix.0),
+                    layer + 1,
+                    &prefix.1,
+                    &none,
+                    &mut Captured::default(),
+                )?;
                 *prefix = (layer + 1, resid.clone());
                 let out = self.model.resume(Stage::Pre(layer + 1), &resid, &none)?.normalized;
                 (self.model.clone(), out)
             }
             Swapped::Suffix(layer) => {
-                let resid =
-                    self.donor
-                        .run_layers(Stage::Pre(layer), n, &self.resid[layer], &none, &mut Captured::default())?;
+                let resid = self.donor.run_layers(
+                    Stage::Pre(layer),
+                    n,
+                    &self.resid[layer],
+                    &none,
+                    &mut Captured::default(),
+                )?;
                 let out = self.model.resume(Stage::Pre(n), &resid, &none)?.normalized;
                 (self.model.clone(), out)
             }

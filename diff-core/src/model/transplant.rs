@@ -8,9 +8,9 @@ use std::fmt;
 
 use candle_core::Tensor;
 
+use super::Model;
 use super::config::Family;
 use super::layers::{Block, Linear, Mlp};
-use super::Model;
 use crate::error::{Error, Result};
 
 /// What can be taken from the other model.
@@ -96,9 +96,13 @@ impl Piece {
     #[must_use]
     pub fn component(self) -> &'static str {
         match self {
-            Self::Attn | Self::AttnNorm | Self::Query | Self::Key | Self::Value | Self::QueryKeyValue | Self::AttnOutput => {
-                "attn"
-            }
+            Self::Attn
+            | Self::AttnNorm
+            | Self::Query
+            | Self::Key
+            | Self::Value
+            | Self::QueryKeyValue
+            | Self::AttnOutput => "attn",
             Self::Mlp | Self::MlpNorm | Self::Gate | Self::Up | Self::Down | Self::Fc | Self::Proj => "mlp",
         }
     }
@@ -226,7 +230,12 @@ fn transplant_piece(host: &mut Block, from: &Block, piece: Piece, family: Family
         Piece::Value => host.attn.qkv = host.attn.qkv.with_rows_from(&a.qkv, q + kv, kv)?,
         Piece::Gate | Piece::Up | Piece::Down | Piece::Fc | Piece::Proj => {
             match (&mut host.mlp, &from.mlp) {
-                (Mlp::Gated { gate_up, down, .. }, Mlp::Gated { gate_up: g, down: dn, .. }) => match piece {
+                (
+                    Mlp::Gated { gate_up, down, .. },
+                    Mlp::Gated {
+                        gate_up: g, down: dn, ..
+                    },
+                ) => match piece {
                     // The fused gate/up rows are [gate | up].
                     Piece::Gate => *gate_up = gate_up.with_rows_from(g, 0, g.rows()? / 2)?,
                     Piece::Up => *gate_up = gate_up.with_rows_from(g, g.rows()? / 2, g.rows()? / 2)?,
