@@ -133,11 +133,7 @@ pub fn compare(
                     if method != Method::Kl
                         && let Some(reason) = &prepared.layerwise_mismatch
                     {
-                        skipped.push(SkippedSection {
-                            section: method.section().to_string(),
-                            method,
-                            reason: reason.clone(),
-                        });
+                        skipped.push(SkippedSection::new(method, reason.clone()));
                         continue;
                     }
                     if pair.is_none() {
@@ -159,23 +155,24 @@ pub fn compare(
                             let header = prepared.header.clone();
                             behaviour_section = Some(behaviour(pair, prompts, &opts.behaviour, header, progress)?);
                         }
-                        Method::Swap => swap_section = Some(swap(pair, prompts, &opts.swap, progress)?),
-                        Method::Patch => patch_section = Some(patch(pair, prompts, &opts.patch, progress)?),
+                        Method::Swap => match swap(pair, prompts, &opts.swap, progress)? {
+                            Ok(section) => swap_section = Some(section),
+                            Err(reason) => skipped.push(SkippedSection::new(method, reason)),
+                        },
+                        Method::Patch => match patch(pair, prompts, &opts.patch, progress)? {
+                            Ok(section) => patch_section = Some(section),
+                            Err(reason) => skipped.push(SkippedSection::new(method, reason)),
+                        },
                         _ => lens_section = Some(lens(pair, prompts, &opts.lens, progress)?),
                     }
                 }
-                Behavioural::Missing(reason) => skipped.push(SkippedSection {
-                    section: method.section().to_string(),
-                    method,
-                    reason: reason.clone(),
-                }),
+                Behavioural::Missing(reason) => skipped.push(SkippedSection::new(method, reason.clone())),
                 Behavioural::NotAsked => return Err(Error::Internal("behavioural inputs were not prepared".into())),
             },
-            other => skipped.push(SkippedSection {
-                section: other.section().to_string(),
-                method: other,
-                reason: format!("not implemented in mdiff {}", env!("CARGO_PKG_VERSION")),
-            }),
+            other => skipped.push(SkippedSection::new(
+                other,
+                format!("not implemented in mdiff {}", env!("CARGO_PKG_VERSION")),
+            )),
         }
         timings_ms.insert(method.name().to_string(), started.elapsed().as_secs_f64() * 1e3);
     }

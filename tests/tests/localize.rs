@@ -81,7 +81,7 @@ fn patching_equals_one_full_forward_per_cell() {
         positions: PositionPrompts::Chosen(vec![1]),
         ..PatchOptions::default()
     };
-    let section = patch(&pair, &prompts, &opts, &NoProgress).unwrap();
+    let section = patch(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();
     assert_eq!(section.num_prompts, prompts.len());
     let n = pair.base.num_layers();
     assert_eq!(section.cells.len(), 3 * n);
@@ -156,7 +156,7 @@ fn swapping_equals_a_full_hybrid_forward() {
             granularity,
             ..SwapOptions::default()
         };
-        let section = swap(&pair, &prompts, &opts, &NoProgress).unwrap();
+        let section = swap(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();
         let n = pair.base.num_layers();
         let per_layer = if granularity == Granularity::Component { 2 } else { 9 };
         assert_eq!(section.rows.len(), 3 + per_layer * n);

@@ -39,6 +39,18 @@ pub fn layerwise_mismatch(base: &ModelConfig, tuned: &ModelConfig) -> Option<Str
     })
 }
 
+/// Why swap and patching skip when the models' divergence is nothing to share out.
+pub(crate) fn no_divergence(scored_positions: u64) -> String {
+    if scored_positions == 0 {
+        "no scored position: the models' outputs are not finite anywhere on these prompts".into()
+    } else {
+        format!(
+            "the models' outputs agree at all {scored_positions} scored positions (KL = 0): there is no divergence \
+             to localize"
+        )
+    }
+}
+
 /// [`layerwise_mismatch`] as an error, for the analyses' own guard.
 pub(crate) fn check_same_shape(base: &Model, tuned: &Model) -> Result<()> {
     match layerwise_mismatch(base.config(), tuned.config()) {

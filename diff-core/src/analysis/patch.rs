@@ -141,7 +141,8 @@ impl Way {
 type Cell = (usize, Site);
 
 /// Patches every selected site and layer, both ways, over the first prompts of `prompts`; then the per-position
-/// sweeps.
+/// sweeps. Or says (`Ok(Err(reason))`) why there is nothing to recover: the models agree everywhere, or no
+/// position is finite.
 ///
 /// # Errors
 /// [`Error::Incompatible`] for models of different shapes; [`Error::Usage`] for layers or prompts out of range,
@@ -151,7 +152,7 @@ pub fn patch(
     prompts: &[EncodedPrompt],
     opts: &PatchOptions,
     progress: &dyn Progress,
-) -> Result<PatchSection> {
+) -> Result<Result<PatchSection, String>> {
     let (base, tuned) = (&pair.base, &pair.tuned);
     super::check_same_shape(base, tuned)?;
     let n = base.num_layers();
@@ -221,11 +222,7 @@ pub fn patch(
     progress.end();
     let denominators = divergence.map(|d| d.total().filter(|t| *t > 0.0));
     let [Some(d_tb), Some(d_bt)] = denominators else {
-        return Err(Error::Usage(
-            "the models agree on every scored position (or none is finite), so there is no divergence to \
-             recover; check the prompts and that the tuned model differs from the base"
-                .into(),
-        ));
+        return Ok(Err(super::no_divergence(scored_positions)));
     };
     let recovered = |sum: KlSum, total: f64| sum.total().map(|s| (total - s) / total);
     let report_cells = cells
@@ -250,7 +247,7 @@ pub fn patch(
     }
     #[allow(clippy::cast_precision_loss, reason = "position counts are far below 2^52")]
     let mean = |t: f64| t / scored_positions.max(1) as f64;
-    Ok(PatchSection {
+    Ok(Ok(PatchSection {
         num_prompts: used,
         num_positions: scored_positions,
         max_positions: opts.max_positions,
@@ -259,7 +256,7 @@ pub fn patch(
         cells: report_cells,
         position_sweeps,
         work: sweep.work,
-    })
+    }))
 }
 
 /// The `k` prompts with the largest mean KL(tuned‖base), largest first (ties: lower index first).

@@ -95,7 +95,8 @@ enum Swapped {
     Suffix(usize),
 }
 
-/// Swaps every part (and the cumulative block ranges) both ways over the first prompts of `prompts`.
+/// Swaps every part (and the cumulative block ranges) both ways over the first prompts of `prompts`; or says
+/// (`Ok(Err(reason))`) why there is nothing to share out: the models agree everywhere, or no position is finite.
 ///
 /// # Errors
 /// [`Error::Incompatible`] for models of different shapes; [`Error::Usage`] for layers out of range; tensor
@@ -105,7 +106,7 @@ pub fn swap(
     prompts: &[EncodedPrompt],
     opts: &SwapOptions,
     progress: &dyn Progress,
-) -> Result<SwapSection> {
+) -> Result<Result<SwapSection, String>> {
     let (base, tuned) = (&pair.base, &pair.tuned);
     super::check_same_shape(base, tuned)?;
     let n = base.num_layers();
@@ -145,13 +146,9 @@ pub fn swap(
     progress.end();
     #[allow(clippy::cast_precision_loss, reason = "position counts are far below 2^52")]
     let mean = |s: KlSum| s.total().map(|t| t / scored_positions.max(1) as f64);
-    let d = mean(divergence).filter(|d| *d > 0.0).ok_or_else(|| {
-        Error::Usage(
-            "the models agree on every scored position (or none is finite), so there is no divergence to \
-             localize; check the prompts and that the tuned model differs from the base"
-                .into(),
-        )
-    })?;
+    let Some(d) = mean(divergence).filter(|d| *d > 0.0) else {
+        return Ok(Err(super::no_divergence(scored_positions)));
+    };
     let share = |s: KlSum, way: Way| {
         mean(s).map(|kl| match way {
             Way::Remove => 1.0 - kl / d,
@@ -198,7 +195,7 @@ pub fn swap(
             }
         }
     }
-    Ok(SwapSection {
+    Ok(Ok(SwapSection {
         num_prompts: used,
         num_positions: scored_positions,
         max_positions: opts.max_positions,
@@ -206,7 +203,7 @@ pub fn swap(
         kl_tuned_base: d,
         rows,
         cumulative,
-    })
+    }))
 }
 
 /// The runs of one sweep, in report order: embedding, each layer's parts, final norm, unembedding, then the

@@ -278,3 +278,15 @@ pub struct SkippedSection {
     /// Why it was not computed.
     pub reason: String,
 }
+
+impl SkippedSection {
+    /// The section `method` fills, skipped for `reason`.
+    #[must_use]
+    pub fn new(method: Method, reason: String) -> Self {
+        Self {
+            section: method.section().to_string(),
+            method,
+            reason,
+        }
+    }
+}
