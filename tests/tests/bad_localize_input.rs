@@ -91,7 +91,12 @@ fn skipped(report: &Value) -> Vec<(String, String)> {
         .as_array()
         .unwrap()
         .iter()
-        .map(|s| (s["section"].as_str().unwrap().to_string(), s["reason"].as_str().unwrap().to_string()))
+        .map(|s| {
+            (
+                s["section"].as_str().unwrap().to_string(),
+                s["reason"].as_str().unwrap().to_string(),
+            )
+        })
         .collect()
 }
 
@@ -101,14 +106,27 @@ fn different_depths_skip_the_layerwise_methods_and_keep_weights_and_kl() {
     run.assert_ok();
     let report = report(&sb);
     assert!(report["weights"]["tensors"].as_array().is_some_and(|t| !t.is_empty()));
-    assert!(report["behaviour"]["summary"]["kl_tuned_base"]["mean"].as_f64().unwrap() > 0.0);
+    assert!(
+        report["behaviour"]["summary"]["kl_tuned_base"]["mean"]
+            .as_f64()
+            .unwrap()
+            > 0.0
+    );
     let skipped = skipped(&report);
     let sections: Vec<&str> = skipped.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(sections, ["swap", "patching", "lens"]);
     for (_, reason) in &skipped {
-        assert!(reason.contains("base 4 layers") && reason.contains("tuned 3"), "{reason}");
+        assert!(
+            reason.contains("base 4 layers") && reason.contains("tuned 3"),
+            "{reason}"
+        );
     }
-    assert!(run.stdout.contains("skipped swap, patching, lens: the models differ in shape"), "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("skipped swap, patching, lens: the models differ in shape"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[test]
@@ -121,7 +139,10 @@ fn identical_outputs_leave_nothing_to_localize() {
     assert_eq!(skipped.len(), 2, "{skipped:?}");
     for (section, reason) in &skipped {
         assert!(section == "swap" || section == "patching");
-        assert!(reason.contains("agree at all") && reason.contains("no divergence"), "{reason}");
+        assert!(
+            reason.contains("agree at all") && reason.contains("no divergence"),
+            "{reason}"
+        );
     }
 }
 
@@ -138,5 +159,8 @@ fn no_finite_position_leaves_nothing_to_localize() {
     let skipped = skipped(&report(&sb));
     let localize: Vec<_> = skipped.iter().filter(|(s, _)| s == "swap" || s == "patching").collect();
     assert_eq!(localize.len(), 2, "{skipped:?}");
-    assert!(localize.iter().all(|(_, r)| r.contains("no scored position")), "{skipped:?}");
+    assert!(
+        localize.iter().all(|(_, r)| r.contains("no scored position")),
+        "{skipped:?}"
+    );
 }

@@ -15,7 +15,7 @@ use mdiff_core::analysis::{
     patch, prepare_prompts, swap,
 };
 use mdiff_core::checkpoint::Checkpoint;
-use mdiff_core::model::{Hooks, Model, Part, Piece};
+use mdiff_core::model::{HookPoint, Hooks, Model, Part, Piece, Stage};
 use mdiff_core::progress::NoProgress;
 use mdiff_core::text::read_prompt_file;
 use mdiff_tests::fixture;
@@ -77,8 +77,11 @@ fn close(fast: f64, naive: f64, what: &str) {
 #[test]
 fn patching_equals_one_full_forward_per_cell() {
     let (pair, prompts) = load("tiny-llama/lora");
+    // A small token budget: the per-position cells then run in groups that start after the prompt's first
+    // positions, attending to the corrupt run's cached keys and values.
     let opts = PatchOptions {
         positions: PositionPrompts::Chosen(vec![1]),
+        batch_tokens: 24,
         ..PatchOptions::default()
     };
     let section = patch(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();
@@ -149,11 +152,60 @@ fn patching_equals_one_full_forward_per_cell() {
 }
 
 #[test]
+fn a_pass_resumed_after_a_position_equals_the_full_pass_there() {
+    for family in ["tiny-llama", "tiny-gpt2", "tiny-qwen2"] {
+        let base = Checkpoint::open(&fixture(&format!("{family}/base"))).unwrap();
+        let opts = PairOptions {
+            device: Device::Cpu,
+            dtype: DType::F32,
+            config: None,
+            tokenizer: None,
+        };
+        let plan = PairPlan::prepare(&base, &base, &opts).unwrap().unwrap();
+        let pair = plan.load(&base, &base, &opts).unwrap();
+        let model = &pair.base;
+        let ids = Tensor::new(&[5u32, 80, 17, 300, 42, 7, 99, 12, 64, 3][..], &Device::Cpu)
+            .unwrap()
+            .unsqueeze(0)
+            .unwrap();
+        let points = [HookPoint::ResidPre(1), HookPoint::ResidMid(1)];
+        let hooks = points.iter().fold(Hooks::new(), |h, &p| h.capture(p));
+        let (full, kv) = model.forward_keeping_kv(&ids, &hooks).unwrap();
+        for (point, stage) in points.iter().zip([Stage::Pre(1), Stage::Mid(1)]) {
+            for offset in [1, 4, 9] {
+                let resid = full
+                    .captured
+                    .get(*point)
+                    .unwrap()
+                    .narrow(1, offset, 10 - offset)
+                    .unwrap();
+                let tail = model
+                    .resume_after(stage, offset, &resid, &kv, &Hooks::new())
+                    .unwrap()
+                    .normalized;
+                let want = full.normalized.narrow(1, offset, 10 - offset).unwrap();
+                let diff: f32 = (tail - want)
+                    .unwrap()
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar()
+                    .unwrap();
+                assert!(diff < 1e-5, "{family} {stage:?} offset {offset}: {diff}");
+            }
+        }
+    }
+}
+
+#[test]
 fn swapping_equals_a_full_hybrid_forward() {
     let (pair, prompts) = load("tiny-llama/lora");
     for granularity in [Granularity::Component, Granularity::Tensor] {
+        // Several batches per sweep: the sums must add up across them.
         let opts = SwapOptions {
             granularity,
+            batch_tokens: 48,
             ..SwapOptions::default()
         };
         let section = swap(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();

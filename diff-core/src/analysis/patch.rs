@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use candle_core::{DType, Tensor};
 
 use crate::error::{Error, Result};
-use crate::model::{HookPoint, Hooks, Model, Stage};
+use crate::model::{HookPoint, Hooks, KvCache, Model, Stage};
 use crate::progress::Progress;
 use crate::report::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};
 
@@ -188,7 +188,7 @@ pub fn patch(
     progress.begin("patching", total);
     for batch in batches(&prompts[..used], batch_tokens) {
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
-        let runs = Runs::new(&sweep, &padded.ids, &cells)?;
+        let runs = Runs::new(&sweep, &padded.ids, &cells, false)?;
         let refs = [
             Reference::new(tuned, &padded.real_rows(&runs.tuned.normalized)?)?,
             Reference::new(base, &padded.real_rows(&runs.base.normalized)?)?,
@@ -214,7 +214,7 @@ pub fn patch(
             divergence[w].add(&kl[w], &scored);
             let sums = sweep.all_positions(way, &runs, &padded, &refs[w], &kl[w], &scored)?;
             for (cell, sum) in patched.iter_mut().zip(sums) {
-                cell[w] = sum;
+                cell[w].merge(sum);
             }
         }
         progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
@@ -277,14 +277,16 @@ struct Runs {
     tuned: Cached,
 }
 
-/// One model's run: final-normalized output and the residual and sublayer outputs per layer.
+/// One model's run: final-normalized output, the residual and sublayer outputs per layer, and (for per-position
+/// sweeps) the attention keys and values a pass resumed after a position attends to.
 struct Cached {
     normalized: Tensor,
     acts: BTreeMap<HookPoint, Tensor>,
+    kv: Option<KvCache>,
 }
 
 impl Cached {
-    fn new(model: &Model, ids: &Tensor, cells: &[Cell]) -> Result<Self> {
+    fn new(model: &Model, ids: &Tensor, cells: &[Cell], keep_kv: bool) -> Result<Self> {
         // Every site's patched run starts from the residual at its block's entry, plus the attention output for
         // sites after it.
         let points: Vec<HookPoint> = cells
@@ -292,10 +294,16 @@ impl Cached {
             .flat_map(|&(l, _)| [HookPoint::ResidPre(l), HookPoint::AttnOut(l), HookPoint::MlpOut(l)])
             .collect();
         let hooks = points.iter().fold(Hooks::new(), |h, &p| h.capture(p));
-        let forward = model.forward(ids, &hooks)?;
+        let (forward, kv) = if keep_kv {
+            let (forward, kv) = model.forward_keeping_kv(ids, &hooks)?;
+            (forward, Some(kv))
+        } else {
+            (model.forward(ids, &hooks)?, None)
+        };
         Ok(Self {
             normalized: forward.normalized,
             acts: forward.captured.iter().map(|(p, t)| (*p, t.clone())).collect(),
+            kv,
         })
     }
 
@@ -319,10 +327,10 @@ impl Cached {
 }
 
 impl Runs {
-    fn new(sweep: &Sweep<'_>, ids: &Tensor, cells: &[Cell]) -> Result<Self> {
+    fn new(sweep: &Sweep<'_>, ids: &Tensor, cells: &[Cell], keep_kv: bool) -> Result<Self> {
         Ok(Self {
-            base: Cached::new(sweep.base, ids, cells)?,
-            tuned: Cached::new(sweep.tuned, ids, cells)?,
+            base: Cached::new(sweep.base, ids, cells, keep_kv)?,
+            tuned: Cached::new(sweep.tuned, ids, cells, keep_kv)?,
         })
     }
 
@@ -417,7 +425,7 @@ impl<'a> Sweep<'a> {
         let ids_vec = &prompts[prompt].ids;
         let seq = ids_vec.len();
         let ids = Tensor::new(ids_vec.as_slice(), self.base.device())?.unsqueeze(0)?;
-        let runs = Runs::new(self, &ids, self.cells)?;
+        let runs = Runs::new(self, &ids, self.cells, true)?;
         let rows = |c: &Cached| -> Result<Tensor> { Ok(c.normalized.squeeze(0)?) };
         let refs = [
             Reference::new(self.tuned, &rows(&runs.tuned)?)?,
@@ -427,8 +435,6 @@ impl<'a> Sweep<'a> {
             refs[0].kl_to(&refs[1], Direction::ReferenceToRun),
             refs[1].kl_to(&refs[0], Direction::ReferenceToRun),
         ];
-        // Cells per pass: whole copies of the prompt, within the token budget.
-        let per_pass = (batch_tokens / seq.max(1)).max(1);
         let mut grids = Vec::new();
         for &site in sites {
             for (w, way) in Way::BOTH.into_iter().enumerate() {
@@ -460,15 +466,23 @@ impl<'a> Sweep<'a> {
                         }
                     }
                     let todo: Vec<usize> = (0..seq).filter(|&p| differs[p]).collect();
-                    for group in todo.chunks(per_pass) {
+                    let kv = corrupt
+                        .kv
+                        .as_ref()
+                        .ok_or_else(|| Error::Internal("no cached keys for a per-position sweep".into()))?;
+                    for group in position_groups(&todo, seq, batch_tokens) {
+                        // Every cell of the group is computed from its first position on: earlier positions are
+                        // the corrupt run's, whose keys and values the pass attends to.
+                        let first = group[0];
+                        let rows = seq - first;
                         let patched = patch_one_position_each(clean_act, corrupt_act, group)?;
-                        let input = corrupt.resume_input(layer, site, &patched)?;
+                        let input = corrupt.resume_input(layer, site, &patched)?.narrow(1, first, rows)?;
                         let stage = site.stage(layer);
-                        let out = model.resume(stage, &input, &Hooks::new())?.normalized;
-                        count_pass(&mut self.work, stage, model.num_layers(), group.len() * seq);
+                        let out = model.resume_after(stage, first, &input, kv, &Hooks::new())?.normalized;
+                        count_pass(&mut self.work, stage, model.num_layers(), group.len() * rows);
                         for (k, &p) in group.iter().enumerate() {
-                            // Positions before p are the corrupt run's: only p.. are unembedded.
-                            let tail = out.get(k)?.narrow(0, p, seq - p)?;
+                            // Positions before p do not see the patch: only p.. are unembedded.
+                            let tail = out.get(k)?.narrow(0, p - first, seq - p)?;
                             let kl_tail = refs[w].kl(model, &tail, p, Direction::ReferenceToRun)?;
                             self.work.unembedded_rows += (seq - p) as u64;
                             let mut sum = KlSum::default();
@@ -496,6 +510,20 @@ impl<'a> Sweep<'a> {
             grids,
         })
     }
+}
+
+/// `positions` (ascending) in runs of consecutive entries whose pass, from the run's first position to the end
+/// of a `seq`-token prompt, fits `batch_tokens` rows (at least one position per run).
+fn position_groups(positions: &[usize], seq: usize, batch_tokens: usize) -> Vec<&[usize]> {
+    let mut groups = Vec::new();
+    let mut rest = positions;
+    while let Some(&first) = rest.first() {
+        let take = (batch_tokens / (seq - first).max(1)).clamp(1, rest.len());
+        let (group, tail) = rest.split_at(take);
+        groups.push(group);
+        rest = tail;
+    }
+    groups
 }
 
 /// Counts one resumed pass of `token_rows` rows from `stage` through a model of `n` blocks.

@@ -113,6 +113,12 @@ impl KlSum {
         }
     }
 
+    /// Adds another sum (of other positions).
+    pub fn merge(&mut self, other: KlSum) {
+        self.sum += other.sum;
+        self.poisoned |= other.poisoned;
+    }
+
     /// The sum, unless a value was not finite.
     pub fn total(self) -> Option<f64> {
         (!self.poisoned).then_some(self.sum)

@@ -124,11 +124,20 @@ pub struct Attention {
 }
 
 impl Attention {
-    /// Attends over `x` (`[batch, seq, d_model]`) under `mask` (see [`causal_mask`]).
+    /// Attends over `x` (`[batch, seq, d_model]`) under `mask` (see [`causal_mask`]). With `prefix`, `x` holds
+    /// the positions after the prefix's, whose keys and values (`[1 or batch, kv_heads, prefix, head_dim]`, after
+    /// RoPE) are attended to as well; `rope` then holds the tables of `x`'s own positions. Returns the output and
+    /// the keys and values of every position attended to.
     ///
     /// # Errors
     /// Shape errors.
-    pub fn forward(&self, x: &Tensor, rope: Option<&RopeTables>, mask: &Tensor) -> Result<Tensor> {
+    pub fn forward(
+        &self,
+        x: &Tensor,
+        rope: Option<&RopeTables>,
+        mask: &Tensor,
+        prefix: Option<&KeyValues>,
+    ) -> Result<(Tensor, KeyValues)> {
         let (b, t, _) = x.dims3()?;
         let qkv = self
             .qkv
@@ -136,7 +145,7 @@ impl Attention {
             .reshape((b, t, self.heads + 2 * self.kv_heads, self.head_dim))?;
         let heads =
             |start: usize, n: usize| -> Result<Tensor> { Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?) };
-        let (mut q, mut k, v) = (
+        let (mut q, mut k, mut v) = (
             heads(0, self.heads)?,
             heads(self.heads, self.kv_heads)?,
             heads(self.heads + self.kv_heads, self.kv_heads)?,
@@ -144,6 +153,17 @@ impl Attention {
         if let Some(rope) = rope {
             q = rope.apply(&q)?;
             k = rope.apply(&k)?;
+        }
+        if let Some(prefix) = prefix {
+            let with_prefix = |cached: &Tensor, own: &Tensor| -> Result<Tensor> {
+                let (_, kv, p, hd) = cached.dims4()?;
+                Ok(Tensor::cat(
+                    &[&cached.broadcast_as((b, kv, p, hd))?.contiguous()?, own],
+                    2,
+                )?)
+            };
+            k = with_prefix(&prefix.keys, &k)?;
+            v = with_prefix(&prefix.values, &v)?;
         }
         // Grouped-query attention without copying keys: the query heads sharing one key/value head are stacked
         // along the sequence axis, so each key/value head takes part in a single larger product.
@@ -160,8 +180,17 @@ impl Attention {
             .reshape((b, self.heads, t, self.head_dim))?
             .transpose(1, 2)?
             .reshape((b, t, self.heads * self.head_dim))?;
-        self.o.forward(&out)
+        Ok((self.o.forward(&out)?, KeyValues { keys: k, values: v }))
     }
+}
+
+/// One attention layer's keys and values, `[batch, kv_heads, seq, head_dim]`, after RoPE.
+#[derive(Debug, Clone)]
+pub struct KeyValues {
+    /// Keys.
+    pub keys: Tensor,
+    /// Values.
+    pub values: Tensor,
 }
 
 /// The additive attention mask `[group · seq, seq]`: 0 where query i may see key j (j ≤ i, and i − j < window
@@ -173,16 +202,33 @@ impl Attention {
 /// # Errors
 /// Allocation failures.
 pub fn causal_mask(seq: usize, group: usize, window: Option<usize>, device: &Device, dtype: DType) -> Result<Tensor> {
-    let mut mask = Vec::with_capacity(group * seq * seq);
+    causal_mask_after(0, seq, group, window, device, dtype)
+}
+
+/// [`causal_mask`] for queries at positions `offset..offset + seq` over keys `0..offset + seq`:
+/// `[group · seq, offset + seq]`.
+///
+/// # Errors
+/// Allocation failures.
+pub fn causal_mask_after(
+    offset: usize,
+    seq: usize,
+    group: usize,
+    window: Option<usize>,
+    device: &Device,
+    dtype: DType,
+) -> Result<Tensor> {
+    let keys = offset + seq;
+    let mut mask = Vec::with_capacity(group * seq * keys);
     for _ in 0..group {
-        for i in 0..seq {
-            mask.extend((0..seq).map(|j| {
+        for i in offset..keys {
+            mask.extend((0..keys).map(|j| {
                 let visible = j <= i && window.is_none_or(|w| i - j < w);
                 if visible { 0f32 } else { f32::NEG_INFINITY }
             }));
         }
     }
-    Ok(Tensor::from_vec(mask, (group * seq, seq), device)?.to_dtype(dtype)?)
+    Ok(Tensor::from_vec(mask, (group * seq, keys), device)?.to_dtype(dtype)?)
 }
 
 /// The feed-forward sublayer.
@@ -315,11 +361,13 @@ mod tests {
             .reshape((2, t, d))
             .unwrap();
         let grouped = attn(wk.clone(), wv.clone(), 2)
-            .forward(&x, None, &causal_mask(t, 2, None, &dev, DType::F32).unwrap())
-            .unwrap();
+            .forward(&x, None, &causal_mask(t, 2, None, &dev, DType::F32).unwrap(), None)
+            .unwrap()
+            .0;
         let full = attn(repeat(&wk), repeat(&wv), 4)
-            .forward(&x, None, &causal_mask(t, 1, None, &dev, DType::F32).unwrap())
-            .unwrap();
+            .forward(&x, None, &causal_mask(t, 1, None, &dev, DType::F32).unwrap(), None)
+            .unwrap()
+            .0;
         let diff = crate::model::max_abs_diff(&grouped, &full);
         assert!(diff < 1e-6, "{diff}");
     }

@@ -26,7 +26,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::TensorSource;
 use crate::error::{Error, Result};
-use layers::{Block, Norm, causal_mask};
+use layers::{Block, KeyValues, Norm, causal_mask_after};
 use loader::Loader;
 
 /// What an architecture loader hands to [`Model`].
@@ -93,6 +93,36 @@ impl Stage {
             Self::Pre(l) => 2 * layers.saturating_sub(l),
             Self::Mid(l) => (2 * layers.saturating_sub(l)).saturating_sub(1),
         }
+    }
+}
+
+/// Every block's attention keys and values from one pass ([`Model::forward_keeping_kv`]).
+#[derive(Debug, Clone)]
+pub struct KvCache(Vec<KeyValues>);
+
+/// Which rows of the sequence a pass computes: those from `offset` on, attending to `prefix`'s keys and values
+/// for the earlier ones; and whether to keep each block's keys and values.
+#[derive(Default)]
+struct Span<'a> {
+    offset: usize,
+    prefix: Option<&'a KvCache>,
+    keep: Option<Vec<KeyValues>>,
+}
+
+impl Span<'_> {
+    /// The keys and values of positions `..offset` at `layer`, when the pass starts after some.
+    fn prefix_at(&self, layer: usize) -> Result<Option<KeyValues>> {
+        let Some(cache) = self.prefix.filter(|_| self.offset > 0) else {
+            return Ok(None);
+        };
+        let kv = cache
+            .0
+            .get(layer)
+            .ok_or_else(|| Error::Internal(format!("no cached keys for block {layer}")))?;
+        Ok(Some(KeyValues {
+            keys: kv.keys.narrow(2, 0, self.offset)?,
+            values: kv.values.narrow(2, 0, self.offset)?,
+        }))
     }
 }
 
@@ -170,6 +200,24 @@ impl Model {
     /// # Errors
     /// [`Error::Usage`] for sequences longer than the context; shape errors from replacements.
     pub fn forward(&self, ids: &Tensor, hooks: &Hooks) -> Result<Forward> {
+        Ok(self.forward_span(ids, hooks, Span::default())?.0)
+    }
+
+    /// [`Model::forward`] that also keeps every block's attention keys and values, for
+    /// [`Model::resume_after`].
+    ///
+    /// # Errors
+    /// As [`Model::forward`].
+    pub fn forward_keeping_kv(&self, ids: &Tensor, hooks: &Hooks) -> Result<(Forward, KvCache)> {
+        let span = Span {
+            keep: Some(Vec::with_capacity(self.blocks.len())),
+            ..Span::default()
+        };
+        let (forward, span) = self.forward_span(ids, hooks, span)?;
+        Ok((forward, KvCache(span.keep.unwrap_or_default())))
+    }
+
+    fn forward_span<'a>(&self, ids: &Tensor, hooks: &Hooks, mut span: Span<'a>) -> Result<(Forward, Span<'a>)> {
         let (b, t) = ids.dims2()?;
         if t > self.config.context_len {
             return Err(Error::Usage(format!(
@@ -194,8 +242,8 @@ impl Model {
             };
             resid = (resid + pos)?;
         }
-        let resid = self.run_blocks(Stage::Pre(0), self.blocks.len(), resid, hooks, &mut captured)?;
-        self.finish(&resid, hooks, captured)
+        let resid = self.run_blocks(Stage::Pre(0), self.blocks.len(), resid, hooks, &mut captured, &mut span)?;
+        Ok((self.finish(&resid, hooks, captured)?, span))
     }
 
     /// Runs blocks `layer..` from the residual stream entering block `layer` (`[batch, seq, d_model]`), as
@@ -216,6 +264,42 @@ impl Model {
     pub fn resume(&self, stage: Stage, resid: &Tensor, hooks: &Hooks) -> Result<Forward> {
         let mut captured = Captured::default();
         let resid = self.run_layers(stage, self.blocks.len(), resid, hooks, &mut captured)?;
+        self.finish(&resid, hooks, captured)
+    }
+
+    /// [`Model::resume`] for the positions from `offset` on only: `resid` (`[batch, seq − offset, d_model]`) holds
+    /// those rows, and every earlier position is taken to be the run `cache` was kept from (its keys and values
+    /// are attended to; a causal model's earlier positions do not depend on later ones, so when the two runs agree
+    /// before `offset` this equals the full pass's rows `offset..`). Hooks see the rows from `offset` only.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for a stage past the last block or a cache shorter than `offset`; as [`Model::forward`].
+    pub fn resume_after(
+        &self,
+        stage: Stage,
+        offset: usize,
+        resid: &Tensor,
+        cache: &KvCache,
+        hooks: &Hooks,
+    ) -> Result<Forward> {
+        let kept = cache.0.first().map_or(Ok(0), |kv| kv.keys.dim(2))?;
+        if cache.0.len() != self.blocks.len() || kept < offset {
+            return Err(Error::Usage(format!(
+                "a cache of {} blocks × {kept} positions cannot serve {offset} positions of a {}-block model",
+                cache.0.len(),
+                self.blocks.len()
+            )));
+        }
+        self.check_hooks(hooks)?;
+        let mut captured = Captured::default();
+        let mut span = Span {
+            offset,
+            prefix: Some(cache),
+            keep: None,
+        };
+        // Callers pass slices of cached activations; the kernels want contiguous rows.
+        let resid = resid.to_device(&self.device)?.to_dtype(self.dtype)?.contiguous()?;
+        let resid = self.run_blocks(stage, self.blocks.len(), resid, hooks, &mut captured, &mut span)?;
         self.finish(&resid, hooks, captured)
     }
 
@@ -243,8 +327,9 @@ impl Model {
             )));
         }
         self.check_hooks(hooks)?;
-        let resid = resid.to_device(&self.device)?.to_dtype(self.dtype)?;
-        self.run_blocks(stage, end, resid, hooks, captured)
+        // Callers pass slices of cached activations; the kernels want contiguous rows.
+        let resid = resid.to_device(&self.device)?.to_dtype(self.dtype)?.contiguous()?;
+        self.run_blocks(stage, end, resid, hooks, captured, &mut Span::default())
     }
 
     /// Refuses hooks that would never fire, so a typo cannot silently do nothing.
@@ -277,6 +362,7 @@ impl Model {
         mut resid: Tensor,
         hooks: &Hooks,
         captured: &mut Captured,
+        span: &mut Span<'_>,
     ) -> Result<Tensor> {
         let (first, skip_attn) = match start {
             Stage::Pre(l) => (l, false),
@@ -286,15 +372,16 @@ impl Model {
             return Ok(resid);
         }
         let t = resid.dim(1)?;
+        let (offset, total) = (span.offset, span.offset + t);
         let c = &self.config;
         let group = c.num_heads / c.num_kv_heads;
-        let mask = causal_mask(t, group, None, &self.device, self.dtype)?;
+        let mask = causal_mask_after(offset, t, group, None, &self.device, self.dtype)?;
         let windowed = match c.sliding_window {
-            Some(w) if w < t => Some(causal_mask(t, group, Some(w), &self.device, self.dtype)?),
+            Some(w) if w < total => Some(causal_mask_after(offset, t, group, Some(w), &self.device, self.dtype)?),
             _ => None,
         };
         let rope = match &self.rope {
-            Some(r) => Some(r.tables(t, &self.device, self.dtype)?),
+            Some(r) => Some(r.tables(total, &self.device, self.dtype)?.rows(offset, t)?),
             None => None,
         };
         for (layer, block) in self.blocks.iter().enumerate().take(end).skip(first) {
@@ -304,9 +391,14 @@ impl Model {
                     Some(w) if layer >= c.sliding_window_from_layer => w,
                     _ => &mask,
                 };
-                let attn = block
-                    .attn
-                    .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask)?;
+                let prefix = span.prefix_at(layer)?;
+                let (attn, kv) =
+                    block
+                        .attn
+                        .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask, prefix.as_ref())?;
+                if let Some(kept) = &mut span.keep {
+                    kept.push(kv);
+                }
                 let attn = hooks.apply(HookPoint::AttnOut(layer), attn, captured)?;
                 resid = (resid + attn)?;
             }

@@ -56,6 +56,17 @@ impl Rope {
 }
 
 impl RopeTables {
+    /// The rows of positions `offset..offset + len`.
+    ///
+    /// # Errors
+    /// Positions past the table.
+    pub fn rows(&self, offset: usize, len: usize) -> Result<RopeTables> {
+        Ok(RopeTables {
+            cos: self.cos.narrow(0, offset, len)?.contiguous()?,
+            sin: self.sin.narrow(0, offset, len)?.contiguous()?,
+        })
+    }
+
     /// Rotates `x` of shape `[batch, heads, seq, head_dim]` (contiguous).
     ///
     /// # Errors
