@@ -5,7 +5,7 @@ KL benchmark times; the weights only need to be plausible, so they are drawn fro
 with a fixed seed instead of downloaded. RMSNorm weights get 1 + 0.1·noise so the norms are not no-ops. The tuned
 copy changes a few layers' attention and MLP matrices by relative 1e-2, so KL is non-zero but small, as after a
 light fine-tune. The tokenizer is the 512-token one from fixtures/tiny-llama: ids stay < 512, which a 49152-row
-embedding accepts. Run by hand: python3 docs/bench/make_smol.py bench-data/smol [--seed 0]
+embedding accepts. Run by hand: python3 docs/bench/make_smol.py bench-data/smol [--seed 0] [--tuned-layers all]
 """
 
 import argparse
@@ -63,7 +63,12 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("out_dir")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--tuned-layers", default=",".join(map(str, TUNED_LAYERS)),
+                    help="comma-separated blocks to change, or 'all' (the patching benchmark: no block is "
+                         "identical, so no patch is skipped as a no-op)")
     args = ap.parse_args()
+    tuned_layers = (range(config().num_hidden_layers) if args.tuned_layers == "all"
+                    else [int(x) for x in args.tuned_layers.split(",")])
     start = time.time()
 
     torch.manual_seed(args.seed)  # HF's init draws from the global generator
@@ -76,7 +81,7 @@ def main():
     save(model, os.path.join(args.out_dir, "base"))
 
     with torch.no_grad():
-        for i in TUNED_LAYERS:
+        for i in tuned_layers:
             layer = model.model.layers[i]
             for lin in [layer.self_attn.q_proj, layer.self_attn.k_proj, layer.self_attn.v_proj,
                         layer.self_attn.o_proj, layer.mlp.gate_proj, layer.mlp.up_proj, layer.mlp.down_proj]:

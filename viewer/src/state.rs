@@ -5,10 +5,16 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
-use egui::{Color32, ColorImage, TextureHandle};
+use egui::{Color32, ColorImage, TextureHandle, TextureId, TextureOptions};
 use mdiff_core::report::{BehaviourSection, Component, Method, Report, WeightsSection, parse_report};
 
 use crate::colors::Scale;
+
+mod patching;
+mod swap;
+
+pub use patching::{PatchDirection, PatchView, SweepKey, SweepView};
+pub use swap::{SwapDirection, SwapView};
 
 /// A loaded report and what is derived from it.
 pub struct Document {
@@ -20,6 +26,10 @@ pub struct Document {
     pub weights: Option<WeightsView>,
     /// Derived data of the `behaviour` section, when present.
     pub behaviour: Option<BehaviourView>,
+    /// Derived data of the `swap` section, when present.
+    pub swap: Option<SwapView>,
+    /// Derived data of the `patching` section, when present.
+    pub patching: Option<PatchView>,
 }
 
 impl Document {
@@ -37,11 +47,15 @@ impl Document {
     pub fn new(source: String, report: Report) -> Self {
         let weights = report.weights.as_ref().map(WeightsView::new);
         let behaviour = report.behaviour.as_ref().map(BehaviourView::new);
+        let swap = report.swap.as_ref().map(SwapView::new);
+        let patching = report.patching.as_ref().map(PatchView::new);
         Self {
             source,
             report,
             weights,
             behaviour,
+            swap,
+            patching,
         }
     }
 }
@@ -96,6 +110,12 @@ pub struct Selection {
     pub prompt_filter: String,
     /// Index into the lens section's top positions of the one whose layers are tabled.
     pub lens_position: usize,
+    /// Index into the patching section's position sweeps of the one shown.
+    pub patch_sweep: usize,
+    /// Site of the per-position grid shown: index into that sweep's [`SweepView::sites`].
+    pub patch_site: usize,
+    /// Direction of the per-position grid shown.
+    pub patch_direction: PatchDirection,
 }
 
 /// Sort key of the tensor table.
@@ -202,6 +222,35 @@ impl WeightsView {
             return None;
         }
         self.cells.get(row * self.num_layers + layer).copied().flatten()
+    }
+}
+
+/// A heatmap as an image, one pixel per cell, and its texture once drawn.
+pub struct HeatmapImage {
+    /// The cells, row 0 at the top.
+    pub image: ColorImage,
+    /// The image uploaded to the GPU, made on first draw.
+    pub texture: Option<TextureHandle>,
+}
+
+impl HeatmapImage {
+    /// An image of `width` × `height` cells (at least 1 × 1, so an empty section still makes a texture).
+    #[must_use]
+    pub fn new(width: usize, height: usize, pixels: Vec<Color32>) -> Self {
+        let size = [width.max(1), height.max(1)];
+        let image = if pixels.len() == size[0] * size[1] {
+            ColorImage::new(size, pixels)
+        } else {
+            ColorImage::new([1, 1], vec![crate::colors::MISSING])
+        };
+        Self { image, texture: None }
+    }
+
+    /// The texture, uploaded on the first call.
+    pub fn texture_id(&mut self, ctx: &egui::Context, name: &str) -> TextureId {
+        self.texture
+            .get_or_insert_with(|| ctx.load_texture(name, self.image.clone(), TextureOptions::NEAREST))
+            .id()
     }
 }
 

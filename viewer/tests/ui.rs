@@ -56,8 +56,8 @@ fn every_panel_opens_by_its_label() {
     let panels = [
         ("Weights", "Most changed"),
         ("Behaviour", "Most divergent positions"),
-        ("Weight swap", "No swap section in this report"),
-        ("Patching", "No patching section in this report"),
+        ("Weight swap", "Parts by share removed"),
+        ("Patching", "Hooks by share recovered"),
         ("Logit lens", "through its own final norm and unembedding"),
         ("Crosscoder", "No crosscoder section in this report"),
         ("Overview", "Weights changed"),
@@ -90,6 +90,9 @@ fn overview_shows_inputs_and_headline_numbers() {
     harness.get_by_label_contains(&format!("r = {}", lora.r));
     harness.get_by_label("KL(tuned‖base) per token");
     harness.get_by_label("Top-1 agreement");
+    // The swap and patching answers, one line each.
+    harness.get_by_label_contains("The change is spread out");
+    harness.get_by_label_contains("recovers the most");
 }
 
 #[test]
@@ -220,6 +223,76 @@ fn the_lens_panel_tables_the_layers_of_a_chosen_position() {
 }
 
 #[test]
+fn the_swap_panel_names_the_part_that_carries_the_change() {
+    // The fixture's full fine-tune changed layer 2 only, and its MLP most (fixtures/README.md).
+    let mut harness = open_fixture("tiny-llama-full-ft.json");
+    open_tab(&mut harness, "Weight swap");
+    harness.get_by_label_contains("Most of the change sits in layer 2 mlp: swapping it back removes");
+    harness.get_by_label_contains("Blocks 0–2 swapped together remove");
+    harness.get_by_label("Parts by share removed");
+    harness.get_by_label("layers.2.mlp");
+    // The LoRA adapter touched every attention block a little: no single part removes half.
+    let mut harness = open_fixture("tiny-llama-lora.json");
+    open_tab(&mut harness, "Weight swap");
+    harness.get_by_label_contains("The change is spread out: no single part removes half of the KL");
+}
+
+#[test]
+fn the_patching_panel_lists_hooks_and_work_and_switches_the_swept_prompt() {
+    let report = fixture("tiny-llama-full-ft.json");
+    let patching = report
+        .patching
+        .clone()
+        .expect("the fixture report has a patching section");
+    assert!(patching.position_sweeps.len() >= 2, "the fixture sweeps two prompts");
+    let (first, second) = (&patching.position_sweeps[0], &patching.position_sweeps[1]);
+    let mut harness = harness(report.clone());
+    open_tab(&mut harness, "Patching");
+    harness.get_by_label_contains(&format!(
+        "Work: {} patched runs in {} forward passes",
+        mdiff_viewer::ui::count(patching.work.patched_runs),
+        mdiff_viewer::ui::count(patching.work.forward_passes)
+    ));
+    // The hook that recovers the most heads the table.
+    harness.get_by_label("blocks.3.hook_resid_pre");
+    harness.get_by_label_contains(&format!("Prompt {} ({} tokens", first.prompt, first.tokens.len()));
+
+    harness.get_by_role(egui::Role::ComboBox).click();
+    harness.run();
+    harness
+        .get_by_label_contains(&format!("prompt {} · {} tokens", second.prompt, second.tokens.len()))
+        .click();
+    harness.run();
+    assert_eq!(harness.state().state.selection.patch_sweep, 1);
+    harness.get_by_label_contains(&format!("Prompt {} ({} tokens", second.prompt, second.tokens.len()));
+
+    harness.get_by_label("mlp_out").click();
+    harness.run();
+    // The hooks table's header has the same label; the direction selector comes after it.
+    harness.get_all_by_label("base → tuned").last().unwrap().click();
+    harness.run();
+    harness.get_by_label_contains("mlp_out patched base → tuned at one position");
+}
+
+#[test]
+fn a_report_without_swap_or_patching_keeps_the_skip_reason() {
+    let mut report = fixture("tiny-llama-full-ft.json");
+    report.swap = None;
+    report.patching = None;
+    report.skipped.push(mdiff_core::report::SkippedSection {
+        section: "swap".into(),
+        method: mdiff_core::report::Method::Swap,
+        reason: "needs the tokenizer".into(),
+    });
+    let mut harness = harness(report);
+    open_tab(&mut harness, "Weight swap");
+    harness.get_by_label("No swap section in this report");
+    harness.get_by_label("Skipped: needs the tokenizer");
+    open_tab(&mut harness, "Patching");
+    harness.get_by_label("No patching section in this report");
+}
+
+#[test]
 fn slash_focuses_the_prompt_filter() {
     let mut harness = open_fixture("tiny-llama-full-ft.json");
     open_tab(&mut harness, "Behaviour");
@@ -333,6 +406,21 @@ mod snapshots {
         let mut harness = open_fixture("tiny-llama-full-ft.json");
         open_tab(&mut harness, "Logit lens");
         snapshot(&mut harness, "lens");
+    }
+
+    #[test]
+    fn swap() {
+        let mut harness = open_fixture("tiny-llama-full-ft.json");
+        open_tab(&mut harness, "Weight swap");
+        snapshot(&mut harness, "swap");
+    }
+
+    #[test]
+    fn patching() {
+        let mut harness = open_fixture("tiny-llama-full-ft.json");
+        open_tab(&mut harness, "Patching");
+        harness.get_by_label("mlp_out").click();
+        snapshot(&mut harness, "patching");
     }
 
     #[test]

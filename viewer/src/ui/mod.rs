@@ -3,10 +3,13 @@
 
 mod behaviour;
 mod format;
+mod heatmap;
 mod histogram;
 mod legend;
 mod lens;
 mod overview;
+mod patching;
+mod swap;
 mod tokens;
 mod weights;
 
@@ -132,11 +135,11 @@ fn section_ui(ui: &mut Ui, doc: &mut Document, tab: Tab, selection: &mut Selecti
         Tab::Overview => overview::overview_ui(ui, doc),
         Tab::Section(Method::Weights) => weights::weights_ui(ui, doc, selection),
         Tab::Section(Method::Kl) => behaviour::behaviour_ui(ui, doc, selection),
-        // Sections later mdiff versions add; until the report carries them they say how they will be made.
+        Tab::Section(Method::Swap) => swap::swap_ui(ui, doc),
+        Tab::Section(Method::Patch) => patching::patching_ui(ui, doc, selection),
         Tab::Section(Method::Lens) => lens::lens_ui(ui, doc, selection),
-        Tab::Section(method @ (Method::Swap | Method::Patch | Method::Crosscoder)) => {
-            missing_section_ui(ui, doc, method);
-        }
+        // A section a later mdiff adds; until the report carries it, the tab says how it will be made.
+        Tab::Section(Method::Crosscoder) => missing_section_ui(ui, doc, Method::Crosscoder),
     }
 }
 

@@ -13,7 +13,7 @@ pub fn overview_ui(ui: &mut Ui, doc: &Document) {
     egui::ScrollArea::vertical().auto_shrink(false).show(ui, |ui| {
         ui.heading("Overview");
         ui.add_space(4.0);
-        headline_ui(ui, report);
+        headline_ui(ui, doc);
         ui.add_space(12.0);
         ui.columns(2, |cols| {
             if let [left, right] = cols {
@@ -31,8 +31,9 @@ pub fn overview_ui(ui: &mut Ui, doc: &Document) {
     });
 }
 
-/// The one-glance answer: how much the weights moved and how much behaviour did.
-fn headline_ui(ui: &mut Ui, report: &Report) {
+/// The one-glance answer: how much the weights moved, how much behaviour did, and where the change sits.
+fn headline_ui(ui: &mut Ui, doc: &Document) {
+    let report = &doc.report;
     Grid::new("headline")
         .num_columns(2)
         .spacing([24.0, 6.0])
@@ -91,6 +92,24 @@ fn headline_ui(ui: &mut Ui, report: &Report) {
                     count(b.num_prompts as u64),
                     count(b.num_positions),
                     b.prompts_source
+                ));
+                ui.end_row();
+            }
+            if let Some(headline) = doc.swap.as_ref().and_then(|v| v.headline.as_ref()) {
+                ui.label("Weight swap");
+                ui.label(headline);
+                ui.end_row();
+            }
+            if let (Some(p), Some(view)) = (&report.patching, &doc.patching)
+                && let Some(cell) = view.by_recovered.first().and_then(|&i| p.cells.get(i))
+            {
+                let share = |v: Option<f64>| v.map_or_else(|| "–".into(), percent);
+                ui.label("Activation patching");
+                ui.label(format!(
+                    "{} recovers the most: {} tuned → base, {} base → tuned",
+                    cell.hook,
+                    share(cell.tuned_into_base),
+                    share(cell.base_into_tuned)
                 ));
                 ui.end_row();
             }

@@ -1,0 +1,258 @@
+//! Derived data of the `swap` section: the layer × part grid of both directions as images, the parts outside the
+//! blocks, the parts ordered by share removed, and the one-line answer.
+
+use mdiff_core::report::{SwapRow, SwapSection};
+
+use super::HeatmapImage;
+use crate::colors::{MISSING, Scale};
+use crate::ui::percent;
+
+/// A swap direction: which model gets the other's part.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SwapDirection {
+    /// The tuned model with the base's part: the share of the divergence removed.
+    Removed,
+    /// The base with the tuned model's part: the share of the divergence introduced.
+    Introduced,
+}
+
+impl SwapDirection {
+    /// Both, in display order.
+    pub const ALL: [Self; 2] = [Self::Removed, Self::Introduced];
+
+    /// The share of a row in this direction.
+    #[must_use]
+    pub fn share(self, row: &SwapRow) -> Option<f64> {
+        match self {
+            Self::Removed => row.removed,
+            Self::Introduced => row.introduced,
+        }
+    }
+
+    /// Title of the direction's heatmap.
+    #[must_use]
+    pub fn title(self) -> &'static str {
+        match self {
+            Self::Removed => "removed: the tuned model with the base's part",
+            Self::Introduced => "introduced: the base with the tuned model's part",
+        }
+    }
+}
+
+/// The swap heatmaps and orders the panel needs.
+pub struct SwapView {
+    /// Heatmap columns: transformer blocks 0..num_layers.
+    pub num_layers: usize,
+    /// Heatmap rows, top to bottom: the block parts in depth order (`attn`, `mlp`; at tensor granularity the
+    /// module names after `layers.L.`, such as `self_attn.q_proj`).
+    pub parts: Vec<String>,
+    /// Index into the section's rows per (part row, layer), row-major; `None` where the block has no such part.
+    pub cells: Vec<Option<usize>>,
+    /// Rows of the parts outside the blocks (`embed`, `ln_final`, `lm_head`), in depth order.
+    pub outside: Vec<usize>,
+    /// Row indices by share removed, largest first; rows without a share last.
+    pub by_removed: Vec<usize>,
+    /// The share removed per cell on viridis over 0..1.
+    pub removed: HeatmapImage,
+    /// The share introduced per cell on viridis over 0..1.
+    pub introduced: HeatmapImage,
+    /// Where the change sits, in one line (as `mdiff compare` prints it); `None` when no part has a share.
+    pub headline: Option<String>,
+    /// How many blocks from the first one, swapped together, remove half of the divergence.
+    pub cumulative_line: Option<String>,
+}
+
+impl SwapView {
+    /// Derives the view of a swap section.
+    #[must_use]
+    pub fn new(s: &SwapSection) -> Self {
+        let num_layers = s.rows.iter().filter_map(|r| r.layer).map(|l| l + 1).max().unwrap_or(0);
+        let mut parts: Vec<String> = Vec::new();
+        let mut outside = Vec::new();
+        for (i, row) in s.rows.iter().enumerate() {
+            match row.layer {
+                Some(layer) => {
+                    let part = block_part(row, layer);
+                    if !parts.contains(&part) {
+                        parts.push(part);
+                    }
+                }
+                None => outside.push(i),
+            }
+        }
+        let mut cells = vec![None; parts.len() * num_layers];
+        for (i, row) in s.rows.iter().enumerate() {
+            let Some(layer) = row.layer else { continue };
+            let part = block_part(row, layer);
+            if let Some(r) = parts.iter().position(|p| *p == part)
+                && let Some(cell) = cells.get_mut(r * num_layers + layer)
+            {
+                *cell = Some(i);
+            }
+        }
+        let image = |direction: SwapDirection| {
+            let pixels = cells
+                .iter()
+                .map(|c| {
+                    c.and_then(|i| s.rows.get(i))
+                        .and_then(|row| direction.share(row))
+                        .map_or(MISSING, |v| Scale::Viridis.at(v))
+                })
+                .collect();
+            HeatmapImage::new(num_layers, parts.len(), pixels)
+        };
+        let removed = image(SwapDirection::Removed);
+        let introduced = image(SwapDirection::Introduced);
+        let mut by_removed: Vec<usize> = (0..s.rows.len()).collect();
+        let key = |i: usize| s.rows.get(i).and_then(|r| r.removed).unwrap_or(f64::NEG_INFINITY);
+        by_removed.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+        let headline = by_removed.first().and_then(|&i| s.rows.get(i)).and_then(headline);
+        let cumulative_line = s
+            .cumulative
+            .iter()
+            .find(|c| c.prefix_removed.is_some_and(|r| r >= 0.5))
+            .map(|half| {
+                let all = s.cumulative.first().and_then(|c| c.suffix_removed);
+                format!(
+                    "Blocks 0–{} swapped together remove {}; all blocks remove {}.",
+                    half.layer,
+                    half.prefix_removed.map_or_else(|| "–".into(), percent),
+                    all.map_or_else(|| "–".into(), percent)
+                )
+            });
+        Self {
+            num_layers,
+            parts,
+            cells,
+            outside,
+            by_removed,
+            removed,
+            introduced,
+            headline,
+            cumulative_line,
+        }
+    }
+
+    /// The row of the cell (part row, layer), when the block has that part.
+    #[must_use]
+    pub fn cell(&self, part_row: usize, layer: usize) -> Option<usize> {
+        if layer >= self.num_layers {
+            return None;
+        }
+        self.cells.get(part_row * self.num_layers + layer).copied().flatten()
+    }
+
+    /// The heatmap of a direction.
+    pub fn image_mut(&mut self, direction: SwapDirection) -> &mut HeatmapImage {
+        match direction {
+            SwapDirection::Removed => &mut self.removed,
+            SwapDirection::Introduced => &mut self.introduced,
+        }
+    }
+}
+
+/// A block part's heatmap row: the part name after `layers.{layer}.`, else its component.
+fn block_part(row: &SwapRow, layer: usize) -> String {
+    let prefix = format!("layers.{layer}.");
+    match row.part.find(&prefix) {
+        Some(at) => row.part[at + prefix.len()..].to_string(),
+        None => row.component.clone(),
+    }
+}
+
+/// `layers.3.mlp` → `layer 3 mlp`; other names as they are (the CLI's wording).
+fn describe_part(part: &str) -> String {
+    match part.strip_prefix("layers.").and_then(|rest| rest.split_once('.')) {
+        Some((layer, piece)) => format!("layer {layer} {piece}"),
+        None => part.to_string(),
+    }
+}
+
+/// The CLI's summary line for the part that removes the most.
+fn headline(best: &SwapRow) -> Option<String> {
+    let removed = best.removed?;
+    let part = describe_part(&best.part);
+    Some(if removed >= 0.5 {
+        format!(
+            "Most of the change sits in {part}: swapping it back removes {} of the KL.",
+            percent(removed)
+        )
+    } else {
+        format!(
+            "The change is spread out: no single part removes half of the KL (at most {}, {part}).",
+            percent(removed)
+        )
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use mdiff_core::report::CumulativeSwap;
+
+    fn row(part: &str, layer: Option<usize>, component: &str, removed: f64) -> SwapRow {
+        SwapRow {
+            part: part.into(),
+            layer,
+            component: component.into(),
+            removed: Some(removed),
+            introduced: Some(removed / 2.0),
+            kl_removed: Some(1.0 - removed),
+            kl_introduced: Some(removed / 2.0),
+        }
+    }
+
+    fn section(rows: Vec<SwapRow>) -> SwapSection {
+        SwapSection {
+            num_prompts: 1,
+            num_positions: 10,
+            max_positions: 10,
+            granularity: "tensor".into(),
+            kl_tuned_base: 1.0,
+            rows,
+            cumulative: vec![CumulativeSwap {
+                layer: 0,
+                prefix_removed: Some(0.2),
+                suffix_removed: Some(0.9),
+                prefix_introduced: None,
+                suffix_introduced: None,
+            }],
+        }
+    }
+
+    #[test]
+    fn tensor_granularity_rows_are_module_names_in_depth_order() {
+        let view = SwapView::new(&section(vec![
+            row("embed", None, "embed", 0.0),
+            row("layers.0.self_attn.q_proj", Some(0), "attn", 0.1),
+            row("layers.0.mlp.up_proj", Some(0), "mlp", 0.3),
+            row("layers.1.self_attn.q_proj", Some(1), "attn", 0.2),
+            row("lm_head", None, "lm_head", 0.05),
+        ]));
+        assert_eq!(view.parts, ["self_attn.q_proj", "mlp.up_proj"]);
+        assert_eq!(view.num_layers, 2);
+        assert_eq!(view.cell(0, 1), Some(3));
+        assert_eq!(view.cell(1, 1), None);
+        assert_eq!(view.outside, [0, 4]);
+        assert_eq!(view.by_removed.first(), Some(&2));
+        assert_eq!(
+            view.headline.as_deref(),
+            Some(
+                "The change is spread out: no single part removes half of the KL (at most 30.0%, layer 0 mlp.up_proj)."
+            )
+        );
+        assert_eq!(view.cumulative_line, None);
+    }
+
+    #[test]
+    fn a_part_removing_half_is_named() {
+        let view = SwapView::new(&section(vec![
+            row("layers.0.attn", Some(0), "attn", 0.1),
+            row("layers.0.mlp", Some(0), "mlp", 0.658),
+        ]));
+        assert_eq!(
+            view.headline.as_deref(),
+            Some("Most of the change sits in layer 0 mlp: swapping it back removes 65.8% of the KL.")
+        );
+    }
+}
