@@ -480,14 +480,30 @@ impl<'a> Sweep<'a> {
                         let stage = site.stage(layer);
                         let out = model.resume_after(stage, first, &input, kv, &Hooks::new())?.normalized;
                         count_pass(&mut self.work, stage, model.num_layers(), group.len() * rows);
+                        // Positions before p do not see the patch: only p.. are unembedded, every cell's in one
+                        // product.
+                        let (mut flat, mut at) = (Vec::new(), Vec::new());
                         for (k, &p) in group.iter().enumerate() {
-                            // Positions before p do not see the patch: only p.. are unembedded.
-                            let tail = out.get(k)?.narrow(0, p - first, seq - p)?;
-                            let kl_tail = refs[w].kl(model, &tail, p, Direction::ReferenceToRun)?;
-                            self.work.unembedded_rows += (seq - p) as u64;
+                            for pos in p..seq {
+                                flat.push(
+                                    u32::try_from(k * rows + pos - first)
+                                        .map_err(|_| Error::Internal("per-position pass too large".into()))?,
+                                );
+                                at.push(pos);
+                            }
+                        }
+                        let width = out.dim(2)?;
+                        let flat = Tensor::new(flat.as_slice(), out.device())?;
+                        let tails = out.reshape((group.len() * rows, width))?.index_select(&flat, 0)?;
+                        let kl = refs[w].kl_at(model, &tails, &at, Direction::ReferenceToRun)?;
+                        self.work.unembedded_rows += at.len() as u64;
+                        let mut kl = kl.as_slice();
+                        for &p in group {
+                            let (tail, rest) = kl.split_at(seq - p);
+                            kl = rest;
                             let mut sum = KlSum::default();
                             sum.push(before[p]);
-                            kl_tail.iter().for_each(|v| sum.push(*v));
+                            tail.iter().for_each(|v| sum.push(*v));
                             row[p] = sum.total().filter(|_| defined).map(|s| (total - s) / total);
                         }
                     }

@@ -49,12 +49,30 @@ impl Reference {
     /// Per row, the KL between `model`'s outputs on final-normalized rows `[n, d_model]`, which are this
     /// reference's rows `offset..offset + n`, and the reference. NaN where either side is not a distribution.
     pub fn kl(&self, model: &Model, normalized_rows: &Tensor, offset: usize, direction: Direction) -> Result<Vec<f64>> {
+        let n = normalized_rows.dim(0)?;
+        self.kl_at(
+            model,
+            normalized_rows,
+            &(offset..offset + n).collect::<Vec<_>>(),
+            direction,
+        )
+    }
+
+    /// [`Reference::kl`] for rows that are this reference's rows `at` (one index per row, in any order): several
+    /// runs' rows scored with one unembedding.
+    pub fn kl_at(
+        &self,
+        model: &Model,
+        normalized_rows: &Tensor,
+        at: &[usize],
+        direction: Direction,
+    ) -> Result<Vec<f64>> {
         let rows = normalized_rows.dim(0)?;
         let mut out = Vec::with_capacity(rows);
         for (start, n) in chunks(rows, self.vocab) {
             let logits = model.unembed(&normalized_rows.narrow(0, start, n)?)?;
             with_f32_values(&logits, |run| {
-                out.extend(self.kl_rows(run, offset + start, direction));
+                out.extend(self.kl_rows(run, &at[start..start + n], direction));
             })?;
         }
         Ok(out)
@@ -62,13 +80,23 @@ impl Reference {
 
     /// Per row, the KL between another reference of the same rows and this one.
     pub fn kl_to(&self, run: &Reference, direction: Direction) -> Vec<f64> {
-        self.kl_rows(&run.logits, 0, direction)
+        let at: Vec<usize> = (0..run.logits.len() / self.vocab.max(1)).collect();
+        self.kl_rows(&run.logits, &at, direction)
     }
 
-    fn kl_rows(&self, run: &[f32], offset: usize, direction: Direction) -> Vec<f64> {
-        let n = run.len() / self.vocab;
-        let reference = &self.logits[offset * self.vocab..(offset + n) * self.vocab];
-        compare_chunk(reference, run, self.vocab, &vec![None; n])
+    fn kl_rows(&self, run: &[f32], at: &[usize], direction: Direction) -> Vec<f64> {
+        let v = self.vocab;
+        let row = |i: usize| &self.logits[i * v..(i + 1) * v];
+        let consecutive = at.windows(2).all(|w| w[1] == w[0] + 1);
+        let gathered: Vec<f32>;
+        let reference = match at.first() {
+            Some(&first) if consecutive => &self.logits[first * v..(first + at.len()) * v],
+            _ => {
+                gathered = at.iter().flat_map(|&i| row(i).iter().copied()).collect();
+                &gathered
+            }
+        };
+        compare_chunk(reference, run, v, &vec![None; at.len()])
             .into_iter()
             .map(|r| match r {
                 Ok(s) if direction == Direction::RunToReference => s.kl_tuned_base,
