@@ -10,9 +10,11 @@ use mdiff_core::report::{BehaviourSection, Component, Method, Report, WeightsSec
 
 use crate::colors::Scale;
 
+mod layer_grid;
 mod patching;
 mod swap;
 
+pub use layer_grid::{LayerGrid, ShareDirection};
 pub use patching::{PatchDirection, PatchView, SweepKey, SweepView};
 pub use swap::{SwapDirection, SwapView};
 

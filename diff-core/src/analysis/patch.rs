@@ -145,8 +145,8 @@ type Cell = (usize, Site);
 /// position is finite.
 ///
 /// # Errors
-/// [`Error::Incompatible`] for models of different shapes; [`Error::Usage`] for layers or prompts out of range,
-/// or no divergence to recover; tensor failures.
+/// [`Error::Incompatible`] for models of different shapes; [`Error::Usage`] for layers or prompts out of range;
+/// tensor failures.
 pub fn patch(
     pair: &ModelPair,
     prompts: &[EncodedPrompt],

@@ -4,8 +4,8 @@
 use egui::{ColorImage, TextureHandle};
 use mdiff_core::report::{PatchCell, PatchSection, PositionGrid, PositionSweep};
 
-use super::HeatmapImage;
-use crate::colors::{self, MISSING, Scale};
+use super::layer_grid::{LayerGrid, ShareDirection, by_share};
+use crate::colors::{self, MISSING};
 
 /// Which run gets the other model's activation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
@@ -18,9 +18,6 @@ pub enum PatchDirection {
 }
 
 impl PatchDirection {
-    /// Both, in display order.
-    pub const ALL: [Self; 2] = [Self::TunedIntoBase, Self::BaseIntoTuned];
-
     /// The report's name (`tuned_into_base`, `base_into_tuned`).
     #[must_use]
     pub fn name(self) -> &'static str {
@@ -29,49 +26,42 @@ impl PatchDirection {
             Self::BaseIntoTuned => "base_into_tuned",
         }
     }
+}
 
-    /// Short label (selectors, hover text).
-    #[must_use]
-    pub fn label(self) -> &'static str {
+impl ShareDirection for PatchDirection {
+    type Item = PatchCell;
+
+    const ALL: [Self; 2] = [Self::TunedIntoBase, Self::BaseIntoTuned];
+
+    fn share(self, cell: &PatchCell) -> Option<f64> {
+        match self {
+            Self::TunedIntoBase => cell.tuned_into_base,
+            Self::BaseIntoTuned => cell.base_into_tuned,
+        }
+    }
+
+    fn label(self) -> &'static str {
         match self {
             Self::TunedIntoBase => "tuned → base",
             Self::BaseIntoTuned => "base → tuned",
         }
     }
 
-    /// What the direction does, for headings.
-    #[must_use]
-    pub fn title(self) -> &'static str {
+    fn title(self) -> &'static str {
         match self {
             Self::TunedIntoBase => "tuned → base: the base's run with the tuned model's activation",
             Self::BaseIntoTuned => "base → tuned: the tuned model's run with the base's activation",
-        }
-    }
-
-    /// The share a cell recovers in this direction.
-    #[must_use]
-    pub fn share(self, cell: &PatchCell) -> Option<f64> {
-        match self {
-            Self::TunedIntoBase => cell.tuned_into_base,
-            Self::BaseIntoTuned => cell.base_into_tuned,
         }
     }
 }
 
 /// The patching heatmaps, and what the per-position sweeps need.
 pub struct PatchView {
-    /// Heatmap columns: transformer blocks 0..num_layers.
-    pub num_layers: usize,
-    /// Heatmap rows, top to bottom: the sites in forward order (`resid_pre`, `attn_out`, `mlp_out`).
-    pub sites: Vec<String>,
-    /// Index into the section's cells per (site row, layer), row-major.
-    pub cells: Vec<Option<usize>>,
+    /// The cells on a site × layer grid, sites in forward order (`resid_pre`, `attn_out`, `mlp_out`), and the
+    /// share recovered in each direction as an image.
+    pub grid: LayerGrid<PatchDirection>,
     /// Cell indices by share recovered tuned → base, largest first; cells without a share last.
     pub by_recovered: Vec<usize>,
-    /// Share recovered tuned → base per cell on viridis over 0..1.
-    pub tuned_into_base: HeatmapImage,
-    /// Share recovered base → tuned per cell on viridis over 0..1.
-    pub base_into_tuned: HeatmapImage,
     /// One per position sweep, in report order.
     pub sweeps: Vec<SweepView>,
     /// The per-position grid on screen, made when the chosen grid or the theme changes.
@@ -114,63 +104,13 @@ impl PatchView {
     /// Derives the view of a patching section.
     #[must_use]
     pub fn new(p: &PatchSection) -> Self {
-        let num_layers = p.cells.iter().map(|c| c.layer + 1).max().unwrap_or(0);
         let sites = ordered_sites(p.cells.iter().map(|c| c.site.as_str()));
-        let mut cells = vec![None; sites.len() * num_layers];
-        for (i, c) in p.cells.iter().enumerate() {
-            if let Some(r) = sites.iter().position(|s| *s == c.site)
-                && let Some(cell) = cells.get_mut(r * num_layers + c.layer)
-            {
-                *cell = Some(i);
-            }
-        }
-        let image = |direction: PatchDirection| {
-            let pixels = cells
-                .iter()
-                .map(|c| {
-                    c.and_then(|i| p.cells.get(i))
-                        .and_then(|cell| direction.share(cell))
-                        .map_or(MISSING, |v| Scale::Viridis.at(v))
-                })
-                .collect();
-            HeatmapImage::new(num_layers, sites.len(), pixels)
-        };
-        let tuned_into_base = image(PatchDirection::TunedIntoBase);
-        let base_into_tuned = image(PatchDirection::BaseIntoTuned);
-        let mut by_recovered: Vec<usize> = (0..p.cells.len()).collect();
-        let key = |i: usize| {
-            p.cells
-                .get(i)
-                .and_then(|c| c.tuned_into_base)
-                .unwrap_or(f64::NEG_INFINITY)
-        };
-        by_recovered.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+        let placed = p.cells.iter().enumerate().map(|(i, c)| (i, c.site.as_str(), c.layer));
         Self {
-            num_layers,
-            sites,
-            cells,
-            by_recovered,
-            tuned_into_base,
-            base_into_tuned,
+            grid: LayerGrid::new(&p.cells, sites, placed),
+            by_recovered: by_share(&p.cells, PatchDirection::TunedIntoBase),
             sweeps: p.position_sweeps.iter().map(SweepView::new).collect(),
             sweep_texture: None,
-        }
-    }
-
-    /// The cell at (site row, layer), when it was patched.
-    #[must_use]
-    pub fn cell(&self, site_row: usize, layer: usize) -> Option<usize> {
-        if layer >= self.num_layers {
-            return None;
-        }
-        self.cells.get(site_row * self.num_layers + layer).copied().flatten()
-    }
-
-    /// The heatmap of a direction.
-    pub fn image_mut(&mut self, direction: PatchDirection) -> &mut HeatmapImage {
-        match direction {
-            PatchDirection::TunedIntoBase => &mut self.tuned_into_base,
-            PatchDirection::BaseIntoTuned => &mut self.base_into_tuned,
         }
     }
 }

@@ -3,8 +3,7 @@
 
 use mdiff_core::report::{SwapRow, SwapSection};
 
-use super::HeatmapImage;
-use crate::colors::{MISSING, Scale};
+use super::layer_grid::{LayerGrid, ShareDirection, by_share};
 use crate::ui::percent;
 
 /// A swap direction: which model gets the other's part.
@@ -16,22 +15,26 @@ pub enum SwapDirection {
     Introduced,
 }
 
-impl SwapDirection {
-    /// Both, in display order.
-    pub const ALL: [Self; 2] = [Self::Removed, Self::Introduced];
+impl ShareDirection for SwapDirection {
+    type Item = SwapRow;
 
-    /// The share of a row in this direction.
-    #[must_use]
-    pub fn share(self, row: &SwapRow) -> Option<f64> {
+    const ALL: [Self; 2] = [Self::Removed, Self::Introduced];
+
+    fn share(self, row: &SwapRow) -> Option<f64> {
         match self {
             Self::Removed => row.removed,
             Self::Introduced => row.introduced,
         }
     }
 
-    /// Title of the direction's heatmap.
-    #[must_use]
-    pub fn title(self) -> &'static str {
+    fn label(self) -> &'static str {
+        match self {
+            Self::Removed => "removed",
+            Self::Introduced => "introduced",
+        }
+    }
+
+    fn title(self) -> &'static str {
         match self {
             Self::Removed => "removed: the tuned model with the base's part",
             Self::Introduced => "introduced: the base with the tuned model's part",
@@ -41,21 +44,13 @@ impl SwapDirection {
 
 /// The swap heatmaps and orders the panel needs.
 pub struct SwapView {
-    /// Heatmap columns: transformer blocks 0..num_layers.
-    pub num_layers: usize,
-    /// Heatmap rows, top to bottom: the block parts in depth order (`attn`, `mlp`; at tensor granularity the
-    /// module names after `layers.L.`, such as `self_attn.q_proj`).
-    pub parts: Vec<String>,
-    /// Index into the section's rows per (part row, layer), row-major; `None` where the block has no such part.
-    pub cells: Vec<Option<usize>>,
+    /// The block parts on a part × layer grid, parts in depth order (`attn`, `mlp`; at tensor granularity the
+    /// module names after `layers.L.`, such as `self_attn.q_proj`), and each direction's share as an image.
+    pub grid: LayerGrid<SwapDirection>,
     /// Rows of the parts outside the blocks (`embed`, `ln_final`, `lm_head`), in depth order.
     pub outside: Vec<usize>,
     /// Row indices by share removed, largest first; rows without a share last.
     pub by_removed: Vec<usize>,
-    /// The share removed per cell on viridis over 0..1.
-    pub removed: HeatmapImage,
-    /// The share introduced per cell on viridis over 0..1.
-    pub introduced: HeatmapImage,
     /// Where the change sits, in one line (as `mdiff compare` prints it); `None` when no part has a share.
     pub headline: Option<String>,
     /// How many blocks from the first one, swapped together, remove half of the divergence.
@@ -66,46 +61,21 @@ impl SwapView {
     /// Derives the view of a swap section.
     #[must_use]
     pub fn new(s: &SwapSection) -> Self {
-        let num_layers = s.rows.iter().filter_map(|r| r.layer).map(|l| l + 1).max().unwrap_or(0);
-        let mut parts: Vec<String> = Vec::new();
+        let mut placed = Vec::new();
         let mut outside = Vec::new();
         for (i, row) in s.rows.iter().enumerate() {
             match row.layer {
-                Some(layer) => {
-                    let part = block_part(row, layer);
-                    if !parts.contains(&part) {
-                        parts.push(part);
-                    }
-                }
+                Some(layer) => placed.push((i, block_part(row, layer), layer)),
                 None => outside.push(i),
             }
         }
-        let mut cells = vec![None; parts.len() * num_layers];
-        for (i, row) in s.rows.iter().enumerate() {
-            let Some(layer) = row.layer else { continue };
-            let part = block_part(row, layer);
-            if let Some(r) = parts.iter().position(|p| *p == part)
-                && let Some(cell) = cells.get_mut(r * num_layers + layer)
-            {
-                *cell = Some(i);
+        let mut parts: Vec<String> = Vec::new();
+        for (_, part, _) in &placed {
+            if !parts.contains(part) {
+                parts.push(part.clone());
             }
         }
-        let image = |direction: SwapDirection| {
-            let pixels = cells
-                .iter()
-                .map(|c| {
-                    c.and_then(|i| s.rows.get(i))
-                        .and_then(|row| direction.share(row))
-                        .map_or(MISSING, |v| Scale::Viridis.at(v))
-                })
-                .collect();
-            HeatmapImage::new(num_layers, parts.len(), pixels)
-        };
-        let removed = image(SwapDirection::Removed);
-        let introduced = image(SwapDirection::Introduced);
-        let mut by_removed: Vec<usize> = (0..s.rows.len()).collect();
-        let key = |i: usize| s.rows.get(i).and_then(|r| r.removed).unwrap_or(f64::NEG_INFINITY);
-        by_removed.sort_by(|&a, &b| key(b).total_cmp(&key(a)).then(a.cmp(&b)));
+        let by_removed = by_share(&s.rows, SwapDirection::Removed);
         let headline = by_removed.first().and_then(|&i| s.rows.get(i)).and_then(headline);
         let cumulative_line = s
             .cumulative
@@ -121,32 +91,11 @@ impl SwapView {
                 )
             });
         Self {
-            num_layers,
-            parts,
-            cells,
+            grid: LayerGrid::new(&s.rows, parts, placed),
             outside,
             by_removed,
-            removed,
-            introduced,
             headline,
             cumulative_line,
-        }
-    }
-
-    /// The row of the cell (part row, layer), when the block has that part.
-    #[must_use]
-    pub fn cell(&self, part_row: usize, layer: usize) -> Option<usize> {
-        if layer >= self.num_layers {
-            return None;
-        }
-        self.cells.get(part_row * self.num_layers + layer).copied().flatten()
-    }
-
-    /// The heatmap of a direction.
-    pub fn image_mut(&mut self, direction: SwapDirection) -> &mut HeatmapImage {
-        match direction {
-            SwapDirection::Removed => &mut self.removed,
-            SwapDirection::Introduced => &mut self.introduced,
         }
     }
 }
@@ -229,10 +178,10 @@ mod tests {
             row("layers.1.self_attn.q_proj", Some(1), "attn", 0.2),
             row("lm_head", None, "lm_head", 0.05),
         ]));
-        assert_eq!(view.parts, ["self_attn.q_proj", "mlp.up_proj"]);
-        assert_eq!(view.num_layers, 2);
-        assert_eq!(view.cell(0, 1), Some(3));
-        assert_eq!(view.cell(1, 1), None);
+        assert_eq!(view.grid.rows, ["self_attn.q_proj", "mlp.up_proj"]);
+        assert_eq!(view.grid.num_layers, 2);
+        assert_eq!(view.grid.cell(0, 1), Some(3));
+        assert_eq!(view.grid.cell(1, 1), None);
         assert_eq!(view.outside, [0, 4]);
         assert_eq!(view.by_removed.first(), Some(&2));
         assert_eq!(

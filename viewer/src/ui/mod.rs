@@ -9,6 +9,7 @@ mod legend;
 mod lens;
 mod overview;
 mod patching;
+mod shares;
 mod swap;
 mod tokens;
 mod weights;

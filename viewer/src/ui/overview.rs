@@ -4,6 +4,7 @@ use egui::{Grid, RichText, Ui};
 use mdiff_core::report::{CheckpointKind, Distribution, ModelInput, Report};
 
 use super::format::{bytes, count, number, percent};
+use super::shares::share_text;
 use crate::colors;
 use crate::state::Document;
 
@@ -103,13 +104,12 @@ fn headline_ui(ui: &mut Ui, doc: &Document) {
             if let (Some(p), Some(view)) = (&report.patching, &doc.patching)
                 && let Some(cell) = view.by_recovered.first().and_then(|&i| p.cells.get(i))
             {
-                let share = |v: Option<f64>| v.map_or_else(|| "–".into(), percent);
                 ui.label("Activation patching");
                 ui.label(format!(
                     "{} recovers the most: {} tuned → base, {} base → tuned",
                     cell.hook,
-                    share(cell.tuned_into_base),
-                    share(cell.base_into_tuned)
+                    share_text(cell.tuned_into_base),
+                    share_text(cell.base_into_tuned)
                 ));
                 ui.end_row();
             }

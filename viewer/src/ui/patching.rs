@@ -5,11 +5,11 @@
 use egui::{RichText, Ui};
 use mdiff_core::report::{Method, PatchCell, PatchSection, PatchWork, PositionSweep};
 
-use super::format::{count, number, percent};
+use super::format::{count, number};
 use super::heatmap::{GridPlot, grid_plot_ui};
+use super::shares::{ShareItems, SideColumn, share_heatmaps_ui, share_text};
 use super::{legend, missing_section_ui};
-use crate::colors::{self, Scale};
-use crate::state::{Document, PatchDirection, PatchView, Selection, SweepKey};
+use crate::state::{Document, PatchDirection, PatchView, Selection, ShareDirection, SweepKey};
 
 /// How many hooks the "by share recovered" table lists.
 const TOP_HOOKS: usize = 6;
@@ -44,25 +44,23 @@ pub fn patching_ui(ui: &mut Ui, doc: &mut Document, selection: &mut Selection) {
     } else {
         (ui.available_height() * 0.6).clamp(140.0, 420.0)
     };
-    ui.horizontal_top(|ui| {
-        let spacing = ui.spacing().item_spacing.x;
-        let each = ((ui.available_width() - SIDE_WIDTH) / 2.0 - spacing).max(160.0);
-        for direction in PatchDirection::ALL {
-            ui.vertical(|ui| {
-                ui.set_width(each);
-                ui.strong(direction.title());
-                if let Some((row, _)) = cells_heatmap_ui(ui, section, view, direction, heat_height) {
-                    show_site_in_sweep(view, selection, row, direction);
-                }
-            });
-        }
-        ui.vertical(|ui| {
-            ui.set_width(SIDE_WIDTH - spacing);
-            legend::share_legend_ui(ui, "share of the divergence recovered");
-            ui.add_space(6.0);
-            top_hooks_ui(ui, section, view);
-        });
-    });
+    let clicked = share_heatmaps_ui(
+        ui,
+        &mut view.grid,
+        &section.cells,
+        heat_height,
+        &SideColumn {
+            width: SIDE_WIDTH,
+            legend: "share of the divergence recovered",
+            id: "patch-top-hooks",
+            title: "Hooks by share recovered",
+            order: &view.by_recovered,
+            most: TOP_HOOKS,
+        },
+    );
+    if let Some((direction, row, _)) = clicked {
+        show_site_in_sweep(view, selection, row, direction);
+    }
     if has_sweeps {
         ui.separator();
         sweep_ui(ui, section, view, selection);
@@ -110,72 +108,35 @@ fn evaluations(v: f64) -> String {
     }
 }
 
-/// One direction's site × layer heatmap; returns the cell (site row, layer) clicked.
-fn cells_heatmap_ui(
-    ui: &mut Ui,
-    section: &PatchSection,
-    view: &mut PatchView,
-    direction: PatchDirection,
-    height: f32,
-) -> Option<(usize, usize)> {
-    let name = match direction {
-        PatchDirection::TunedIntoBase => "patch-tuned-into-base",
-        PatchDirection::BaseIntoTuned => "patch-base-into-tuned",
-    };
-    let texture = view.image_mut(direction).texture_id(ui.ctx(), name);
-    let view: &PatchView = view;
-    let column_label = |layer: usize| layer.to_string();
-    let row_label = |row: usize| view.sites.get(row).cloned().unwrap_or_default();
-    let hover = |row: usize, layer: usize| {
-        let site = view.sites.get(row)?;
-        Some(match view.cell(row, layer).and_then(|i| section.cells.get(i)) {
-            Some(cell) => cell_hover_text(cell),
-            None => format!("layer {layer} · {site}\nnot patched"),
-        })
-    };
-    let cell_text = |row: usize, layer: usize| {
-        let share = view
-            .cell(row, layer)
-            .and_then(|i| section.cells.get(i))
-            .and_then(|c| direction.share(c))?;
-        Some((percent(share), colors::text_on(Scale::Viridis.at(share))))
-    };
-    grid_plot_ui(
-        ui,
-        &GridPlot {
-            id: name,
-            texture,
-            num_columns: view.num_layers,
-            num_rows: view.sites.len(),
-            height,
-            x_label: "layer",
-            y_label: "",
-            column_label: &column_label,
-            row_label: &row_label,
-            column_label_chars: view.num_layers.saturating_sub(1).to_string().len(),
-            stagger_columns: false,
-            hover: &hover,
-            cell_text: Some(&cell_text),
-        },
-    )
-}
+impl ShareItems for PatchDirection {
+    const KIND: &'static str = "hook";
+    const EMPTY_CELL: &'static str = "not patched";
 
-fn cell_hover_text(cell: &PatchCell) -> String {
-    format!(
-        "{}\ntuned → base: {} recovered\nbase → tuned: {} recovered",
-        cell.hook,
-        share_text(cell.tuned_into_base),
-        share_text(cell.base_into_tuned)
-    )
-}
+    fn heatmap_id(self) -> &'static str {
+        match self {
+            Self::TunedIntoBase => "patch-tuned-into-base",
+            Self::BaseIntoTuned => "patch-base-into-tuned",
+        }
+    }
 
-fn share_text(share: Option<f64>) -> String {
-    share.map_or_else(|| "–".into(), percent)
+    fn name(cell: &PatchCell) -> &str {
+        &cell.hook
+    }
+
+    /// The hook and what it recovers both ways.
+    fn hover_text(cell: &PatchCell) -> String {
+        format!(
+            "{}\ntuned → base: {} recovered\nbase → tuned: {} recovered",
+            cell.hook,
+            share_text(cell.tuned_into_base),
+            share_text(cell.base_into_tuned)
+        )
+    }
 }
 
 /// A click on a site × layer cell shows that site and direction in the per-position sweep.
 fn show_site_in_sweep(view: &PatchView, selection: &mut Selection, row: usize, direction: PatchDirection) {
-    let Some(site) = view.sites.get(row) else { return };
+    let Some(site) = view.grid.rows.get(row) else { return };
     let Some(sweep) = view.sweeps.get(selection.patch_sweep) else {
         return;
     };
@@ -183,31 +144,6 @@ fn show_site_in_sweep(view: &PatchView, selection: &mut Selection, row: usize, d
         selection.patch_site = i;
         selection.patch_direction = direction;
     }
-}
-
-/// The hooks that recover the most, both ways: the heatmaps' answer in text.
-fn top_hooks_ui(ui: &mut Ui, section: &PatchSection, view: &PatchView) {
-    ui.strong("Hooks by share recovered");
-    egui::Grid::new("patch-top-hooks")
-        .num_columns(3)
-        .striped(true)
-        .show(ui, |ui| {
-            ui.label(RichText::new("hook").weak());
-            ui.label(RichText::new("tuned → base").weak());
-            ui.label(RichText::new("base → tuned").weak());
-            ui.end_row();
-            for cell in view
-                .by_recovered
-                .iter()
-                .filter_map(|&i| section.cells.get(i))
-                .take(TOP_HOOKS)
-            {
-                ui.label(&cell.hook).on_hover_text(cell_hover_text(cell));
-                ui.label(share_text(cell.tuned_into_base));
-                ui.label(share_text(cell.base_into_tuned));
-                ui.end_row();
-            }
-        });
 }
 
 fn sweep_label(sweep: &PositionSweep) -> String {

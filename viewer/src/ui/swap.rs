@@ -7,10 +7,10 @@ use egui_plot::{HoverPosition, Legend, Line, LineStyle, Plot, PlotPoints};
 use mdiff_core::report::{CumulativeSwap, Method, SwapRow, SwapSection};
 
 use super::format::{number, percent};
-use super::heatmap::{GridPlot, grid_plot_ui};
-use super::{legend, missing_section_ui};
+use super::missing_section_ui;
+use super::shares::{ShareItems, SideColumn, share_heatmaps_ui, share_text};
 use crate::colors::{self, Scale};
-use crate::state::{Document, SwapDirection, SwapView};
+use crate::state::{Document, ShareDirection, SwapDirection, SwapView};
 
 /// How many parts the "by share removed" table lists.
 const TOP_PARTS: usize = 8;
@@ -40,23 +40,20 @@ pub fn swap_ui(ui: &mut Ui, doc: &mut Document) {
     }
     ui.add_space(4.0);
     let heat_height = (ui.available_height() * 0.36).clamp(120.0, 280.0);
-    ui.horizontal_top(|ui| {
-        let spacing = ui.spacing().item_spacing.x;
-        let each = ((ui.available_width() - SIDE_WIDTH) / 2.0 - spacing).max(160.0);
-        for direction in SwapDirection::ALL {
-            ui.vertical(|ui| {
-                ui.set_width(each);
-                ui.strong(direction.title());
-                heatmap_ui(ui, section, view, direction, heat_height);
-            });
-        }
-        ui.vertical(|ui| {
-            ui.set_width(SIDE_WIDTH - spacing);
-            legend::share_legend_ui(ui, "share of the divergence");
-            ui.add_space(6.0);
-            top_parts_ui(ui, section, view);
-        });
-    });
+    share_heatmaps_ui(
+        ui,
+        &mut view.grid,
+        &section.rows,
+        heat_height,
+        &SideColumn {
+            width: SIDE_WIDTH,
+            legend: "share of the divergence",
+            id: "swap-top-parts",
+            title: "Parts by share removed",
+            order: &view.by_removed,
+            most: TOP_PARTS,
+        },
+    );
     outside_ui(ui, section, view);
     ui.separator();
     ui.strong("Whole blocks swapped together");
@@ -64,93 +61,37 @@ pub fn swap_ui(ui: &mut Ui, doc: &mut Document) {
     cumulative_plot_ui(ui, &section.cumulative, plot_height);
 }
 
-/// One direction's layer × part heatmap; hovering a cell shows the part, both shares and the KLs.
-fn heatmap_ui(ui: &mut Ui, section: &SwapSection, view: &mut SwapView, direction: SwapDirection, height: f32) {
-    let name = match direction {
-        SwapDirection::Removed => "swap-removed",
-        SwapDirection::Introduced => "swap-introduced",
-    };
-    let texture = view.image_mut(direction).texture_id(ui.ctx(), name);
-    let view: &SwapView = view;
-    let column_label = |layer: usize| layer.to_string();
-    let row_label = |row: usize| view.parts.get(row).cloned().unwrap_or_default();
-    let hover = |row: usize, layer: usize| {
-        let part = view.parts.get(row)?;
-        Some(match view.cell(row, layer).and_then(|i| section.rows.get(i)) {
-            Some(r) => hover_text(r),
-            None => format!("layer {layer} · {part}\nnot in this block"),
-        })
-    };
-    let cell_text = |row: usize, layer: usize| {
-        let share = view
-            .cell(row, layer)
-            .and_then(|i| section.rows.get(i))
-            .and_then(|r| direction.share(r))?;
-        Some((percent(share), colors::text_on(Scale::Viridis.at(share))))
-    };
-    grid_plot_ui(
-        ui,
-        &GridPlot {
-            id: name,
-            texture,
-            num_columns: view.num_layers,
-            num_rows: view.parts.len(),
-            height,
-            x_label: "layer",
-            y_label: "",
-            column_label: &column_label,
-            row_label: &row_label,
-            column_label_chars: view.num_layers.saturating_sub(1).to_string().len(),
-            stagger_columns: false,
-            hover: &hover,
-            cell_text: Some(&cell_text),
-        },
-    );
-}
+impl ShareItems for SwapDirection {
+    const KIND: &'static str = "part";
+    const EMPTY_CELL: &'static str = "not in this block";
 
-/// A part's name, both shares and the KL each swapped model keeps.
-fn hover_text(row: &SwapRow) -> String {
-    format!(
-        "{}\nremoved {} · KL(tuned with base's part‖base) = {}\nintroduced {} · KL(base with tuned's part‖base) = {}",
-        row.part,
-        share_text(row.removed),
-        kl_text(row.kl_removed),
-        share_text(row.introduced),
-        kl_text(row.kl_introduced)
-    )
-}
+    fn heatmap_id(self) -> &'static str {
+        match self {
+            Self::Removed => "swap-removed",
+            Self::Introduced => "swap-introduced",
+        }
+    }
 
-fn share_text(share: Option<f64>) -> String {
-    share.map_or_else(|| "–".into(), percent)
+    fn name(row: &SwapRow) -> &str {
+        &row.part
+    }
+
+    /// A part's name, both shares and the KL each swapped model keeps.
+    fn hover_text(row: &SwapRow) -> String {
+        format!(
+            "{}\nremoved {} · KL(tuned with base's part‖base) = {}\nintroduced {} · KL(base with tuned's part‖base) = \
+             {}",
+            row.part,
+            share_text(row.removed),
+            kl_text(row.kl_removed),
+            share_text(row.introduced),
+            kl_text(row.kl_introduced)
+        )
+    }
 }
 
 fn kl_text(kl: Option<f64>) -> String {
     kl.map_or_else(|| "–".into(), number)
-}
-
-/// The parts that remove the most, with both shares: the heatmaps' answer in text.
-fn top_parts_ui(ui: &mut Ui, section: &SwapSection, view: &SwapView) {
-    ui.strong("Parts by share removed");
-    egui::Grid::new("swap-top-parts")
-        .num_columns(3)
-        .striped(true)
-        .show(ui, |ui| {
-            ui.label(RichText::new("part").weak());
-            ui.label(RichText::new("removed").weak());
-            ui.label(RichText::new("introduced").weak());
-            ui.end_row();
-            for row in view
-                .by_removed
-                .iter()
-                .filter_map(|&i| section.rows.get(i))
-                .take(TOP_PARTS)
-            {
-                ui.label(&row.part).on_hover_text(hover_text(row));
-                ui.label(share_text(row.removed));
-                ui.label(share_text(row.introduced));
-                ui.end_row();
-            }
-        });
 }
 
 /// The parts outside the blocks (embedding, final norm, unembedding), which the heatmaps have no cell for: each
@@ -164,14 +105,14 @@ fn outside_ui(ui: &mut Ui, section: &SwapSection, view: &SwapView) {
         for row in view.outside.iter().filter_map(|&i| section.rows.get(i)) {
             ui.add_space(8.0);
             ui.label(RichText::new(&row.part).strong())
-                .on_hover_text(hover_text(row));
+                .on_hover_text(SwapDirection::hover_text(row));
             for direction in SwapDirection::ALL {
                 let share = direction.share(row);
                 let background = share.map_or(colors::MISSING, |v| Scale::Viridis.at(v));
                 let chip = RichText::new(share_text(share))
                     .background_color(background)
                     .color(colors::text_on(background));
-                ui.label(chip).on_hover_text(hover_text(row));
+                ui.label(chip).on_hover_text(SwapDirection::hover_text(row));
             }
         }
     });
