@@ -26,6 +26,67 @@ pub enum Command {
     /// Open a report in the native viewer (the separate `mdiff-viewer` binary).
     #[command(after_help = VIEW_EXAMPLES)]
     View(ViewArgs),
+    /// Crosscoders on both models' residual streams: collect paired activations.
+    #[command(subcommand)]
+    Crosscoder(CrosscoderCommand),
+}
+
+/// `mdiff crosscoder …`.
+#[derive(Debug, Subcommand)]
+pub enum CrosscoderCommand {
+    /// Run both models on a prompt set and write their activations at one hook to a directory of safetensors
+    /// shards (format: docs/methods.md, "Paired activations").
+    #[command(after_help = COLLECT_EXAMPLES)]
+    Collect(Box<CollectArgs>),
+}
+
+const COLLECT_EXAMPLES: &str = "\
+Examples:
+  mdiff crosscoder collect fixtures/tiny-llama/base fixtures/tiny-llama/full-ft -o acts/
+  mdiff crosscoder collect base/ tuned/ --prompts corpus.txt --hook blocks.12.hook_resid_post --max-tokens 2000000 -o acts/
+
+The directory must be new or empty; activations.json is written last, so a killed run leaves no usable set.";
+
+/// `mdiff crosscoder collect`.
+#[derive(Debug, Args)]
+pub struct CollectArgs {
+    /// The model before fine-tuning (a model directory with config.json and tokenizer.json).
+    pub base: PathBuf,
+    /// The fine-tuned model: a model directory or a PEFT adapter directory for BASE.
+    pub tuned: PathBuf,
+    /// Directory to write (new or empty).
+    #[arg(short, long)]
+    pub output: PathBuf,
+    /// Prompts to run (.txt, .jsonl or .json, as for compare); default: the built-in set.
+    #[arg(long, value_name = "FILE")]
+    pub prompts: Option<PathBuf>,
+    /// Hook to read in both models (TransformerLens name); default: the middle block's hook_resid_post.
+    #[arg(long, value_name = "NAME")]
+    pub hook: Option<String>,
+    /// Keep positions holding the beginning-of-sequence token (left out by default: their norms dwarf the rest).
+    #[arg(long)]
+    pub keep_bos: bool,
+    /// Stop after this many token rows.
+    #[arg(long, default_value_t = 1 << 20, value_parser = clap::value_parser!(u64).range(1..))]
+    pub max_tokens: u64,
+    /// Token rows per shard file.
+    #[arg(long, default_value_t = 1 << 16, value_parser = clap::value_parser!(u32).range(1..))]
+    pub shard_tokens: u32,
+    /// Padded tokens per forward batch.
+    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    pub batch_tokens: u32,
+    /// Compute device: cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Dtype of weights and activations while running (activations are stored in f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// config.json for both models.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// tokenizer.json for both models.
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
 }
 
 const COMPARE_EXAMPLES: &str = "\

@@ -30,6 +30,7 @@ fn main() -> ExitCode {
         Command::Compare(args) => commands::compare::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
         Command::View(args) => commands::view::run(&args),
+        Command::Crosscoder(cli::CrosscoderCommand::Collect(args)) => commands::crosscoder::collect(&args),
     };
     match result {
         Ok(()) => Exit::Ok.into(),

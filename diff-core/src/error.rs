@@ -246,6 +246,15 @@ pub enum Error {
         reason: String,
     },
 
+    /// A directory of paired activations that cannot be used for a crosscoder.
+    #[error("{}: not a usable activation set ({reason}); collect it again with `mdiff crosscoder collect`", path.display())]
+    InvalidActivations {
+        /// The file or directory.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+
     /// The output could not be written.
     #[error("cannot write {}: {source}; check that the directory exists and is writable", path.display())]
     Write {

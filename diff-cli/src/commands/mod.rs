@@ -2,6 +2,7 @@
 
 mod behaviour_summary;
 pub mod compare;
+pub mod crosscoder;
 pub mod inspect;
 mod lens_summary;
 mod localize_summary;

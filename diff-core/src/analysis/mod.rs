@@ -6,6 +6,7 @@
 
 mod batch;
 pub mod behaviour;
+pub mod crosscoder;
 mod lens;
 mod pair;
 mod patch;

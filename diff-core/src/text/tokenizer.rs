@@ -117,6 +117,14 @@ impl Tokenizer {
         })
     }
 
+    /// The id of the beginning-of-sequence token that `tokenizer_config.json` names, if it names one the vocabulary
+    /// has.
+    #[must_use]
+    pub fn bos_id(&self) -> Option<u32> {
+        let (_, text) = self.special_tokens.iter().find(|(key, _)| *key == "bos_token")?;
+        self.inner.token_to_id(text)
+    }
+
     /// The `tokenizer.json` this was loaded from.
     #[must_use]
     pub fn path(&self) -> &Path {

@@ -1,0 +1,337 @@
+//! Paired activations on disk: what `mdiff crosscoder collect` writes and the crosscoder reads, documented so that
+//! activations made elsewhere can be brought in.
+//!
+//! A directory holds
+//! - `shard-00000.safetensors`, … with `base` and `tuned` (F32 `[n, d_model]`: row i of both is the same token),
+//!   `token_ids`, `sequence` and `position` (U32 `[n]`: the token, its sequence, and its position there);
+//! - `sequences.safetensors` with `ids` (U32, every sequence's tokens one after another) and `offsets` (U64
+//!   `[sequences + 1]`: sequence s is `ids[offsets[s]..offsets[s + 1]]`), for the contexts around a row;
+//! - `activations.json`, the [`Manifest`], written last: a directory without it is an unfinished collection.
+//!
+//! Every file is written to a temporary name and renamed, so a killed collection leaves no partial file.
+
+use std::path::{Path, PathBuf};
+
+use safetensors::{Dtype, SafeTensors, View};
+use serde::{Deserialize, Serialize};
+
+use crate::error::{Error, Result};
+
+/// Name of the manifest file.
+pub const MANIFEST: &str = "activations.json";
+/// Name of the sequences file.
+pub const SEQUENCES: &str = "sequences.safetensors";
+/// `format` of a manifest.
+pub const FORMAT: &str = "mdiff-paired-activations";
+/// Version of the format this build writes and reads.
+pub const FORMAT_VERSION: u32 = 1;
+
+/// What a directory of paired activations holds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Manifest {
+    /// Always [`FORMAT`].
+    pub format: String,
+    /// [`FORMAT_VERSION`].
+    pub version: u32,
+    /// TransformerLens name of the hook read in both models.
+    pub hook: String,
+    /// Width of one activation row.
+    pub d_model: usize,
+    /// Rows over all shards.
+    pub num_tokens: u64,
+    /// Sequences in `sequences.safetensors`.
+    pub num_sequences: usize,
+    /// Whether positions holding the beginning-of-sequence token were left out (their norms dwarf the rest).
+    pub bos_dropped: bool,
+    /// The shards in order.
+    pub shards: Vec<Shard>,
+    /// Squared-norm statistics of each model's rows, and the scale that makes E‖a‖² = d_model.
+    pub base_norm: ModelNorm,
+    /// As `base_norm`, for the tuned model.
+    pub tuned_norm: ModelNorm,
+    /// Where the activations came from (model paths, prompt source), for people.
+    pub source: String,
+}
+
+/// One shard file.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Shard {
+    /// File name inside the directory.
+    pub file: String,
+    /// Rows it holds.
+    pub tokens: u64,
+}
+
+/// Statistics of ‖a‖² over one model's rows (Welford's algorithm).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct ModelNorm {
+    /// Mean of ‖a‖².
+    pub mean_sq_norm: f64,
+    /// Standard deviation of ‖a‖².
+    pub std_sq_norm: f64,
+    /// √(d_model / mean ‖a‖²): multiplying every row by it makes E‖a‖² = d_model.
+    pub scale: f64,
+}
+
+/// Welford's running mean and variance.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct Welford {
+    count: u64,
+    mean: f64,
+    m2: f64,
+}
+
+impl Welford {
+    pub fn push(&mut self, x: f64) {
+        self.count += 1;
+        #[allow(clippy::cast_precision_loss, reason = "token counts are far below 2^52")]
+        let n = self.count as f64;
+        let delta = x - self.mean;
+        self.mean += delta / n;
+        self.m2 += delta * (x - self.mean);
+    }
+
+    /// The statistics, for rows of width `d_model`.
+    pub fn norm(self, d_model: usize) -> ModelNorm {
+        #[allow(clippy::cast_precision_loss, reason = "counts and widths are far below 2^52")]
+        let (n, d) = (self.count as f64, d_model as f64);
+        ModelNorm {
+            mean_sq_norm: self.mean,
+            std_sq_norm: if self.count > 1 {
+                (self.m2 / (n - 1.0)).sqrt()
+            } else {
+                0.0
+            },
+            scale: if self.mean > 0.0 { (d / self.mean).sqrt() } else { 1.0 },
+        }
+    }
+}
+
+/// The rows of one shard, in memory.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ShardRows {
+    /// `[n · d_model]`, row-major.
+    pub base: Vec<f32>,
+    /// `[n · d_model]`, row-major.
+    pub tuned: Vec<f32>,
+    /// Token of each row.
+    pub token_ids: Vec<u32>,
+    /// Sequence of each row.
+    pub sequence: Vec<u32>,
+    /// Position of each row in its sequence.
+    pub position: Vec<u32>,
+}
+
+impl ShardRows {
+    /// Rows held.
+    #[must_use]
+    pub fn len(&self) -> usize {
+        self.token_ids.len()
+    }
+
+    /// Whether there are no rows.
+    #[must_use]
+    pub fn is_empty(&self) -> bool {
+        self.token_ids.is_empty()
+    }
+
+    /// Writes the rows as a shard file, atomically.
+    pub(crate) fn write(&self, path: &Path, d_model: usize) -> Result<()> {
+        let n = self.len();
+        let tensors = [
+            ("base", Raw::f32(&self.base, vec![n, d_model])),
+            ("tuned", Raw::f32(&self.tuned, vec![n, d_model])),
+            ("token_ids", Raw::u32(&self.token_ids)),
+            ("sequence", Raw::u32(&self.sequence)),
+            ("position", Raw::u32(&self.position)),
+        ];
+        write_safetensors(path, &tensors)
+    }
+}
+
+/// A directory of paired activations, checked.
+#[derive(Debug, Clone)]
+pub struct ActivationSet {
+    dir: PathBuf,
+    manifest: Manifest,
+}
+
+impl ActivationSet {
+    /// Reads and checks `dir/activations.json`: the format, the version, and that every shard exists.
+    ///
+    /// # Errors
+    /// [`Error::InvalidActivations`] naming what is wrong; [`Error::Read`].
+    pub fn open(dir: &Path) -> Result<Self> {
+        let path = dir.join(MANIFEST);
+        let bad = |reason: String| Error::InvalidActivations {
+            path: path.clone(),
+            reason,
+        };
+        let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => bad(format!("no {MANIFEST}; an unfinished collection has none")),
+            _ => Error::Read {
+                path: path.clone(),
+                source,
+            },
+        })?;
+        let manifest: Manifest = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+        if manifest.format != FORMAT || manifest.version > FORMAT_VERSION {
+            return Err(bad(format!(
+                "format {} version {}; this mdiff reads {FORMAT} up to version {FORMAT_VERSION}",
+                manifest.format, manifest.version
+            )));
+        }
+        let total: u64 = manifest.shards.iter().map(|s| s.tokens).sum();
+        if total != manifest.num_tokens {
+            return Err(bad(format!(
+                "the shards hold {total} rows but num_tokens says {}",
+                manifest.num_tokens
+            )));
+        }
+        if let Some(missing) = manifest.shards.iter().find(|s| !dir.join(&s.file).is_file()) {
+            return Err(bad(format!("shard {} is missing", missing.file)));
+        }
+        Ok(Self {
+            dir: dir.to_path_buf(),
+            manifest,
+        })
+    }
+
+    /// The manifest.
+    #[must_use]
+    pub fn manifest(&self) -> &Manifest {
+        &self.manifest
+    }
+
+    /// Reads shard `index`, checking its tensors against the manifest.
+    ///
+    /// # Errors
+    /// [`Error::InvalidActivations`] for a shard whose names, dtypes or shapes do not match, or that holds a
+    /// non-finite activation (with the row); [`Error::Read`].
+    pub fn read_shard(&self, index: usize) -> Result<ShardRows> {
+        let shard = self
+            .manifest
+            .shards
+            .get(index)
+            .ok_or_else(|| Error::Usage(format!("no shard {index}")))?;
+        let path = self.dir.join(&shard.file);
+        let bytes = std::fs::read(&path).map_err(|source| Error::Read {
+            path: path.clone(),
+            source,
+        })?;
+        let bad = |reason: String| Error::InvalidActivations {
+            path: path.clone(),
+            reason,
+        };
+        let file = SafeTensors::deserialize(&bytes).map_err(|e| bad(e.to_string()))?;
+        let n = usize::try_from(shard.tokens).map_err(|_| bad("too many rows".into()))?;
+        let d = self.manifest.d_model;
+        let read = |name: &str, dtype: Dtype, shape: &[usize]| -> Result<Vec<u8>> {
+            let t = file.tensor(name).map_err(|_| bad(format!("no tensor {name}")))?;
+            if t.dtype() != dtype || t.shape() != shape {
+                return Err(bad(format!(
+                    "{name} is {:?} {:?}; the manifest says {dtype:?} {shape:?}",
+                    t.dtype(),
+                    t.shape()
+                )));
+            }
+            Ok(t.data().to_vec())
+        };
+        let f32s = |b: Vec<u8>| -> Vec<f32> {
+            b.chunks_exact(4)
+                .map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let u32s = |b: Vec<u8>| -> Vec<u32> {
+            b.chunks_exact(4)
+                .map(|c| u32::from_le_bytes([c[0], c[1], c[2], c[3]]))
+                .collect()
+        };
+        let rows = ShardRows {
+            base: f32s(read("base", Dtype::F32, &[n, d])?),
+            tuned: f32s(read("tuned", Dtype::F32, &[n, d])?),
+            token_ids: u32s(read("token_ids", Dtype::U32, &[n])?),
+            sequence: u32s(read("sequence", Dtype::U32, &[n])?),
+            position: u32s(read("position", Dtype::U32, &[n])?),
+        };
+        for (model, values) in [("base", &rows.base), ("tuned", &rows.tuned)] {
+            if let Some(i) = values.iter().position(|v| !v.is_finite()) {
+                return Err(bad(format!(
+                    "{model} row {} (sequence {}, position {}) is not finite",
+                    i / d.max(1),
+                    rows.sequence[i / d.max(1)],
+                    rows.position[i / d.max(1)]
+                )));
+            }
+        }
+        Ok(rows)
+    }
+}
+
+/// Little-endian bytes of a tensor to write.
+struct Raw {
+    dtype: Dtype,
+    shape: Vec<usize>,
+    bytes: Vec<u8>,
+}
+
+impl Raw {
+    fn f32(values: &[f32], shape: Vec<usize>) -> Self {
+        Self {
+            dtype: Dtype::F32,
+            shape,
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    fn u32(values: &[u32]) -> Self {
+        Self {
+            dtype: Dtype::U32,
+            shape: vec![values.len()],
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+
+    fn u64(values: &[u64]) -> Self {
+        Self {
+            dtype: Dtype::U64,
+            shape: vec![values.len()],
+            bytes: values.iter().flat_map(|v| v.to_le_bytes()).collect(),
+        }
+    }
+}
+
+impl View for &Raw {
+    fn dtype(&self) -> Dtype {
+        self.dtype
+    }
+
+    fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    fn data(&self) -> std::borrow::Cow<'_, [u8]> {
+        std::borrow::Cow::Borrowed(&self.bytes)
+    }
+
+    fn data_len(&self) -> usize {
+        self.bytes.len()
+    }
+}
+
+/// Writes `tensors` as a safetensors file at `path`, atomically.
+fn write_safetensors(path: &Path, tensors: &[(&str, Raw)]) -> Result<()> {
+    let views = tensors.iter().map(|(name, raw)| (*name, raw));
+    let bytes = safetensors::serialize(views, None).map_err(|e| Error::Internal(format!("safetensors: {e}")))?;
+    crate::report::write_json_atomic(&bytes, path)
+}
+
+/// Writes the sequences file: every sequence's token ids and where each starts.
+pub(crate) fn write_sequences(path: &Path, sequences: &[Vec<u32>]) -> Result<()> {
+    let ids: Vec<u32> = sequences.iter().flatten().copied().collect();
+    let mut offsets = vec![0u64];
+    for s in sequences {
+        offsets.push(offsets.last().copied().unwrap_or(0) + s.len() as u64);
+    }
+    write_safetensors(path, &[("ids", Raw::u32(&ids)), ("offsets", Raw::u64(&offsets))])
+}

@@ -1,0 +1,207 @@
+//! Paired activation collection: both models on the same tokens, one hook, streamed to shards on disk.
+
+use std::path::Path;
+
+use candle_core::Tensor;
+
+use crate::error::{Error, Result};
+use crate::model::{HookPoint, Hooks, with_f32_values};
+use crate::progress::Progress;
+
+use super::super::batch::{PaddedBatch, batches};
+use super::super::{EncodedPrompt, ModelPair};
+use super::activations::{
+    FORMAT, FORMAT_VERSION, MANIFEST, Manifest, SEQUENCES, Shard, ShardRows, Welford, write_sequences,
+};
+
+/// Knobs of the collection.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CollectOptions {
+    /// The hook read in both models; `None` for the middle block's output (`blocks.{n/2}.hook_resid_post`).
+    pub hook: Option<HookPoint>,
+    /// Leave out positions holding the beginning-of-sequence token.
+    pub drop_bos: bool,
+    /// Stop after this many rows.
+    pub max_tokens: u64,
+    /// Rows per shard file.
+    pub shard_tokens: usize,
+    /// Padded tokens per forward batch.
+    pub batch_tokens: usize,
+    /// Where the activations came from, for the manifest.
+    pub source: String,
+}
+
+impl Default for CollectOptions {
+    fn default() -> Self {
+        Self {
+            hook: None,
+            drop_bos: true,
+            max_tokens: 1 << 20,
+            shard_tokens: 1 << 16,
+            batch_tokens: 2048,
+            source: String::new(),
+        }
+    }
+}
+
+/// Runs both models of `pair` on `prompts` and writes their activations at one hook to `out` (a new or empty
+/// directory), [`super::activations`]' format. Memory holds one batch and one shard, whatever the prompt count.
+///
+/// # Errors
+/// [`Error::Usage`] for a hook the models lack or an `out` that already holds files; [`Error::InvalidActivations`]
+/// when an activation is not finite (naming the prompt and position); write and tensor failures.
+pub fn collect(
+    pair: &ModelPair,
+    prompts: &[EncodedPrompt],
+    opts: &CollectOptions,
+    out: &Path,
+    progress: &dyn Progress,
+) -> Result<Manifest> {
+    let (base, tuned) = (&pair.base, &pair.tuned);
+    super::super::check_same_shape(base, tuned)?;
+    let hook = opts.hook.unwrap_or(HookPoint::ResidPost(base.num_layers() / 2));
+    let d = base.config().hidden_size;
+    prepare_dir(out)?;
+    let bos = if opts.drop_bos { pair.tokenizer.bos_id() } else { None };
+    let mut writer = ShardWriter {
+        out,
+        d,
+        rows: ShardRows::default(),
+        shards: Vec::new(),
+        shard_tokens: opts.shard_tokens.max(1),
+    };
+    let (mut base_norm, mut tuned_norm) = (Welford::default(), Welford::default());
+    let mut written = 0u64;
+    let total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
+    progress.begin("collect", total);
+    'batches: for batch in batches(prompts, opts.batch_tokens) {
+        let padded = PaddedBatch::new(prompts, &batch, base.device())?;
+        let rows = |model: &crate::model::Model| -> Result<Vec<f32>> {
+            let mut captured = model.forward(&padded.ids, &Hooks::new().capture(hook))?.captured;
+            let act: Tensor = captured
+                .take(hook)
+                .ok_or_else(|| Error::Internal(format!("{hook} was not captured")))?;
+            with_f32_values(&padded.real_rows(&act)?, <[f32]>::to_vec)
+        };
+        let (rows_base, rows_tuned) = (rows(base)?, rows(tuned)?);
+        for (i, &(prompt, position)) in padded.rows.iter().enumerate() {
+            let token = prompts[prompt].ids[position];
+            if Some(token) == bos {
+                continue;
+            }
+            let (a, b) = (&rows_base[i * d..(i + 1) * d], &rows_tuned[i * d..(i + 1) * d]);
+            for (model, row) in [("base", a), ("tuned", b)] {
+                if row.iter().any(|v| !v.is_finite()) {
+                    return Err(Error::InvalidActivations {
+                        path: out.to_path_buf(),
+                        reason: format!(
+                            "the {model} model's {hook} is not finite at prompt {prompt}, position {position}; \
+                             check the model for NaN weights"
+                        ),
+                    });
+                }
+            }
+            base_norm.push(squared_norm(a));
+            tuned_norm.push(squared_norm(b));
+            writer.push(a, b, token, prompt, position)?;
+            written += 1;
+            if written >= opts.max_tokens {
+                break 'batches;
+            }
+        }
+        progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
+    }
+    progress.end();
+    if written == 0 {
+        return Err(Error::Usage(
+            "no activations to collect: every position was left out (only beginning-of-sequence tokens?)".into(),
+        ));
+    }
+    writer.flush()?;
+    let sequences: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();
+    write_sequences(&out.join(SEQUENCES), &sequences)?;
+    let manifest = Manifest {
+        format: FORMAT.into(),
+        version: FORMAT_VERSION,
+        hook: hook.to_string(),
+        d_model: d,
+        num_tokens: written,
+        num_sequences: sequences.len(),
+        bos_dropped: bos.is_some(),
+        shards: writer.shards,
+        base_norm: base_norm.norm(d),
+        tuned_norm: tuned_norm.norm(d),
+        source: opts.source.clone(),
+    };
+    // Written last: its presence marks a finished collection.
+    let text = serde_json::to_vec_pretty(&manifest)?;
+    crate::report::write_json_atomic(&text, &out.join(MANIFEST))?;
+    Ok(manifest)
+}
+
+fn squared_norm(row: &[f32]) -> f64 {
+    row.iter().map(|&v| f64::from(v) * f64::from(v)).sum()
+}
+
+/// Creates `out`, or accepts it empty: collecting never overwrites files. Callers may check it before loading
+/// the models, so that a wrong directory is found at once.
+///
+/// # Errors
+/// [`Error::Usage`] when `out` holds files; [`Error::Read`], [`Error::Write`].
+pub fn prepare_dir(out: &Path) -> Result<()> {
+    if out.exists() {
+        let mut entries = std::fs::read_dir(out).map_err(|source| Error::Read {
+            path: out.to_path_buf(),
+            source,
+        })?;
+        if entries.next().is_some() {
+            return Err(Error::Usage(format!(
+                "{} is not empty; collect into a new directory (nothing there was changed)",
+                out.display()
+            )));
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(out).map_err(|source| Error::Write {
+        path: out.to_path_buf(),
+        source,
+    })
+}
+
+/// Rows waiting for their shard, and the shards written.
+struct ShardWriter<'a> {
+    out: &'a Path,
+    d: usize,
+    rows: ShardRows,
+    shards: Vec<Shard>,
+    shard_tokens: usize,
+}
+
+impl ShardWriter<'_> {
+    fn push(&mut self, base: &[f32], tuned: &[f32], token: u32, prompt: usize, position: usize) -> Result<()> {
+        let index = |v: usize| u32::try_from(v).map_err(|_| Error::Usage(format!("index {v} does not fit in u32")));
+        self.rows.base.extend_from_slice(base);
+        self.rows.tuned.extend_from_slice(tuned);
+        self.rows.token_ids.push(token);
+        self.rows.sequence.push(index(prompt)?);
+        self.rows.position.push(index(position)?);
+        if self.rows.len() >= self.shard_tokens {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.rows.is_empty() {
+            return Ok(());
+        }
+        let file = format!("shard-{:05}.safetensors", self.shards.len());
+        self.rows.write(&self.out.join(&file), self.d)?;
+        self.shards.push(Shard {
+            file,
+            tokens: self.rows.len() as u64,
+        });
+        self.rows = ShardRows::default();
+        Ok(())
+    }
+}
