@@ -87,6 +87,9 @@ pub struct CollectArgs {
     /// tokenizer.json for both models.
     #[arg(long, value_name = "FILE")]
     pub tokenizer: Option<PathBuf>,
+    /// Worker threads (default: one per core).
+    #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub threads: Option<u16>,
 }
 
 const COMPARE_EXAMPLES: &str = "\

@@ -70,7 +70,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn rayon_threads(threads: usize) -> anyhow::Result<()> {
+pub(crate) fn rayon_threads(threads: usize) -> anyhow::Result<()> {
     // candle sizes its matrix-product splits and its own helper pool from RAYON_NUM_THREADS (read when first
     // used), not from rayon's global pool; setting both bounds every compute thread.
     #[allow(unsafe_code)]

@@ -14,6 +14,9 @@ use crate::progress::Bar;
 
 /// Runs `mdiff crosscoder collect`.
 pub fn collect(args: &CollectArgs) -> anyhow::Result<()> {
+    if let Some(threads) = args.threads {
+        super::compare::rayon_threads(usize::from(threads))?;
+    }
     // Flags first: a bad hook or device should not wait for the models to load.
     let hook: Option<HookPoint> = args.hook.as_deref().map(str::parse).transpose()?;
     let opts = PairOptions {

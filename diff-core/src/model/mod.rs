@@ -218,6 +218,32 @@ impl Model {
     }
 
     fn forward_span<'a>(&self, ids: &Tensor, hooks: &Hooks, mut span: Span<'a>) -> Result<(Forward, Span<'a>)> {
+        let mut captured = Captured::default();
+        let resid = self.embed_tokens(ids, hooks, &mut captured)?;
+        let resid = self.run_blocks(Stage::Pre(0), self.blocks.len(), resid, hooks, &mut captured, &mut span)?;
+        Ok((self.finish(&resid, hooks, captured)?, span))
+    }
+
+    /// Runs token ids `[batch, seq]` through blocks `..end` only and returns what the hooks captured: the cheap
+    /// way to read an activation part-way up (the blocks above it and the final norm are not run).
+    ///
+    /// # Errors
+    /// [`Error::Usage`] for `end` past the last block; as [`Model::forward`].
+    pub fn capture_until(&self, ids: &Tensor, end: usize, hooks: &Hooks) -> Result<Captured> {
+        if end > self.blocks.len() {
+            return Err(Error::Usage(format!(
+                "cannot stop after block {end}: the model has {} blocks",
+                self.blocks.len()
+            )));
+        }
+        let mut captured = Captured::default();
+        let resid = self.embed_tokens(ids, hooks, &mut captured)?;
+        self.run_blocks(Stage::Pre(0), end, resid, hooks, &mut captured, &mut Span::default())?;
+        Ok(captured)
+    }
+
+    /// The residual stream entering block 0: token (and learned position) embeddings, through their hooks.
+    fn embed_tokens(&self, ids: &Tensor, hooks: &Hooks, captured: &mut Captured) -> Result<Tensor> {
         let (b, t) = ids.dims2()?;
         if t > self.config.context_len {
             return Err(Error::Usage(format!(
@@ -226,24 +252,22 @@ impl Model {
             )));
         }
         self.check_hooks(hooks)?;
-        let mut captured = Captured::default();
         let ids = ids.to_device(&self.device)?;
         let embed = self
             .embed
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, self.config.hidden_size))?;
-        let mut resid = hooks.apply(HookPoint::Embed, embed, &mut captured)?;
+        let mut resid = hooks.apply(HookPoint::Embed, embed, captured)?;
         if let Some(pos) = &self.pos_embed {
             let pos = pos.narrow(0, 0, t)?.unsqueeze(0)?.broadcast_as(resid.shape())?;
             let pos = if hooks.touches(HookPoint::PosEmbed) {
-                hooks.apply(HookPoint::PosEmbed, pos.contiguous()?, &mut captured)?
+                hooks.apply(HookPoint::PosEmbed, pos.contiguous()?, captured)?
             } else {
                 pos
             };
             resid = (resid + pos)?;
         }
-        let resid = self.run_blocks(Stage::Pre(0), self.blocks.len(), resid, hooks, &mut captured, &mut span)?;
-        Ok((self.finish(&resid, hooks, captured)?, span))
+        Ok(resid)
     }
 
     /// Runs blocks `layer..` from the residual stream entering block `layer` (`[batch, seq, d_model]`), as

@@ -77,7 +77,11 @@ pub fn collect(
     'batches: for batch in batches(prompts, opts.batch_tokens) {
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let rows = |model: &crate::model::Model| -> Result<Vec<f32>> {
-            let mut captured = model.forward(&padded.ids, &Hooks::new().capture(hook))?.captured;
+            let mut captured = match hook.layer() {
+                // Blocks above the hook are not needed.
+                Some(layer) => model.capture_until(&padded.ids, layer + 1, &Hooks::new().capture(hook))?,
+                None => model.forward(&padded.ids, &Hooks::new().capture(hook))?.captured,
+            };
             let act: Tensor = captured
                 .take(hook)
                 .ok_or_else(|| Error::Internal(format!("{hook} was not captured")))?;
