@@ -47,6 +47,24 @@ Examples:
 
 The directory must be new or empty; activations.json is written last, so a killed run leaves no usable set.";
 
+/// The flags of every command that runs the two models.
+#[derive(Debug, Args)]
+pub struct RunArgs {
+    /// Compute device: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Dtype of weights and activations while running the models: f32, bf16 or f16 (logits and stored
+    /// activations are f32).
+    #[arg(long, default_value = "f32")]
+    pub dtype: String,
+    /// config.json for both models (overrides the ones beside the weights).
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// tokenizer.json for both models (overrides the ones beside the weights).
+    #[arg(long, value_name = "FILE")]
+    pub tokenizer: Option<PathBuf>,
+}
+
 /// `mdiff crosscoder collect`.
 #[derive(Debug, Args)]
 pub struct CollectArgs {
@@ -75,18 +93,9 @@ pub struct CollectArgs {
     /// Padded tokens per forward batch.
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_tokens: u32,
-    /// Compute device: cpu, cuda or cuda:N.
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Dtype of weights and activations while running (activations are stored in f32).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// config.json for both models.
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// tokenizer.json for both models.
-    #[arg(long, value_name = "FILE")]
-    pub tokenizer: Option<PathBuf>,
+    /// Where and how the models run.
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -149,18 +158,9 @@ pub struct CompareArgs {
     /// Prompts for the behavioural methods (.txt, .jsonl or .json); default: the built-in set of 64.
     #[arg(long, value_name = "FILE")]
     pub prompts: Option<PathBuf>,
-    /// Compute device for the behavioural methods: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
-    /// Dtype of weights and activations while running the models: f32, bf16 or f16 (logits are compared in f32).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
-    /// config.json for both models (overrides the ones beside the weights).
-    #[arg(long, value_name = "FILE")]
-    pub config: Option<PathBuf>,
-    /// tokenizer.json for both models (overrides the ones beside the weights).
-    #[arg(long, value_name = "FILE")]
-    pub tokenizer: Option<PathBuf>,
+    /// Where and how the models run.
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Padded tokens per batch when running the models (bigger is faster and uses more memory).
     #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
     pub batch_tokens: u32,

@@ -342,3 +342,34 @@ pub fn assert_cases(cases: &[(&str, Setup, i32)], tidy: impl Fn(i32, &Run, &Sand
         failures.join("\n")
     );
 }
+
+/// The fixture pair `base` / `tuned` (paths under `fixtures/`) loaded on the CPU in f32, with
+/// `fixtures/prompts/golden.txt` encoded for it: for tests that call the library directly.
+///
+/// # Panics
+/// When the fixtures cannot be loaded.
+#[must_use]
+pub fn load_golden_pair(
+    base: &str,
+    tuned: &str,
+) -> (
+    mdiff_core::analysis::ModelPair,
+    Vec<mdiff_core::analysis::EncodedPrompt>,
+) {
+    use mdiff_core::analysis::{PairOptions, PairPlan, prepare_prompts};
+    let base = mdiff_core::checkpoint::Checkpoint::open(&fixture(base)).expect("base fixture");
+    let tuned = mdiff_core::checkpoint::Checkpoint::open_tuned(&fixture(tuned), &base).expect("tuned fixture");
+    let opts = PairOptions {
+        device: candle_core::Device::Cpu,
+        dtype: candle_core::DType::F32,
+        config: None,
+        tokenizer: None,
+    };
+    let plan = PairPlan::prepare(&base, &tuned, &opts)
+        .expect("pair plan")
+        .expect("config and tokenizer beside the fixtures");
+    let set = mdiff_core::text::read_prompt_file(&fixture("prompts/golden.txt")).expect("golden prompts");
+    let (prompts, _) =
+        prepare_prompts(&set, plan.tokenizer(), plan.context_len(), plan.vocab_size()).expect("encoded prompts");
+    (plan.load(&base, &tuned, &opts).expect("models"), prompts)
+}

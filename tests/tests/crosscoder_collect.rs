@@ -9,10 +9,8 @@
 
 use std::path::{Path, PathBuf};
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{Device, Tensor};
 use mdiff_core::analysis::crosscoder::{ActivationSet, ShardRows};
-use mdiff_core::analysis::{PairOptions, PairPlan};
-use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks};
 use mdiff_tests::{Run, Sandbox, edit_f32_tensors, fixture, tensor_values_mut};
 
@@ -50,19 +48,7 @@ fn all_rows(set: &ActivationSet) -> ShardRows {
 
 /// Each prompt alone through the runtime, the hook captured: `[seq, d]` per prompt, per model.
 fn reference(hook: HookPoint) -> Vec<[Vec<Vec<f32>>; 2]> {
-    let base = Checkpoint::open(&fixture("tiny-llama/base")).unwrap();
-    let tuned = Checkpoint::open(&fixture("tiny-llama/full-ft")).unwrap();
-    let opts = PairOptions {
-        device: Device::Cpu,
-        dtype: DType::F32,
-        config: None,
-        tokenizer: None,
-    };
-    let plan = PairPlan::prepare(&base, &tuned, &opts).unwrap().unwrap();
-    let set = mdiff_core::text::read_prompt_file(&fixture("prompts/golden.txt")).unwrap();
-    let (prompts, _) =
-        mdiff_core::analysis::prepare_prompts(&set, plan.tokenizer(), plan.context_len(), plan.vocab_size()).unwrap();
-    let pair = plan.load(&base, &tuned, &opts).unwrap();
+    let (pair, prompts) = mdiff_tests::load_golden_pair("tiny-llama/base", "tiny-llama/full-ft");
     prompts
         .iter()
         .map(|p| {
@@ -205,6 +191,13 @@ fn broken_activation_sets_are_refused_with_the_reason() {
         std::fs::write(&manifest_path, m.to_string()).unwrap();
     };
     let open_err = || ActivationSet::open(&out).unwrap_err().to_string();
+    let shard_err = || {
+        ActivationSet::open(&out)
+            .unwrap()
+            .read_shard(0)
+            .unwrap_err()
+            .to_string()
+    };
     // Token counts that do not add up.
     with(&|m| m["num_tokens"] = 5.into());
     assert!(open_err().contains("the shards hold"), "{}", open_err());
@@ -216,11 +209,7 @@ fn broken_activation_sets_are_refused_with_the_reason() {
     assert!(open_err().contains("version 9"), "{}", open_err());
     // A shard whose width is not the manifest's.
     with(&|m| m["d_model"] = 32.into());
-    let err = ActivationSet::open(&out)
-        .unwrap()
-        .read_shard(0)
-        .unwrap_err()
-        .to_string();
+    let err = shard_err();
     assert!(
         err.contains("base is F32 [40, 64]; the manifest says F32 [40, 32]"),
         "{err}"
@@ -230,11 +219,7 @@ fn broken_activation_sets_are_refused_with_the_reason() {
     let shard = out.join("shard-00000.safetensors");
     let bytes = std::fs::read(&shard).unwrap();
     std::fs::write(&shard, &bytes[..bytes.len() / 2]).unwrap();
-    let err = ActivationSet::open(&out)
-        .unwrap()
-        .read_shard(0)
-        .unwrap_err()
-        .to_string();
+    let err = shard_err();
     assert!(err.contains("not a usable activation set"), "{err}");
     // NaN in a stored row (activations brought from elsewhere) names the shard and the row.
     std::fs::write(&shard, &bytes).unwrap();
@@ -261,11 +246,7 @@ fn broken_activation_sets_are_refused_with_the_reason() {
         })
         .collect();
     safetensors::serialize_to_file(views, None, &shard).unwrap();
-    let err = ActivationSet::open(&out)
-        .unwrap()
-        .read_shard(0)
-        .unwrap_err()
-        .to_string();
+    let err = shard_err();
     assert!(
         err.contains("shard-00000.safetensors") && err.contains("tuned row 3"),
         "{err}"

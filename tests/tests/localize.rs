@@ -12,27 +12,15 @@
 use candle_core::{DType, Device, Tensor};
 use mdiff_core::analysis::{
     EncodedPrompt, Granularity, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts, Site, SwapOptions,
-    patch, prepare_prompts, swap,
+    patch, swap,
 };
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, Part, Piece, Stage};
 use mdiff_core::progress::NoProgress;
-use mdiff_core::text::read_prompt_file;
 use mdiff_tests::fixture;
 
 fn load(tuned: &str) -> (ModelPair, Vec<EncodedPrompt>) {
-    let base = Checkpoint::open(&fixture("tiny-llama/base")).unwrap();
-    let tuned = Checkpoint::open_tuned(&fixture(tuned), &base).unwrap();
-    let opts = PairOptions {
-        device: Device::Cpu,
-        dtype: DType::F32,
-        config: None,
-        tokenizer: None,
-    };
-    let plan = PairPlan::prepare(&base, &tuned, &opts).unwrap().unwrap();
-    let set = read_prompt_file(&fixture("prompts/golden.txt")).unwrap();
-    let (prompts, _) = prepare_prompts(&set, plan.tokenizer(), plan.context_len(), plan.vocab_size()).unwrap();
-    (plan.load(&base, &tuned, &opts).unwrap(), prompts)
+    mdiff_tests::load_golden_pair("tiny-llama/base", tuned)
 }
 
 /// Per position, log-softmax of a model's output on one prompt, in f64.

@@ -23,10 +23,10 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         methods: args.methods.clone(),
         seed: args.seed,
         prompts: args.prompts.clone(),
-        device: args.device.clone(),
-        dtype: args.dtype.clone(),
-        config: args.config.clone(),
-        tokenizer: args.tokenizer.clone(),
+        device: args.run.device.clone(),
+        dtype: args.run.dtype.clone(),
+        config: args.run.config.clone(),
+        tokenizer: args.run.tokenizer.clone(),
         ..CompareOptions::default()
     };
     opts.spectrum.top_k = usize::from(args.singular_values);

@@ -20,10 +20,10 @@ pub fn collect(args: &CollectArgs) -> anyhow::Result<()> {
     // Flags first: a bad hook or device should not wait for the models to load.
     let hook: Option<HookPoint> = args.hook.as_deref().map(str::parse).transpose()?;
     let opts = PairOptions {
-        device: parse_device(&args.device)?,
-        dtype: parse_dtype(&args.dtype)?,
-        config: args.config.clone(),
-        tokenizer: args.tokenizer.clone(),
+        device: parse_device(&args.run.device)?,
+        dtype: parse_dtype(&args.run.dtype)?,
+        config: args.run.config.clone(),
+        tokenizer: args.run.tokenizer.clone(),
     };
     let base = Checkpoint::open(&args.base)?;
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
