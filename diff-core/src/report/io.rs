@@ -20,7 +20,7 @@ pub const SCHEMA_VERSION: &str = "1.3";
 /// [`Error::Write`] when the directory is not writable; [`Error::Serialize`] on a serialization bug.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write_report(report: &Report, path: &Path) -> Result<()> {
-    write_json_atomic(&super::to_readable_json(report)?, path)
+    write_atomic(&super::to_readable_json(report)?, path)
 }
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one, never a part.
@@ -28,7 +28,7 @@ pub fn write_report(report: &Report, path: &Path) -> Result<()> {
 /// # Errors
 /// [`Error::Write`] when the temp file cannot be created, written, synced or renamed.
 #[cfg(not(target_arch = "wasm32"))]
-pub fn write_json_atomic(bytes: &[u8], path: &Path) -> Result<()> {
+pub fn write_atomic(bytes: &[u8], path: &Path) -> Result<()> {
     // tempfile adds its random temp name to OS errors; the user only knows the path they asked for.
     let write_err = |source: std::io::Error| Error::Write {
         path: path.to_path_buf(),

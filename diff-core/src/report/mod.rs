@@ -17,7 +17,7 @@ pub use behaviour::{
 };
 pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_report};
 #[cfg(not(target_arch = "wasm32"))]
-pub use io::{write_json_atomic, write_report};
+pub use io::{write_atomic, write_report};
 pub use layout::to_readable_json;
 pub use lens::{LensPoint, LensPosition, LensSection};
 pub use patch::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};

@@ -323,7 +323,7 @@ impl View for &Raw {
 fn write_safetensors(path: &Path, tensors: &[(&str, Raw)]) -> Result<()> {
     let views = tensors.iter().map(|(name, raw)| (*name, raw));
     let bytes = safetensors::serialize(views, None).map_err(|e| Error::Internal(format!("safetensors: {e}")))?;
-    crate::report::write_json_atomic(&bytes, path)
+    crate::report::write_atomic(&bytes, path)
 }
 
 /// Writes the sequences file: every sequence's token ids and where each starts.

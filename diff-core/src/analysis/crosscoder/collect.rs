@@ -139,7 +139,7 @@ pub fn collect(
     };
     // Written last: its presence marks a finished collection.
     let text = serde_json::to_vec_pretty(&manifest)?;
-    crate::report::write_json_atomic(&text, &out.join(MANIFEST))?;
+    crate::report::write_atomic(&text, &out.join(MANIFEST))?;
     Ok(manifest)
 }
 
