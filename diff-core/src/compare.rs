@@ -5,8 +5,8 @@ use std::path::PathBuf;
 use std::time::Instant;
 
 use crate::analysis::{
-    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts,
-    SectionHeader, SwapOptions, behaviour, layerwise_mismatch, lens, patch, prepare_prompts, selected_layers, swap,
+    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, PairOptions, PairPlan, PatchOptions, SectionHeader,
+    SwapOptions, behaviour, layerwise_mismatch, lens, patch, prepare_prompts, selected_layers, swap,
 };
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};
@@ -246,14 +246,7 @@ impl Behavioural {
             let depth = plan.base_config().num_layers;
             selected_layers(opts.swap.layers.as_deref(), depth)?;
             selected_layers(opts.patch.layers.as_deref(), depth)?;
-            if let PositionPrompts::Chosen(chosen) = &opts.patch.positions
-                && let Some(bad) = chosen.iter().find(|&&p| p >= encoded.len())
-            {
-                return Err(Error::Usage(format!(
-                    "--patch-prompts {bad} is out of range: the prompt set has {} prompts, numbered from 0",
-                    encoded.len()
-                )));
-            }
+            opts.patch.positions.check(encoded.len())?;
         }
         let header = SectionHeader {
             prompts_source: prompts.source.to_string(),

@@ -10,7 +10,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Tensor};
+use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::{HookPoint, Hooks, KvCache, Model, Stage};
@@ -90,6 +90,24 @@ pub enum PositionPrompts {
     Chosen(Vec<usize>),
 }
 
+impl PositionPrompts {
+    /// Refuses chosen prompts past a set of `num_prompts`.
+    ///
+    /// # Errors
+    /// [`Error::Usage`] naming the first index out of range.
+    pub fn check(&self, num_prompts: usize) -> Result<()> {
+        match self {
+            Self::Chosen(chosen) => match chosen.iter().find(|&&p| p >= num_prompts) {
+                Some(bad) => Err(Error::Usage(format!(
+                    "--patch-prompts {bad} is out of range: the prompt set has {num_prompts} prompts, numbered from 0"
+                ))),
+                None => Ok(()),
+            },
+            Self::Off | Self::MostDivergent(_) => Ok(()),
+        }
+    }
+}
+
 /// Knobs of the patching analysis.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PatchOptions {
@@ -164,14 +182,7 @@ pub fn patch(
         .iter()
         .flat_map(|&l| sites.iter().map(move |&s| (l, s)))
         .collect();
-    if let PositionPrompts::Chosen(chosen) = &opts.positions
-        && let Some(bad) = chosen.iter().find(|&&p| p >= prompts.len())
-    {
-        return Err(Error::Usage(format!(
-            "--patch-prompts {bad} is out of range: the prompt set has {} prompts, numbered from 0",
-            prompts.len()
-        )));
-    }
+    opts.positions.check(prompts.len())?;
     let used = prompts_within(prompts, opts.max_positions);
     let batch_tokens = reference_batch_tokens(opts.batch_tokens, base.config().vocab_size);
     let mut sweep = Sweep {
@@ -554,19 +565,14 @@ fn count_pass(work: &mut PatchWork, stage: Stage, n: usize, token_rows: usize) {
 
 /// Whether two activations are equal everywhere (NaN counts as different).
 fn identical(a: &Tensor, b: &Tensor) -> Result<bool> {
-    let worst = (a - b)?.abs()?.to_dtype(DType::F32)?.max_all()?.to_scalar::<f32>()?;
-    Ok(worst == 0.0)
+    // `ne`, not a max of |a − b|: a max reduction skips NaN, and NaN != NaN.
+    Ok(a.ne(b)?.max_all()?.to_scalar::<u8>()? == 0)
 }
 
 /// Per position of a one-prompt activation `[1, seq, d]`: whether the two differ there (NaN counts as different).
 fn differing_positions(a: &Tensor, b: &Tensor) -> Result<Vec<bool>> {
-    let worst: Vec<f32> = (a - b)?
-        .abs()?
-        .to_dtype(DType::F32)?
-        .max_keepdim(2)?
-        .flatten_all()?
-        .to_vec1()?;
-    Ok(worst.into_iter().map(|w| w != 0.0).collect())
+    let differs: Vec<u8> = a.ne(b)?.max_keepdim(2)?.flatten_all()?.to_vec1()?;
+    Ok(differs.into_iter().map(|d| d != 0).collect())
 }
 
 /// `[k, seq, d]`: copy `i` is `corrupt` with position `positions[i]` taken from `clean` (both `[1, seq, d]`).
@@ -579,4 +585,27 @@ fn patch_one_position_each(clean: &Tensor, corrupt: &Tensor, positions: &[usize]
     }
     let mask = Tensor::from_vec(mask, (k, seq, 1), clean.device())?.broadcast_as((k, seq, d))?;
     Ok(mask.where_cond(&clean.broadcast_as((k, seq, d))?, &corrupt.broadcast_as((k, seq, d))?)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::{differing_positions, identical};
+
+    #[test]
+    fn a_nan_makes_activations_differ() {
+        let t = |v: &[f32]| Tensor::from_slice(v, (1, 2, 2), &Device::Cpu).unwrap();
+        let a = t(&[1.0, 2.0, 3.0, 4.0]);
+        assert!(identical(&a, &a.clone()).unwrap());
+        let nan = t(&[1.0, 2.0, f32::NAN, 4.0]);
+        // A max of |a − b| would skip the NaN and call these equal; the patch would then not be run.
+        assert!(!identical(&a, &nan).unwrap());
+        assert!(!identical(&nan, &nan).unwrap());
+        assert_eq!(differing_positions(&a, &nan).unwrap(), vec![false, true]);
+        assert_eq!(
+            differing_positions(&a, &t(&[1.0, 2.5, 3.0, 4.0])).unwrap(),
+            vec![true, false]
+        );
+    }
 }
