@@ -23,6 +23,9 @@ pub enum Command {
     /// List a checkpoint's tensors, dtypes, parameter count and architecture.
     #[command(after_help = INSPECT_EXAMPLES)]
     Inspect(InspectArgs),
+    /// Check a report against a release policy (gate.toml): exit 0 when every rule holds, 1 when one fails.
+    #[command(after_help = GATE_EXAMPLES)]
+    Gate(Box<GateArgs>),
     /// Open a report in the native viewer (the separate `mdiff-viewer` binary).
     #[command(after_help = VIEW_EXAMPLES)]
     View(ViewArgs),
@@ -215,10 +218,21 @@ Examples:
   mdiff compare base/ tuned/ --methods kl --prompts prompts.jsonl --device cuda --dtype bf16
   mdiff compare base/ tuned/ --methods kl,swap,patch --layers 10-15 --patch-positions 2
   mdiff compare base/ tuned/ --methods weights,kl,crosscoder --crosscoder-dir cc/
+  mdiff compare base/ tuned/ --prompts prompts.jsonl --gate gate.toml --baseline last.json --junit gate.xml
 
 Prompt files: .txt (one prompt per line), .jsonl ({\"text\": ...} or {\"messages\": [{\"role\", \"content\"}]} per
 line; messages are rendered with the model's chat template) or .json (an array of those objects). Without --prompts
 a built-in set of 64 prompts is used.";
+
+const GATE_EXAMPLES: &str = "\
+Examples:
+  mdiff gate report.json --policy fixtures/gate.toml
+  mdiff gate report.json --policy gate.toml --baseline last-release.json --junit gate.xml --markdown gate.md
+  mdiff gate report.json --policy gate.toml --format json > gate.json
+  mdiff gate --list-metrics
+
+Exit codes: 0 every rule holds (or is skipped), 1 a rule failed, 2 a bad policy, report or baseline.
+A rule on a section the report lacks fails and names the --methods to add. Policy format: docs/ci.md.";
 
 const INSPECT_EXAMPLES: &str = "\
 Examples:
@@ -312,6 +326,57 @@ pub struct CompareArgs {
     /// Active latents per token of the crosscoder (BatchTopK).
     #[arg(long, default_value_t = 16, value_parser = clap::value_parser!(u32).range(1..))]
     pub crosscoder_k: u32,
+    /// Check the report against this policy (as `mdiff gate`) once it is written; exit 1 when a rule fails.
+    #[arg(long, value_name = "POLICY")]
+    pub gate: Option<PathBuf>,
+    /// What `--gate` writes and compares against.
+    #[command(flatten)]
+    pub gate_options: GateOptions,
+}
+
+/// `mdiff gate`.
+#[derive(Debug, Args)]
+pub struct GateArgs {
+    /// The report to check (written by `mdiff compare`).
+    #[arg(required_unless_present = "list_metrics")]
+    pub report: Option<PathBuf>,
+    /// The policy: limits on report metrics and on which tensors may change (TOML; see docs/ci.md).
+    #[arg(long, value_name = "FILE", required_unless_present = "list_metrics")]
+    pub policy: Option<PathBuf>,
+    /// Baseline, JUnit and Markdown.
+    #[command(flatten)]
+    pub options: GateOptions,
+    /// What stdout gets: a table for people, or the results as JSON.
+    #[arg(long, default_value = "table", value_parser = ["table", "json"])]
+    pub format: String,
+    /// Print every metric a rule can address, and exit.
+    #[arg(long, exclusive = true)]
+    pub list_metrics: bool,
+}
+
+/// The flags `mdiff gate` and `mdiff compare --gate` share.
+#[derive(Debug, Args)]
+pub struct GateOptions {
+    /// The report of an earlier release, for relative limits (max_increase, max_decrease).
+    #[arg(long, value_name = "REPORT")]
+    pub baseline: Option<PathBuf>,
+    /// Accept a baseline computed on another base model, prompt set, seed or report schema.
+    #[arg(long)]
+    pub allow_different_inputs: bool,
+    /// Also write the results as JUnit XML, one testcase per rule.
+    #[arg(long, value_name = "FILE")]
+    pub junit: Option<PathBuf>,
+    /// Also write a Markdown summary (headline numbers, failing rules, most divergent prompts) for
+    /// $GITHUB_STEP_SUMMARY or a pull-request comment.
+    #[arg(long, value_name = "FILE")]
+    pub markdown: Option<PathBuf>,
+}
+
+impl GateOptions {
+    /// Whether any of the flags was given.
+    pub fn any(&self) -> bool {
+        self.baseline.is_some() || self.allow_different_inputs || self.junit.is_some() || self.markdown.is_some()
+    }
 }
 
 /// Layer indices from `--layers`.

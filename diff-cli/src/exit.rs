@@ -8,8 +8,7 @@ use std::process::ExitCode;
 pub enum Exit {
     /// Success (also when stdout was closed early, as by `| head`).
     Ok = 0,
-    /// `mdiff gate` found a policy violation.
-    #[allow(dead_code, reason = "used by `mdiff gate`, which lands in its own issue")]
+    /// `mdiff gate` (or `compare --gate`) found a rule that does not hold.
     GateFailed = 1,
     /// The input or the command line is wrong; the message says what to change.
     BadInput = 2,
@@ -22,6 +21,9 @@ impl Exit {
     pub fn of_error(err: &anyhow::Error) -> Self {
         if err.chain().any(is_broken_pipe) {
             return Self::Ok;
+        }
+        if err.chain().any(|e| e.is::<GateFailed>()) {
+            return Self::GateFailed;
         }
         if let Some(core) = err.chain().find_map(|e| e.downcast_ref::<mdiff_core::Error>()) {
             return if core.is_input_error() {
@@ -36,6 +38,23 @@ impl Exit {
         Self::Internal
     }
 }
+
+/// The error a gate returns when a rule failed: exit code 1, after the results were printed and written.
+#[derive(Debug)]
+pub struct GateFailed {
+    /// Rules that failed.
+    pub failed: usize,
+    /// Rules evaluated.
+    pub total: usize,
+}
+
+impl std::fmt::Display for GateFailed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "gate failed: {} of {} rules did not hold", self.failed, self.total)
+    }
+}
+
+impl std::error::Error for GateFailed {}
 
 fn is_broken_pipe(err: &(dyn std::error::Error + 'static)) -> bool {
     err.downcast_ref::<std::io::Error>()
@@ -61,5 +80,7 @@ mod tests {
         let pipe = anyhow::Error::new(std::io::Error::from(std::io::ErrorKind::BrokenPipe));
         assert_eq!(Exit::of_error(&pipe), Exit::Ok);
         assert_eq!(Exit::of_error(&anyhow::anyhow!("unexpected")), Exit::Internal);
+        let gate = anyhow::Error::new(GateFailed { failed: 1, total: 3 });
+        assert_eq!(Exit::of_error(&gate), Exit::GateFailed);
     }
 }

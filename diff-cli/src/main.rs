@@ -29,6 +29,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Compare(args) => commands::compare::run(&args),
         Command::Inspect(args) => commands::inspect::run(&args),
+        Command::Gate(args) => commands::gate::run(&args),
         Command::View(args) => commands::view::run(&args),
         Command::Crosscoder(cli::CrosscoderCommand::Collect(args)) => commands::crosscoder::collect(&args),
         Command::Crosscoder(cli::CrosscoderCommand::Train(args)) => commands::crosscoder::train(&args),
@@ -38,8 +39,11 @@ fn main() -> ExitCode {
         Ok(()) => Exit::Ok.into(),
         Err(err) => {
             let exit = Exit::of_error(&err);
-            if exit != Exit::Ok {
-                eprintln!("mdiff: error: {}", one_line(&err));
+            match exit {
+                Exit::Ok => {}
+                // Not an error in mdiff or its input: the rules said no, and the table said why.
+                Exit::GateFailed => eprintln!("mdiff: {err}"),
+                _ => eprintln!("mdiff: error: {}", one_line(&err)),
             }
             exit.into()
         }

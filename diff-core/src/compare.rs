@@ -200,6 +200,10 @@ pub fn compare(
             seed: opts.seed,
             methods,
             device: device_name(&device),
+            prompts_sha256: match &behavioural {
+                Behavioural::Ready(prepared) => Some(prepared.prompts_sha256.clone()),
+                _ => None,
+            },
         },
         weights,
         behaviour: behaviour_section,
@@ -229,6 +233,8 @@ struct Prepared {
     prompts: Vec<EncodedPrompt>,
     /// Describes the prompts in the section.
     header: SectionHeader,
+    /// [`crate::text::PromptSet::sha256`] of the prompts.
+    prompts_sha256: String,
     /// Why lens, swap and patching cannot run on this pair, if they cannot.
     layerwise_mismatch: Option<String>,
 }
@@ -278,6 +284,7 @@ impl Behavioural {
             plan: Some(plan),
             prompts: encoded,
             header,
+            prompts_sha256: prompts.sha256(),
             layerwise_mismatch: mismatch,
         })))
     }

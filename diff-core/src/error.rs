@@ -246,6 +246,27 @@ pub enum Error {
         reason: String,
     },
 
+    /// A gate policy file that does not parse or names something that does not exist.
+    #[error("{}: invalid gate policy: {reason}; see docs/ci.md", path.display())]
+    InvalidPolicy {
+        /// The policy file.
+        path: PathBuf,
+        /// What is wrong, with the line and column where the parser knows them.
+        reason: String,
+    },
+
+    /// A baseline report that was not computed on the same inputs as the report it is compared with.
+    #[error(
+        "{}: not a baseline for this report ({reason}); pass a report of the same base model, prompts and seed,          or --allow-different-inputs",
+        path.display()
+    )]
+    BaselineMismatch {
+        /// The baseline report.
+        path: PathBuf,
+        /// Every difference found.
+        reason: String,
+    },
+
     /// A directory of paired activations that cannot be used for a crosscoder.
     #[error("{}: not a usable activation set ({reason}); collect it again with `mdiff crosscoder collect`", path.display())]
     InvalidActivations {

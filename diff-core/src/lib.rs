@@ -4,6 +4,7 @@
 //! Only [`report`] and [`error`] build without the default `compute` feature (the viewer's wasm build).
 
 pub mod error;
+pub mod gate;
 pub mod report;
 pub mod units;
 
@@ -13,6 +14,8 @@ pub mod analysis;
 pub mod checkpoint;
 #[cfg(feature = "compute")]
 pub mod compare;
+#[cfg(feature = "compute")]
+pub mod digest;
 #[cfg(feature = "compute")]
 pub mod model;
 #[cfg(feature = "compute")]

@@ -8,6 +8,7 @@ use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::compare::{CompareOptions, compare};
 use mdiff_core::report::{CheckpointKind, ModelInput, Report, WeightsSection, write_report};
 
+use super::gate::Print;
 use crate::cli::CompareArgs;
 use crate::format::{Table, bytes, num, params};
 use crate::progress::Bar;
@@ -17,6 +18,17 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         rayon_threads(usize::from(threads))?;
     }
+    // The policy and baseline are read before the long stages, so a typo fails in a second, not after an hour.
+    let gate = match &args.gate {
+        Some(policy) => Some(super::gate::Gate::load(policy, &args.gate_options)?),
+        None if args.gate_options.any() => {
+            return Err(mdiff_core::Error::Usage(
+                "--baseline, --allow-different-inputs, --junit and --markdown belong to --gate POLICY; add it".into(),
+            )
+            .into());
+        }
+        None => None,
+    };
     let base = Checkpoint::open(&args.base)?;
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
     let mut opts = CompareOptions {
@@ -71,7 +83,15 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         let _ = writeln!(text, "report written to {}", args.output.display());
         super::print(&text)?;
     }
-    Ok(())
+    match gate {
+        // With --json, stdout holds the report alone; the gate's table goes to stderr.
+        Some(gate) if args.json => gate.check(&report, &args.output, Print::TableToStderr),
+        Some(gate) => {
+            super::print("\ngate\n")?;
+            gate.check(&report, &args.output, Print::Table)
+        }
+        None => Ok(()),
+    }
 }
 
 pub(crate) fn rayon_threads(threads: usize) -> anyhow::Result<()> {

@@ -15,7 +15,8 @@ use crate::error::{Error, Result};
 use crate::model::{Hooks, Model, with_f32_values};
 use crate::progress::Progress;
 use crate::report::{
-    BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, NonFiniteLogits, PromptBehaviour, TokenProb,
+    BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, GroupBehaviour, NonFiniteLogits,
+    PromptBehaviour, TokenProb,
 };
 use crate::stats::{PositionStats, RunningMean, Summary, compare_chunk, percentile_label, summarize, top_k};
 use crate::text::Tokenizer;
@@ -293,10 +294,6 @@ impl Collected {
     ) -> BehaviourSection {
         let tokens: Vec<Vec<String>> = prompts.iter().map(|p| tokenizer.token_strings(&p.ids)).collect();
         let tops = std::mem::take(&mut self.tops);
-        let all: Vec<&PositionStats> = self.positions.iter().flatten().flatten().collect();
-        let values = |f: &dyn Fn(&PositionStats) -> Option<f64>| -> Option<Distribution> {
-            summarize(&all.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map(distribution)
-        };
         let mut rows: Vec<PromptBehaviour> = prompts
             .iter()
             .zip(&self.positions)
@@ -305,20 +302,26 @@ impl Collected {
             .map(|(index, ((prompt, stats), tokens))| prompt_row(index, prompt, stats, tokens))
             .collect();
         let token_strings = attach_tops(&mut rows, tops, tokenizer, opts.token_top_k);
-        let per_prompt: Vec<f64> = rows.iter().filter_map(|r| r.mean_kl_tuned_base).collect();
-        #[allow(clippy::cast_precision_loss)]
-        let agreement = (!all.is_empty())
-            .then(|| all.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / all.len() as f64);
-        let summary = BehaviourSummary {
-            kl_tuned_base: values(&|s| Some(s.kl_tuned_base)),
-            kl_base_tuned: values(&|s| Some(s.kl_base_tuned)),
-            kl_tuned_base_per_prompt: summarize(&per_prompt).map(distribution),
-            top1_agreement: agreement,
-            delta_p_next: values(&|s| s.next.map(|n| n.p_tuned - n.p_base)),
-            delta_p_base_top: values(&|s| Some(s.p_tuned_of_base_top - s.p_base_of_base_top)),
-            entropy_base: values(&|s| Some(s.entropy_base)),
-            entropy_tuned: values(&|s| Some(s.entropy_tuned)),
-        };
+        let all_prompts: Vec<usize> = (0..prompts.len()).collect();
+        let summary = summary_of(&all_prompts, &self.positions, &rows);
+        let mut members = BTreeMap::<&str, Vec<usize>>::new();
+        for (index, prompt) in prompts.iter().enumerate() {
+            if let Some(group) = &prompt.group {
+                members.entry(group).or_default().push(index);
+            }
+        }
+        let groups = members
+            .into_iter()
+            .map(|(name, indices)| {
+                let group = GroupBehaviour {
+                    num_prompts: indices.len(),
+                    num_positions: indices.iter().map(|&i| self.positions[i].len() as u64).sum(),
+                    summary: summary_of(&indices, &self.positions, &rows),
+                };
+                (name.to_string(), group)
+            })
+            .collect();
+        let all_finite = self.positions.iter().flatten().flatten().count() as u64;
         self.non_finite_at.sort_unstable();
         self.non_finite.examples = self.non_finite_at.iter().take(NON_FINITE_EXAMPLES).copied().collect();
         let mut warnings = header.warnings;
@@ -343,10 +346,11 @@ impl Collected {
         BehaviourSection {
             prompts_source: header.prompts_source,
             num_prompts: prompts.len(),
-            num_positions: all.len() as u64 + self.non_finite_at.len() as u64,
+            num_positions: all_finite + self.non_finite_at.len() as u64,
             dtype: header.dtype,
             chat_templated_prompts: prompts.iter().filter(|p| p.chat_template).count(),
             summary,
+            groups,
             prompts: rows,
             top_positions,
             non_finite: self.non_finite,
@@ -403,6 +407,32 @@ pub(crate) fn distribution(s: Summary) -> Distribution {
     }
 }
 
+/// The headline statistics over the finite positions of the prompts `indices` (all of them, or one group).
+fn summary_of(
+    indices: &[usize],
+    positions: &[Vec<Option<PositionStats>>],
+    rows: &[PromptBehaviour],
+) -> BehaviourSummary {
+    let all: Vec<&PositionStats> = indices.iter().flat_map(|&i| positions[i].iter().flatten()).collect();
+    let values = |f: &dyn Fn(&PositionStats) -> Option<f64>| -> Option<Distribution> {
+        summarize(&all.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map(distribution)
+    };
+    let per_prompt: Vec<f64> = indices.iter().filter_map(|&i| rows[i].mean_kl_tuned_base).collect();
+    #[allow(clippy::cast_precision_loss)]
+    let agreement =
+        (!all.is_empty()).then(|| all.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / all.len() as f64);
+    BehaviourSummary {
+        kl_tuned_base: values(&|s| Some(s.kl_tuned_base)),
+        kl_base_tuned: values(&|s| Some(s.kl_base_tuned)),
+        kl_tuned_base_per_prompt: summarize(&per_prompt).map(distribution),
+        top1_agreement: agreement,
+        delta_p_next: values(&|s| s.next.map(|n| n.p_tuned - n.p_base)),
+        delta_p_base_top: values(&|s| Some(s.p_tuned_of_base_top - s.p_base_of_base_top)),
+        entropy_base: values(&|s| Some(s.entropy_base)),
+        entropy_tuned: values(&|s| Some(s.entropy_tuned)),
+    }
+}
+
 fn prompt_row(
     index: usize,
     prompt: &EncodedPrompt,
@@ -423,6 +453,7 @@ fn prompt_row(
     PromptBehaviour {
         index,
         line: prompt.line,
+        group: prompt.group.clone(),
         chat_template: prompt.chat_template,
         tokens: tokens.to_vec(),
         mean_kl_tuned_base: mean(&kl_tb),
@@ -470,6 +501,7 @@ mod tests {
             chat_template: false,
             ids: vec![1; len],
             truncated_tokens: 0,
+            group: None,
         }
     }
 

@@ -15,6 +15,8 @@ pub struct EncodedPrompt {
     pub ids: Vec<u32>,
     /// Tokens dropped from the end to fit the context.
     pub truncated_tokens: usize,
+    /// The prompt's group, when it has one.
+    pub group: Option<String>,
 }
 
 /// Encodes every prompt of `set` for models with `context_len` positions and `vocab_size` embedding rows.
@@ -61,6 +63,7 @@ pub fn prepare_prompts(
             chat_template: matches!(prompt.content, PromptContent::Messages(_)),
             ids,
             truncated_tokens,
+            group: prompt.group.clone(),
         });
     }
     Ok((prompts, warnings))

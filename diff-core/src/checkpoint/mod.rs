@@ -102,11 +102,7 @@ impl Checkpoint {
         let index = path.join(INDEX_FILE);
         if index.is_file() {
             let sharded = ShardedSource::open(&index)?;
-            let files = sharded
-                .files()
-                .iter()
-                .map(|f| input_file(f.path(), f.size_bytes()))
-                .collect();
+            let files = sharded.files().iter().map(input_file).collect();
             return Ok(Self::with_source(
                 path,
                 CheckpointKind::Sharded,
@@ -151,7 +147,7 @@ impl Checkpoint {
             return Self::open(path);
         }
         let lora = Arc::new(LoraSource::open(path, Arc::clone(&base.source))?);
-        let mut files = vec![input_file(lora.adapter_file().path(), lora.adapter_file().size_bytes())];
+        let mut files = vec![input_file(lora.adapter_file())];
         files.extend(base.files.iter().cloned());
         let mut checkpoint = Self::with_source(path, CheckpointKind::LoraAdapter, files, lora.clone(), path);
         // An adapter directory rarely carries config.json; the model it describes is the base's.
@@ -168,7 +164,7 @@ impl Checkpoint {
             });
         }
         let file = SafetensorsFile::open(path)?;
-        let files = vec![input_file(file.path(), file.size_bytes())];
+        let files = vec![input_file(&file)];
         let dir = path.parent().unwrap_or(Path::new("."));
         Ok(Self::with_source(
             path,
@@ -262,10 +258,11 @@ impl Checkpoint {
     }
 }
 
-fn input_file(path: &Path, size_bytes: u64) -> InputFile {
+fn input_file(file: &SafetensorsFile) -> InputFile {
     InputFile {
-        path: path.display().to_string(),
-        size_bytes,
+        path: file.path().display().to_string(),
+        size_bytes: file.size_bytes(),
+        header_sha256: Some(file.header_sha256()),
     }
 }
 

@@ -20,6 +20,8 @@ pub struct SafetensorsFile {
     path: PathBuf,
     size_bytes: u64,
     mmap: Mmap,
+    /// Length of the 8-byte length prefix plus the JSON header.
+    header_bytes: usize,
     tensors: BTreeMap<String, TensorInfo>,
     /// Byte range of each tensor within the file.
     ranges: BTreeMap<String, Range<usize>>,
@@ -62,6 +64,7 @@ impl SafetensorsFile {
             path: path.to_path_buf(),
             size_bytes,
             mmap,
+            header_bytes: data_start,
             tensors,
             ranges,
         })
@@ -77,6 +80,13 @@ impl SafetensorsFile {
     #[must_use]
     pub fn size_bytes(&self) -> u64 {
         self.size_bytes
+    }
+
+    /// SHA-256 of the length prefix and JSON header, in lower-case hex: it names every tensor with its dtype,
+    /// shape and offsets (and the file's metadata), so it tells checkpoints apart without reading the weights.
+    #[must_use]
+    pub fn header_sha256(&self) -> String {
+        crate::digest::sha256_hex([&self.mmap[..self.header_bytes.min(self.mmap.len())]])
     }
 }
 

@@ -23,6 +23,9 @@ pub struct BehaviourSection {
     pub chat_templated_prompts: usize,
     /// Headline statistics.
     pub summary: BehaviourSummary,
+    /// The same statistics per prompt group (the prompts' `"group"`), by group name.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub groups: BTreeMap<String, GroupBehaviour>,
     /// One row per prompt, in prompt-file order.
     pub prompts: Vec<PromptBehaviour>,
     /// The positions with the largest KL(P_tuned‖P_base), largest first.
@@ -62,6 +65,17 @@ pub struct BehaviourSummary {
     pub entropy_tuned: Option<Distribution>,
 }
 
+/// One prompt group's share of the run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct GroupBehaviour {
+    /// Prompts in the group.
+    pub num_prompts: usize,
+    /// Positions scored in the group's prompts (non-finite ones included).
+    pub num_positions: u64,
+    /// Aggregates over the group's finite positions, as the section's `summary`.
+    pub summary: BehaviourSummary,
+}
+
 /// Summary of a set of values.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct Distribution {
@@ -87,6 +101,9 @@ pub struct PromptBehaviour {
     pub index: usize,
     /// 1-based line in the prompt file (or position in the built-in set).
     pub line: usize,
+    /// The prompt's group, when the prompt file gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub group: Option<String>,
     /// Whether it was rendered with the chat template.
     pub chat_template: bool,
     /// Display string of every token, as the models saw them.

@@ -14,7 +14,8 @@ mod swap;
 mod weights;
 
 pub use behaviour::{
-    BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, NonFiniteLogits, PromptBehaviour, TokenProb,
+    BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, GroupBehaviour, NonFiniteLogits,
+    PromptBehaviour, TokenProb,
 };
 pub use crosscoder::{
     ClassCounts, ClassThresholds, CrosscoderSection, CrosscoderTraining, LatentClass, LatentContext, LatentSummary,
@@ -132,6 +133,10 @@ pub struct InputFile {
     pub path: String,
     /// Size in bytes.
     pub size_bytes: u64,
+    /// SHA-256 (hex) of the safetensors length prefix and header: tensor names, dtypes, shapes, offsets and
+    /// metadata. Matches a baseline report to its model without hashing the weights.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub header_sha256: Option<String>,
 }
 
 /// The few `config.json` fields a reader needs to place the numbers.
@@ -211,6 +216,10 @@ pub struct Settings {
     pub methods: Vec<Method>,
     /// Compute device (`cpu`, `cuda:0`).
     pub device: String,
+    /// SHA-256 of the prompt set's contents and groups (`PromptSet::sha256`), when the models ran on prompts: a
+    /// baseline must have been computed on the same set.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prompts_sha256: Option<String>,
 }
 
 /// An analysis `mdiff compare` can run.

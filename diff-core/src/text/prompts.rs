@@ -3,7 +3,9 @@
 //! File formats, chosen by extension:
 //! - `.jsonl` / `.ndjson`: one JSON object per line, either `{"text": "..."}` (fed to the model as is, special
 //!   tokens added as the tokenizer's post-processor does) or `{"messages": [{"role": "...", "content": "..."},
-//!   ...]}` (rendered with the model's chat template). Other keys (ids, labels, `"category"`) are ignored.
+//!   ...]}` (rendered with the model's chat template). An optional `"group"` (a non-empty string such as
+//!   `"safety"` or `"code"`) puts the prompt in a group that the report summarizes apart and `mdiff gate` rules
+//!   can address. Other keys (ids, labels) are ignored.
 //! - `.json`: a JSON array of the same objects.
 //! - anything else (`.txt`, no extension, ...): one plain-text prompt per line, kept exactly as written except for
 //!   a trailing `\r` (use `.jsonl` for prompts that span lines).
@@ -19,7 +21,7 @@ use serde_json::Value;
 use super::Tokenizer;
 use crate::{Error, Result};
 
-/// The built-in prompts, one JSON object per line; each carries a `"category"` that the loader ignores.
+/// The built-in prompts, one JSON object per line, each in a `"group"` (chat, code, refusal, ...).
 const BUILTIN_JSONL: &str = include_str!("builtin_prompts.jsonl");
 
 /// What a prompt object must look like; quoted in error messages.
@@ -70,6 +72,8 @@ pub struct Prompt {
     /// 1-based line in its file; for the built-in set, the line in `builtin_prompts.jsonl` (its index + 1, as
     /// that file has no blank lines). For `.json` arrays, the line where the element starts.
     pub line: usize,
+    /// The prompt's `"group"`, when it has one (plain-text files have none).
+    pub group: Option<String>,
 }
 
 /// Where a [`PromptSet`] was read from.
@@ -107,6 +111,32 @@ impl PromptSet {
             PromptSource::BuiltIn => format!("built-in prompt {}", prompt.line),
             PromptSource::File(path) => format!("{}:{}", path.display(), prompt.line),
         }
+    }
+
+    /// SHA-256 (hex) of every prompt's content and group, in order: two runs on equal sets share it, wherever the
+    /// files lie. Line numbers and the source are left out.
+    #[must_use]
+    pub fn sha256(&self) -> String {
+        // Each field is length-prefixed, so no two different sets encode to the same bytes.
+        let mut bytes = Vec::new();
+        let mut field = |tag: u8, text: &str| {
+            bytes.push(tag);
+            bytes.extend_from_slice(&(text.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(text.as_bytes());
+        };
+        for prompt in &self.prompts {
+            field(b'p', prompt.group.as_deref().unwrap_or(""));
+            match &prompt.content {
+                PromptContent::Text(text) => field(b't', text),
+                PromptContent::Messages(messages) => {
+                    for m in messages {
+                        field(b'r', &m.role);
+                        field(b'c', &m.content);
+                    }
+                }
+            }
+        }
+        crate::digest::sha256_hex([bytes.as_slice()])
     }
 
     /// The set as `tokenizer` will see it.
@@ -237,6 +267,7 @@ fn parse_text_lines(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
             prompts.push(Prompt {
                 content: PromptContent::Text(text.to_owned()),
                 line,
+                group: None,
             });
         }
     }
@@ -258,8 +289,8 @@ fn parse_json_lines(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
                 e.column()
             ),
         })?;
-        let content = prompt_from_json(&value).map_err(|reason| LineError { line, reason })?;
-        prompts.push(Prompt { content, line });
+        let (content, group) = prompt_from_json(&value).map_err(|reason| LineError { line, reason })?;
+        prompts.push(Prompt { content, line, group });
     }
     Ok(prompts)
 }
@@ -293,8 +324,8 @@ fn parse_json_array(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
         .enumerate()
         .map(|(idx, element)| {
             let line = starts.get(idx).map_or(1, |&offset| line_at(bytes, offset));
-            let content = prompt_from_json(element).map_err(|reason| LineError { line, reason })?;
-            Ok(Prompt { content, line })
+            let (content, group) = prompt_from_json(element).map_err(|reason| LineError { line, reason })?;
+            Ok(Prompt { content, line, group })
         })
         .collect()
 }
@@ -359,12 +390,22 @@ fn snippet(value: &Value) -> String {
     }
 }
 
-/// Parses one prompt object; the error says what is wrong and what is expected.
-fn prompt_from_json(value: &Value) -> std::result::Result<PromptContent, String> {
+/// Parses one prompt object into its content and group; the error says what is wrong and what is expected.
+fn prompt_from_json(value: &Value) -> std::result::Result<(PromptContent, Option<String>), String> {
     let Value::Object(map) = value else {
         return Err(format!("{EXPECTED}, found {}", snippet(value)));
     };
-    match (map.get("text"), map.get("messages")) {
+    let group = match map.get("group") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(group)) if !group.trim().is_empty() => Some(group.clone()),
+        Some(other) => {
+            return Err(format!(
+                r#""group" must be a non-empty string such as "safety", found {}"#,
+                snippet(other)
+            ));
+        }
+    };
+    let content = match (map.get("text"), map.get("messages")) {
         (Some(_), Some(_)) => Err(r#"has both "text" and "messages"; give one of them"#.to_owned()),
         (Some(Value::String(text)), None) if text.trim().is_empty() => Err(r#""text" is empty"#.to_owned()),
         (Some(Value::String(text)), None) => Ok(PromptContent::Text(text.clone())),
@@ -381,7 +422,8 @@ fn prompt_from_json(value: &Value) -> std::result::Result<PromptContent, String>
             snippet(other)
         )),
         (None, None) => Err(format!("{EXPECTED}, found {}", snippet(value))),
-    }
+    }?;
+    Ok((content, group))
 }
 
 fn message_from_json(value: &Value) -> std::result::Result<Message, String> {

@@ -62,7 +62,7 @@ fn jsonl_reads_text_and_messages_and_ignores_other_keys() {
         "{\"text\": \"The cat sat\", \"id\": 7}\n",
         "\n",
         "{\"messages\": [{\"role\": \"system\", \"content\": \"Be brief.\"}, {\"role\": \"user\", \"content\": \"Hi\"}]}\r\n",
-        "{\"text\": \"line\\nbreak\", \"category\": \"prose\"}\n",
+        "{\"text\": \"line\\nbreak\", \"group\": \"prose\", \"category\": \"x\"}\n",
     );
     for name in ["p.jsonl", "p.NDJSON"] {
         let set = read(name, content);
@@ -79,6 +79,8 @@ fn jsonl_reads_text_and_messages_and_ignores_other_keys() {
             ])
         );
         assert_eq!(text(&set.prompts[2]), "line\nbreak");
+        let groups: Vec<Option<&str>> = set.prompts.iter().map(|p| p.group.as_deref()).collect();
+        assert_eq!(groups, [None, None, Some("prose")]);
     }
 }
 
@@ -104,6 +106,14 @@ fn jsonl_errors_name_the_line_and_what_is_expected() {
             &[r#"both "text" and "messages""#],
         ),
         ("{\"text\": 42}", &[r#""text" must be a string, found 42"#]),
+        (
+            "{\"text\": \"a\", \"group\": 3}",
+            &[r#""group" must be a non-empty string"#, "found 3"],
+        ),
+        (
+            "{\"text\": \"a\", \"group\": \" \"}",
+            &[r#""group" must be a non-empty string"#],
+        ),
         ("{\"text\": \"  \"}", &[r#""text" is empty"#]),
         ("{\"messages\": []}", &[r#""messages" is empty"#]),
         (
@@ -206,11 +216,8 @@ fn builtin_set_parses_and_covers_the_categories() {
     assert_eq!(set.location(&set.prompts[0]), "built-in prompt 1");
 
     let mut categories = BTreeMap::<String, usize>::new();
-    for line in BUILTIN_JSONL.lines() {
-        let value: Value = serde_json::from_str(line).unwrap();
-        *categories
-            .entry(value["category"].as_str().unwrap().to_owned())
-            .or_default() += 1;
+    for prompt in &set.prompts {
+        *categories.entry(prompt.group.clone().unwrap()).or_default() += 1;
     }
     for (category, min) in [
         ("chat", 6),

@@ -1,0 +1,232 @@
+//! The gate's results as Markdown for a pull request: verdict, headline numbers, failing rules, every rule, and
+//! the prompts where the models diverge most. Fit for `$GITHUB_STEP_SUMMARY` or a PR comment.
+
+use std::fmt::Write;
+
+use mdiff_core::gate::{Outcome, RuleResult, Status, number};
+use mdiff_core::report::Report;
+
+/// How many prompts the divergent-prompt table lists.
+const PROMPTS: usize = 5;
+/// Characters of a prompt's text the table shows.
+const PROMPT_CHARS: usize = 90;
+
+/// The Markdown summary of `outcome` on `report`.
+pub fn render(outcome: &Outcome, report: &Report) -> String {
+    let mut out = String::new();
+    let total = outcome.rules.len();
+    let _ = if outcome.passed {
+        writeln!(out, "## mdiff gate: ✅ passed ({total} rules)\n")
+    } else {
+        writeln!(out, "## mdiff gate: ❌ failed ({} of {total} rules)\n", outcome.failed)
+    };
+    let _ = writeln!(
+        out,
+        "base `{}` → tuned `{}`\n",
+        code(&report.inputs.base.path),
+        code(&report.inputs.tuned.path)
+    );
+    headline(&mut out, report);
+
+    let failing: Vec<&RuleResult> = outcome.rules.iter().filter(|r| r.status == Status::Fail).collect();
+    if !failing.is_empty() {
+        out.push_str("### Failing rules\n\n| rule | value | limit | why |\n| --- | ---: | --- | --- |\n");
+        for rule in failing {
+            let _ = writeln!(
+                out,
+                "| {} | {} | {} | {} |",
+                cell(&rule.name),
+                value(rule),
+                cell(&limits(rule)),
+                cell(&rule.message)
+            );
+        }
+        out.push('\n');
+    }
+    out.push_str(
+        "<details><summary>All rules</summary>\n\n| rule | value | limit | result |\n| --- | ---: | --- | --- |\n",
+    );
+    for rule in &outcome.rules {
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} |",
+            cell(&rule.name),
+            value(rule),
+            cell(&limits(rule)),
+            rule.status.label()
+        );
+    }
+    out.push_str("\n</details>\n");
+    divergent_prompts(&mut out, report);
+    out
+}
+
+fn value(rule: &RuleResult) -> String {
+    rule.value.map_or_else(|| "–".into(), number)
+}
+
+fn limits(rule: &RuleResult) -> String {
+    let limits: Vec<String> = rule.limits.iter().map(mdiff_core::gate::Limit::describe).collect();
+    limits.join(", ")
+}
+
+/// The numbers a reviewer looks at first, from whichever sections the report has.
+fn headline(out: &mut String, report: &Report) {
+    let mut rows: Vec<(String, String)> = Vec::new();
+    if let Some(w) = &report.weights {
+        let t = &w.totals;
+        rows.push((
+            "changed tensors".into(),
+            format!(
+                "{} of {} (‖ΔW‖/‖W‖ = {})",
+                t.num_changed,
+                t.num_tensors,
+                number(t.relative)
+            ),
+        ));
+    }
+    if let Some(b) = &report.behaviour {
+        if let Some(kl) = &b.summary.kl_tuned_base {
+            let p99 = kl.percentiles.get("p99").map_or_else(|| "–".into(), |v| number(*v));
+            rows.push((
+                "KL(tuned‖base) per token".into(),
+                format!("mean {} nats, p99 {p99}, max {}", number(kl.mean), number(kl.max)),
+            ));
+        }
+        if let Some(agreement) = b.summary.top1_agreement {
+            rows.push(("top-1 agreement".into(), format!("{:.1}%", 100.0 * agreement)));
+        }
+        for (name, group) in &b.groups {
+            if let Some(kl) = &group.summary.kl_tuned_base {
+                rows.push((
+                    format!("KL in group `{}`", code(name)),
+                    format!("mean {} nats over {} prompts", number(kl.mean), group.num_prompts),
+                ));
+            }
+        }
+    }
+    if let Some(swap) = &report.swap
+        && let Some(top) = swap
+            .rows
+            .iter()
+            .filter(|r| r.removed.is_some())
+            .max_by(|a, b| a.removed.unwrap_or(0.0).total_cmp(&b.removed.unwrap_or(0.0)))
+    {
+        rows.push((
+            "weight swap: part carrying most change".into(),
+            format!(
+                "`{}` ({:.0}% removed)",
+                code(&top.part),
+                100.0 * top.removed.unwrap_or(0.0)
+            ),
+        ));
+    }
+    if let Some(lens) = &report.lens
+        && let Some(drift) = lens.points.last().and_then(|p| p.drift.as_ref())
+    {
+        let onset = lens
+            .onset
+            .and_then(|i| lens.points.get(i))
+            .map_or_else(|| "no onset".into(), |p| format!("parting at `{}`", p.hook));
+        rows.push((
+            "logit-lens drift".into(),
+            format!("{} nats at the last layer, {onset}", number(drift.mean)),
+        ));
+    }
+    if let Some(cc) = &report.crosscoder {
+        rows.push((
+            "crosscoder latents".into(),
+            format!(
+                "{} tuned-only ({:.1}% of live), {} base-only, {} shared",
+                cc.classes.tuned_only,
+                100.0 * cc.tuned_only_share,
+                cc.classes.base_only,
+                cc.classes.shared
+            ),
+        ));
+    }
+    if rows.is_empty() {
+        return;
+    }
+    out.push_str("| | |\n| --- | --- |\n");
+    for (what, value) in rows {
+        let _ = writeln!(out, "| {what} | {value} |");
+    }
+    out.push('\n');
+}
+
+fn divergent_prompts(out: &mut String, report: &Report) {
+    let Some(behaviour) = &report.behaviour else {
+        return;
+    };
+    let mut prompts: Vec<_> = behaviour
+        .prompts
+        .iter()
+        .filter(|p| p.mean_kl_tuned_base.is_some())
+        .collect();
+    prompts.sort_by(|a, b| {
+        b.mean_kl_tuned_base
+            .unwrap_or(0.0)
+            .total_cmp(&a.mean_kl_tuned_base.unwrap_or(0.0))
+            .then(a.index.cmp(&b.index))
+    });
+    if prompts.is_empty() {
+        return;
+    }
+    out.push_str("\n### Most divergent prompts\n\n| prompt | group | mean KL | max KL | text |\n| ---: | --- | ---: | ---: | --- |\n");
+    for p in prompts.into_iter().take(PROMPTS) {
+        let text: String = p.tokens.concat();
+        let mut shown: String = text.chars().take(PROMPT_CHARS).collect();
+        if text.chars().count() > PROMPT_CHARS {
+            shown.push('…');
+        }
+        let _ = writeln!(
+            out,
+            "| {} | {} | {} | {} | {} |",
+            p.index,
+            p.group.as_deref().map_or_else(String::new, cell),
+            number(p.mean_kl_tuned_base.unwrap_or(0.0)),
+            p.max_kl_tuned_base.map_or_else(|| "–".into(), number),
+            cell(&shown)
+        );
+    }
+}
+
+/// Text safe in a table cell: pipes escaped, line breaks and Markdown/HTML markup neutralised.
+fn cell(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for c in text.chars() {
+        match c {
+            '|' | '\\' | '`' | '*' | '_' | '[' | ']' | '#' => {
+                out.push('\\');
+                out.push(c);
+            }
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '&' => out.push_str("&amp;"),
+            '\n' | '\r' | '\t' => out.push(' '),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// Text safe inside a code span: backticks and line breaks removed, pipes escaped (tables).
+fn code(text: &str) -> String {
+    text.chars()
+        .filter(|c| *c != '`')
+        .map(|c| if c.is_control() { ' ' } else { c })
+        .collect::<String>()
+        .replace('|', "\\|")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cells_cannot_break_the_table() {
+        assert_eq!(cell("a|b\nc <x> *y*"), "a\\|b c &lt;x&gt; \\*y\\*");
+        assert_eq!(code("a`b|c"), "ab\\|c");
+    }
+}

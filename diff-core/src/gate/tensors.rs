@@ -1,0 +1,112 @@
+//! `[[tensors]]` rules: which tensors may change.
+
+use super::policy::TensorRule;
+use crate::report::WeightsSection;
+
+/// A changed tensor that breaks a rule, and how it changed.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Violation {
+    /// The tensor's name (without checkpoint prefix where it was paired).
+    pub tensor: String,
+    /// `‖ΔW‖/‖W‖ = 0.012`, `only in the tuned model`, `shape [8, 4] → [9, 4]`.
+    pub change: String,
+}
+
+/// The changed tensors of `weights` that `rule` does not allow, in name order.
+#[must_use]
+pub fn violations(rule: &TensorRule, weights: &WeightsSection) -> Vec<Violation> {
+    let breaks = |names: &[&str]| {
+        let matches = |patterns: &[String]| patterns.iter().any(|p| names.iter().any(|n| glob_match(p, n)));
+        (!rule.allow.is_empty() && !matches(&rule.allow)) || matches(&rule.forbid)
+    };
+    let mut found = Vec::new();
+    for t in &weights.tensors {
+        // A base of norm zero has no relative change; any change to it counts.
+        let changed = t.num_changed > 0 && t.relative.is_none_or(|r| r > rule.min_relative_change);
+        if changed && breaks(&[&t.name, &t.base_name, &t.tuned_name]) {
+            found.push(Violation {
+                tensor: t.name.clone(),
+                change: t.relative.map_or_else(
+                    || "changed (the base is all zeros)".into(),
+                    |r| format!("‖ΔW‖/‖W‖ = {r:.3e}"),
+                ),
+            });
+        }
+    }
+    let one_sided = [
+        (&weights.unmatched_base, "only in the base model"),
+        (&weights.unmatched_tuned, "only in the tuned model"),
+    ];
+    for (names, change) in one_sided {
+        for name in names.iter().filter(|n| breaks(&[n])) {
+            found.push(Violation {
+                tensor: name.clone(),
+                change: change.into(),
+            });
+        }
+    }
+    for m in &weights.shape_mismatches {
+        if breaks(&[&m.name]) {
+            found.push(Violation {
+                tensor: m.name.clone(),
+                change: format!("shape {:?} → {:?}", m.base, m.tuned),
+            });
+        }
+    }
+    found.sort_by(|a, b| a.tensor.cmp(&b.tensor));
+    found
+}
+
+/// Whether `text` matches the glob `pattern`: `*` matches any run of characters (dots included), `?` one
+/// character, everything else itself.
+#[must_use]
+pub fn glob_match(pattern: &str, text: &str) -> bool {
+    let (p, t): (Vec<char>, Vec<char>) = (pattern.chars().collect(), text.chars().collect());
+    let (mut pi, mut ti) = (0, 0);
+    // Where the last `*` was and how much of the text it has swallowed: on a mismatch, let it take one more.
+    let mut star: Option<(usize, usize)> = None;
+    while ti < t.len() {
+        match p.get(pi) {
+            Some('*') => {
+                star = Some((pi, ti));
+                pi += 1;
+            }
+            Some(&c) if c == '?' || c == t[ti] => {
+                pi += 1;
+                ti += 1;
+            }
+            _ => match star {
+                Some((sp, st)) => {
+                    pi = sp + 1;
+                    ti = st + 1;
+                    star = Some((sp, st + 1));
+                }
+                None => return false,
+            },
+        }
+    }
+    p[pi..].iter().all(|&c| c == '*')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn globs_match_like_shell_patterns_across_dots() {
+        assert!(glob_match("*embed_tokens*", "model.embed_tokens.weight"));
+        assert!(glob_match(
+            "layers.*.self_attn.q_proj.weight",
+            "layers.3.self_attn.q_proj.weight"
+        ));
+        assert!(glob_match("layers.?.mlp.*", "layers.7.mlp.down_proj.weight"));
+        assert!(!glob_match("layers.?.mlp.*", "layers.17.mlp.down_proj.weight"));
+        assert!(glob_match("*", ""));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(!glob_match("lm_head.weight", "lm_head.weight2"));
+        assert!(glob_match("*.weight", "x.weight"));
+        assert!(!glob_match("*.weight", "x.bias"));
+        assert!(glob_match("**a", "bba"));
+    }
+}
