@@ -1,7 +1,11 @@
 //! `mdiff gate` and `mdiff compare --gate`, end to end: verdicts and exit codes, JUnit read back, Markdown,
 //! baselines, bad policies and reports, and the determinism a baseline relies on.
 
-#![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
@@ -16,11 +20,7 @@ fn report(name: &str) -> PathBuf {
 }
 
 fn gate(sandbox: &Sandbox, report: &Path, extra: &[&OsStr]) -> Run {
-    let mut args: Vec<&OsStr> = vec![
-        OsStr::new("gate"),
-        report.as_os_str(),
-        OsStr::new("--policy"),
-    ];
+    let mut args: Vec<&OsStr> = vec![OsStr::new("gate"), report.as_os_str(), OsStr::new("--policy")];
     let policy = fixture(POLICY);
     args.push(policy.as_os_str());
     args.extend_from_slice(extra);
@@ -38,7 +38,11 @@ fn read_junit(path: &Path) -> Vec<(String, Option<String>)> {
         e.attributes()
             .map(|a| a.unwrap())
             .find(|a| a.key.as_ref() == key.as_bytes())
-            .map(|a| a.unescape_value().unwrap().into_owned())
+            .map(|a| {
+                a.normalized_value(quick_xml::XmlVersion::Implicit1_0)
+                    .unwrap()
+                    .into_owned()
+            })
     };
     loop {
         match reader.read_event().unwrap() {
@@ -88,13 +92,22 @@ fn the_lora_fixture_passes_the_example_policy_and_the_full_fine_tune_fails_it() 
     assert!(fail.stdout.contains("model.layers.2.mlp."), "{}", fail.stdout);
 
     let cases = read_junit(&junit);
-    let table_rows = fail.stdout.lines().filter(|l| l.ends_with(" pass") || l.ends_with(" FAIL")).count();
+    let table_rows = fail
+        .stdout
+        .lines()
+        .filter(|l| [" pass", " FAIL", " skip"].iter().any(|s| l.ends_with(s)))
+        .count();
     assert_eq!(cases.len(), table_rows, "one testcase per rule");
     assert!(cases.iter().any(|(_, f)| f.is_some()) && cases.iter().any(|(_, f)| f.is_none()));
 
     let md = std::fs::read_to_string(&markdown).unwrap();
     assert!(md.starts_with("## mdiff gate: ❌ failed"), "{md}");
-    for needle in ["### Failing rules", "KL(tuned‖base) per token", "crosscoder latents", "### Most divergent prompts"] {
+    for needle in [
+        "### Failing rules",
+        "KL(tuned‖base) per token",
+        "crosscoder latents",
+        "### Most divergent prompts",
+    ] {
         assert!(md.contains(needle), "{needle} not in {md}");
     }
 }
@@ -102,7 +115,11 @@ fn the_lora_fixture_passes_the_example_policy_and_the_full_fine_tune_fails_it() 
 #[test]
 fn json_output_agrees_with_the_exit_code() {
     let sandbox = Sandbox::new();
-    let run = gate(&sandbox, &report("full-ft"), &[OsStr::new("--format"), OsStr::new("json")]);
+    let run = gate(
+        &sandbox,
+        &report("full-ft"),
+        &[OsStr::new("--format"), OsStr::new("json")],
+    );
     assert_eq!(run.code, 1);
     let json: Value = serde_json::from_str(&run.stdout).unwrap();
     assert_eq!(json["passed"], false);
@@ -124,7 +141,8 @@ fn a_rule_on_a_section_the_report_lacks_fails_with_the_methods_to_add() {
     let run = gate(&sandbox, &copy, &[]);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(
-        run.stdout.contains("section missing: run compare with --methods crosscoder"),
+        run.stdout
+            .contains("section missing: run compare with --methods crosscoder"),
         "{}",
         run.stdout
     );
@@ -167,11 +185,20 @@ fn baselines_of_the_same_inputs_are_used_and_others_refused() {
     });
     run(&report("lora"), &other, &[]).assert_fails_cleanly(
         2,
-        &["not a baseline for this report", "safetensors headers differ", "seed 9", "--allow-different-inputs"],
+        &[
+            "not a baseline for this report",
+            "safetensors headers differ",
+            "seed 9",
+            "--allow-different-inputs",
+        ],
     );
     let allowed = run(&report("lora"), &other, &["--allow-different-inputs"]);
     allowed.assert_ok();
-    assert!(allowed.warnings().iter().any(|w| w.contains("differs")), "{}", allowed.stderr);
+    assert!(
+        allowed.warnings().iter().any(|w| w.contains("differs")),
+        "{}",
+        allowed.stderr
+    );
 }
 
 #[test]
@@ -191,9 +218,15 @@ fn bad_policies_and_reports_exit_2_with_one_line() {
         ])
     };
     let good_report = report("lora");
-    let unknown_key = write("a.toml", "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nminimum = 0.5\n");
+    let unknown_key = write(
+        "a.toml",
+        "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nminimum = 0.5\n",
+    );
     with_policy(&unknown_key, &good_report).assert_fails_cleanly(2, &["a.toml", "line 3, column 1", "minimum"]);
-    let wrong_type = write("b.toml", "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nmin = \"high\"\n");
+    let wrong_type = write(
+        "b.toml",
+        "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nmin = \"high\"\n",
+    );
     with_policy(&wrong_type, &good_report).assert_fails_cleanly(2, &["line 3, column 7"]);
     let unknown_metric = write("c.toml", "[[rule]]\nmetric = \"kl\"\nmax = 1\n");
     with_policy(&unknown_metric, &good_report)
@@ -286,7 +319,10 @@ fn reports_are_byte_identical_across_runs_apart_from_timings() {
             .assert_ok();
         let mut json: Value = serde_json::from_slice(&std::fs::read(&output).unwrap()).unwrap();
         let timings = json.as_object_mut().unwrap().remove("timings_ms").unwrap();
-        assert!(timings.as_object().is_some_and(|t| !t.is_empty()), "timings are recorded");
+        assert!(
+            timings.as_object().is_some_and(|t| !t.is_empty()),
+            "timings are recorded"
+        );
         json
     };
     let (first, second) = (run("first.json"), run("second.json"));
@@ -299,7 +335,10 @@ fn reports_are_byte_identical_across_runs_apart_from_timings() {
     for side in ["base", "tuned"] {
         for file in first["inputs"][side]["files"].as_array().unwrap() {
             let hash = file["header_sha256"].as_str().unwrap();
-            assert!(hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()), "{hash}");
+            assert!(
+                hash.len() == 64 && hash.chars().all(|c| c.is_ascii_hexdigit()),
+                "{hash}"
+            );
             assert!(file["size_bytes"].as_u64().unwrap() > 0);
         }
     }
@@ -349,9 +388,15 @@ fn docs_list_every_metric_and_carry_the_policy_schema() {
 fn the_example_policy_parses() {
     let policy = mdiff_core::gate::Policy::read(&fixture(POLICY)).unwrap();
     assert!(!policy.rules.is_empty() && !policy.tensors.is_empty());
-    assert!(policy.rules.iter().any(|r| r.group().is_some()), "the example shows a group rule");
     assert!(
-        policy.rules.iter().any(|r| r.metric.get_ref().starts_with("crosscoder.")),
+        policy.rules.iter().any(|r| r.group().is_some()),
+        "the example shows a group rule"
+    );
+    assert!(
+        policy
+            .rules
+            .iter()
+            .any(|r| r.metric.get_ref().starts_with("crosscoder.")),
         "the example gates the crosscoder"
     );
 }

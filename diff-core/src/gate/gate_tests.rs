@@ -21,7 +21,15 @@ fn one(report: &Report, rule: &str, baseline: Option<&Report>) -> RuleResult {
 }
 
 fn kl_mean(report: &Report) -> f64 {
-    report.behaviour.as_ref().unwrap().summary.kl_tuned_base.as_ref().unwrap().mean
+    report
+        .behaviour
+        .as_ref()
+        .unwrap()
+        .summary
+        .kl_tuned_base
+        .as_ref()
+        .unwrap()
+        .mean
 }
 
 #[test]
@@ -44,9 +52,24 @@ fn every_metric_reads_a_value_from_a_report_with_every_section() {
     let cc = report.crosscoder.as_ref().unwrap();
     assert_eq!(read("crosscoder.classes.tuned_only"), cc.classes.tuned_only as f64);
     assert_eq!(read("crosscoder.tuned_only_share"), cc.tuned_only_share);
-    let best_swap = report.swap.as_ref().unwrap().rows.iter().filter_map(|r| r.removed).fold(f64::MIN, f64::max);
+    let best_swap = report
+        .swap
+        .as_ref()
+        .unwrap()
+        .rows
+        .iter()
+        .filter_map(|r| r.removed)
+        .fold(f64::MIN, f64::max);
     assert_eq!(read("swap.top.score"), best_swap);
-    let p99 = report.behaviour.as_ref().unwrap().summary.kl_tuned_base.as_ref().unwrap().percentiles["p99"];
+    let p99 = report
+        .behaviour
+        .as_ref()
+        .unwrap()
+        .summary
+        .kl_tuned_base
+        .as_ref()
+        .unwrap()
+        .percentiles["p99"];
     assert_eq!(read("behaviour.kl_tuned_base.tokens.p99"), p99);
 }
 
@@ -54,16 +77,38 @@ fn every_metric_reads_a_value_from_a_report_with_every_section() {
 fn limits_pass_and_fail_with_the_value_and_bound_in_the_message() {
     let report = fixture("full-ft");
     let mean = kl_mean(&report);
-    let pass = one(&report, &format!("[[rule]]\nmetric = \"behaviour.kl_tuned_base.tokens.mean\"\nmax = {}\n", mean * 1.01), None);
+    let pass = one(
+        &report,
+        &format!(
+            "[[rule]]\nmetric = \"behaviour.kl_tuned_base.tokens.mean\"\nmax = {}\n",
+            mean * 1.01
+        ),
+        None,
+    );
     assert_eq!(pass.status, Status::Pass, "{pass:?}");
     assert_eq!(pass.value, Some(mean));
     assert!(pass.message.is_empty());
 
-    let fail = one(&report, &format!("[[rule]]\nmetric = \"behaviour.kl_tuned_base.tokens.mean\"\nmax = {}\n", mean * 0.99), None);
+    let fail = one(
+        &report,
+        &format!(
+            "[[rule]]\nmetric = \"behaviour.kl_tuned_base.tokens.mean\"\nmax = {}\n",
+            mean * 0.99
+        ),
+        None,
+    );
     assert_eq!(fail.status, Status::Fail);
-    assert!(fail.message.contains(&number(mean)) && fail.message.contains("≤"), "{}", fail.message);
+    assert!(
+        fail.message.contains(&number(mean)) && fail.message.contains("≤"),
+        "{}",
+        fail.message
+    );
 
-    let min = one(&report, "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nmin = 0.99\n", None);
+    let min = one(
+        &report,
+        "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nmin = 0.99\n",
+        None,
+    );
     assert_eq!(min.status, Status::Fail);
     assert_eq!(min.limits[0].kind, LimitKind::Min);
     assert_eq!(min.limits[0].holds, Some(false));
@@ -85,15 +130,33 @@ fn a_rule_on_a_missing_section_fails_and_names_the_method() {
     let mut report = fixture("full-ft");
     report.crosscoder = None;
     report.behaviour = None;
-    report
-        .skipped
-        .push(SkippedSection::new(Method::Kl, "no tokenizer.json beside the weights; pass --tokenizer".into()));
-    let r = one(&report, "[[rule]]\nmetric = \"crosscoder.classes.tuned_only\"\nmax = 3\n", None);
+    report.skipped.push(SkippedSection::new(
+        Method::Kl,
+        "no tokenizer.json beside the weights; pass --tokenizer".into(),
+    ));
+    let r = one(
+        &report,
+        "[[rule]]\nmetric = \"crosscoder.classes.tuned_only\"\nmax = 3\n",
+        None,
+    );
     assert_eq!(r.status, Status::Fail);
     assert_eq!(r.value, None);
-    assert!(r.message.starts_with("section missing: run compare with --methods crosscoder"), "{}", r.message);
-    let r = one(&report, "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nmin = 0.1\n", None);
-    assert!(r.message.contains("--methods kl") && r.message.contains("pass --tokenizer"), "{}", r.message);
+    assert!(
+        r.message
+            .starts_with("section missing: run compare with --methods crosscoder"),
+        "{}",
+        r.message
+    );
+    let r = one(
+        &report,
+        "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nmin = 0.1\n",
+        None,
+    );
+    assert!(
+        r.message.contains("--methods kl") && r.message.contains("pass --tokenizer"),
+        "{}",
+        r.message
+    );
     report.weights = None;
     let r = one(&report, "[[tensors]]\nforbid = [\"*embed*\"]\n", None);
     assert_eq!(r.status, Status::Fail);
@@ -105,10 +168,16 @@ fn group_rules_read_the_group_summary() {
     let report = fixture("full-ft");
     let behaviour = report.behaviour.as_ref().unwrap();
     let refusal = behaviour.groups["refusal"].summary.kl_tuned_base.as_ref().unwrap().mean;
-    assert!((refusal - kl_mean(&report)).abs() > 1e-9, "a group must not read the whole set");
+    assert!(
+        (refusal - kl_mean(&report)).abs() > 1e-9,
+        "a group must not read the whole set"
+    );
     let rule = "[[rule]]\nmetric = \"behaviour.kl_tuned_base.tokens.mean\"\ngroup = \"refusal\"\nmax = 1000\n";
     let r = one(&report, rule, None);
-    assert_eq!((r.status, r.value, r.group.as_deref()), (Status::Pass, Some(refusal), Some("refusal")));
+    assert_eq!(
+        (r.status, r.value, r.group.as_deref()),
+        (Status::Pass, Some(refusal), Some("refusal"))
+    );
 
     // The group's statistics are those of its prompts' positions.
     let positions: Vec<f64> = behaviour
@@ -118,11 +187,22 @@ fn group_rules_read_the_group_summary() {
         .flat_map(|p| p.kl_tuned_base.iter().flatten().copied())
         .collect();
     let mean = positions.iter().sum::<f64>() / positions.len() as f64;
-    assert!((mean - refusal).abs() < 1e-12 * mean.abs().max(1.0), "{mean} vs {refusal}");
+    assert!(
+        (mean - refusal).abs() < 1e-12 * mean.abs().max(1.0),
+        "{mean} vs {refusal}"
+    );
 
-    let r = one(&report, "[[rule]]\nmetric = \"behaviour.top1_agreement\"\ngroup = \"safety\"\nmin = 0\n", None);
+    let r = one(
+        &report,
+        "[[rule]]\nmetric = \"behaviour.top1_agreement\"\ngroup = \"safety\"\nmin = 0\n",
+        None,
+    );
     assert_eq!(r.status, Status::Fail);
-    assert!(r.message.contains("\"safety\"") && r.message.contains("refusal"), "{}", r.message);
+    assert!(
+        r.message.contains("\"safety\"") && r.message.contains("refusal"),
+        "{}",
+        r.message
+    );
 
     let mut ungrouped = report.clone();
     ungrouped.behaviour.as_mut().unwrap().groups.clear();
@@ -145,7 +225,14 @@ fn relative_limits_use_the_baseline_and_skip_without_one() {
     // 20% above a baseline of mean/1.1 is 1.0909·mean: passes. Of mean/1.3, 0.923·mean: fails.
     let mut baseline = report.clone();
     let scale = |b: &mut Report, by: f64| {
-        b.behaviour.as_mut().unwrap().summary.kl_tuned_base.as_mut().unwrap().mean = mean / by;
+        b.behaviour
+            .as_mut()
+            .unwrap()
+            .summary
+            .kl_tuned_base
+            .as_mut()
+            .unwrap()
+            .mean = mean / by;
     };
     scale(&mut baseline, 1.1);
     let r = one(&report, rule, Some(&baseline));
@@ -170,7 +257,11 @@ fn relative_limits_use_the_baseline_and_skip_without_one() {
     empty.behaviour = None;
     let r = one(&report, rule, Some(&empty));
     assert_eq!(r.status, Status::Fail);
-    assert!(r.message.starts_with("the baseline has no value: section missing"), "{}", r.message);
+    assert!(
+        r.message.starts_with("the baseline has no value: section missing"),
+        "{}",
+        r.message
+    );
 }
 
 #[test]
@@ -178,7 +269,11 @@ fn tensor_rules_list_the_tensors_that_changed_against_them() {
     let full = fixture("full-ft");
     let r = one(&full, "[[tensors]]\nforbid = [\"*layers.2.mlp.*\"]\n", None);
     assert_eq!((r.status, r.value), (Status::Fail, Some(3.0)));
-    assert!(r.message.contains("model.layers.2.mlp.down_proj.weight (‖ΔW‖/‖W‖ = "), "{}", r.message);
+    assert!(
+        r.message.contains("model.layers.2.mlp.down_proj.weight (‖ΔW‖/‖W‖ = "),
+        "{}",
+        r.message
+    );
 
     let lora = fixture("lora");
     let allow_targets = "[[tensors]]\nallow = [\"*.self_attn.q_proj.weight\", \"*.self_attn.v_proj.weight\"]\n";
@@ -193,8 +288,17 @@ fn tensor_rules_list_the_tensors_that_changed_against_them() {
 
     // A tensor only one model has is a change, whatever the threshold.
     let mut grown = full.clone();
-    grown.weights.as_mut().unwrap().unmatched_tuned.push("model.embed_tokens.extra".into());
-    let r = one(&grown, "[[tensors]]\nforbid = [\"*embed_tokens*\"]\nmin_relative_change = 1e9\n", None);
+    grown
+        .weights
+        .as_mut()
+        .unwrap()
+        .unmatched_tuned
+        .push("model.embed_tokens.extra".into());
+    let r = one(
+        &grown,
+        "[[tensors]]\nforbid = [\"*embed_tokens*\"]\nmin_relative_change = 1e9\n",
+        None,
+    );
     assert_eq!(r.status, Status::Fail);
     assert!(r.message.contains("only in the tuned model"), "{}", r.message);
 }

@@ -26,8 +26,11 @@ enum Read {
     /// A number of a behaviour summary: the whole prompt set's, or one group's.
     Behaviour(fn(&BehaviourSummary) -> Option<f64>),
     /// A statistic of one of a behaviour summary's distributions.
-    Distribution(fn(&BehaviourSummary) -> Option<&Distribution>, Stat),
+    Distribution(PickDistribution, Stat),
 }
+
+/// Picks one distribution of a behaviour summary.
+type PickDistribution = fn(&BehaviourSummary) -> Option<&Distribution>;
 
 /// A statistic of a [`Distribution`].
 #[derive(Debug, Clone, Copy)]
@@ -419,7 +422,7 @@ fn build() -> Vec<Metric> {
         "share of latents that never fired",
         |r| r.crosscoder.as_ref().map(|c| c.dead_fraction),
     );
-    let behaviour_distributions: [(&str, &str, fn(&BehaviourSummary) -> Option<&Distribution>); 7] = [
+    let behaviour_distributions: [(&str, &str, PickDistribution); 7] = [
         (
             "kl_tuned_base.tokens",
             "KL(P_tuned‖P_base) over positions, nats",

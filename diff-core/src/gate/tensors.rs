@@ -28,7 +28,7 @@ pub fn violations(rule: &TensorRule, weights: &WeightsSection) -> Vec<Violation>
                 tensor: t.name.clone(),
                 change: t.relative.map_or_else(
                     || "changed (the base is all zeros)".into(),
-                    |r| format!("‖ΔW‖/‖W‖ = {r:.3e}"),
+                    |r| format!("‖ΔW‖/‖W‖ = {}", super::number(r)),
                 ),
             });
         }

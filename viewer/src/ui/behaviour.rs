@@ -67,6 +67,9 @@ pub fn behaviour_ui(ui: &mut Ui, doc: &Document, selection: &mut Selection) {
                 prompt.max_kl_tuned_base.map_or_else(|| "–".into(), number),
                 prompt.top1_agreement.map_or_else(|| "–".into(), percent),
             ));
+            if let Some(group) = &prompt.group {
+                ui.label(RichText::new(format!("group {group}")).weak());
+            }
             if prompt.chat_template {
                 ui.label(RichText::new("chat template").weak());
             }
