@@ -43,6 +43,23 @@ pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
     if let Some(agreement) = s.top1_agreement {
         let _ = writeln!(out, "  top-1 agreement {:.2}%", 100.0 * agreement);
     }
+    if !b.groups.is_empty() {
+        let mut table = Table::new(&["group", "prompts", "mean KL", "p99", "top-1"]);
+        for (name, g) in &b.groups {
+            let kl = g.summary.kl_tuned_base.as_ref();
+            table.row(vec![
+                name.clone(),
+                g.num_prompts.to_string(),
+                kl.map_or_else(|| "-".into(), |d| num(d.mean)),
+                kl.and_then(|d| d.percentiles.get("p99")).map_or_else(|| "-".into(), |v| num(*v)),
+                g.summary
+                    .top1_agreement
+                    .map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a)),
+            ]);
+        }
+        let _ = writeln!(out, "  by prompt group (KL(tuned‖base)):");
+        out.push_str(&table.render("    "));
+    }
     let nf = &b.non_finite;
     if nf.base_positions + nf.tuned_positions > 0 {
         let _ = writeln!(
