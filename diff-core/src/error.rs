@@ -257,7 +257,8 @@ pub enum Error {
 
     /// A baseline report that was not computed on the same inputs as the report it is compared with.
     #[error(
-        "{}: not a baseline for this report ({reason}); pass a report of the same base model, prompts and seed,          or --allow-different-inputs",
+        "{}: not a baseline for this report ({reason}); pass a report of the same base model, prompts and seed, \
+         or --allow-different-inputs",
         path.display()
     )]
     BaselineMismatch {

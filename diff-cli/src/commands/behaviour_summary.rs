@@ -51,7 +51,8 @@ pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
                 name.clone(),
                 g.num_prompts.to_string(),
                 kl.map_or_else(|| "-".into(), |d| num(d.mean)),
-                kl.and_then(|d| d.percentiles.get("p99")).map_or_else(|| "-".into(), |v| num(*v)),
+                kl.and_then(|d| d.percentiles.get("p99"))
+                    .map_or_else(|| "-".into(), |v| num(*v)),
                 g.summary
                     .top1_agreement
                     .map_or_else(|| "-".into(), |a| format!("{:.1}%", 100.0 * a)),
