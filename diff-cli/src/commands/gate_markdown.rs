@@ -32,14 +32,7 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
     if !failing.is_empty() {
         out.push_str("### Failing rules\n\n| rule | value | limit | why |\n| --- | ---: | --- | --- |\n");
         for rule in failing {
-            let _ = writeln!(
-                out,
-                "| {} | {} | {} | {} |",
-                cell(&rule.name),
-                value(rule),
-                cell(&limits(rule)),
-                cell(&rule.message)
-            );
+            rule_row(&mut out, rule, &cell(&rule.message));
         }
         out.push('\n');
     }
@@ -47,18 +40,22 @@ pub fn render(outcome: &Outcome, report: &Report) -> String {
         "<details><summary>All rules</summary>\n\n| rule | value | limit | result |\n| --- | ---: | --- | --- |\n",
     );
     for rule in &outcome.rules {
-        let _ = writeln!(
-            out,
-            "| {} | {} | {} | {} |",
-            cell(&rule.name),
-            value(rule),
-            cell(&limits(rule)),
-            rule.status.label()
-        );
+        rule_row(&mut out, rule, rule.status.label());
     }
     out.push_str("\n</details>\n");
     divergent_prompts(&mut out, report);
     out
+}
+
+/// A table row: the rule, its value and limits, then `last` (why it failed, or its result).
+fn rule_row(out: &mut String, rule: &RuleResult, last: &str) {
+    let _ = writeln!(
+        out,
+        "| {} | {} | {} | {last} |",
+        cell(&rule.name),
+        value(rule),
+        cell(&limits(rule))
+    );
 }
 
 fn value(rule: &RuleResult) -> String {

@@ -256,7 +256,16 @@ fn line_column(text: &str, offset: usize) -> String {
 /// The JSON Schema of [`Policy`], as committed in `docs/gate.schema.json`.
 #[must_use]
 pub fn policy_json_schema() -> serde_json::Value {
-    serde_json::to_value(schemars::schema_for!(Policy)).unwrap_or_default()
+    let mut schema = serde_json::to_value(schemars::schema_for!(Policy)).unwrap_or_default();
+    // Editors complete and check `metric` against the catalogue.
+    if let Some(metric) = schema.pointer_mut("/$defs/MetricRule/properties/metric") {
+        let paths = catalogue()
+            .iter()
+            .map(|m| serde_json::Value::from(m.path.as_str()))
+            .collect();
+        metric["enum"] = serde_json::Value::Array(paths);
+    }
+    schema
 }
 
 #[cfg(test)]
