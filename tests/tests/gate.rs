@@ -287,6 +287,22 @@ fn compare_with_gate_runs_both_and_checks_the_policy_first() {
     std::fs::write(&broken, "[[rule]]\nmetric = \"nope\"\nmax = 1\n").unwrap();
     compare(&broken).assert_fails_cleanly(2, &["unknown metric"]);
     assert!(!output.exists());
+    // So does a baseline of another seed (its base model and schema are checked before the models run too).
+    let other_seed = sandbox.mdiff(&[
+        OsStr::new("compare"),
+        base.as_os_str(),
+        lora.as_os_str(),
+        OsStr::new("--seed"),
+        OsStr::new("5"),
+        OsStr::new("-o"),
+        output.as_os_str(),
+        OsStr::new("--gate"),
+        policy.as_os_str(),
+        OsStr::new("--baseline"),
+        report("lora").as_os_str(),
+    ]);
+    other_seed.assert_fails_cleanly(2, &["not a baseline for this report", "seed 0 against 5"]);
+    assert!(!output.exists());
     let stray = sandbox.mdiff(&[
         OsStr::new("compare"),
         base.as_os_str(),

@@ -30,6 +30,9 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         None => None,
     };
     let base = Checkpoint::open(&args.base)?;
+    if let Some(gate) = &gate {
+        gate.check_baseline_early(&base.describe(), args.seed)?;
+    }
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
     let mut opts = CompareOptions {
         methods: args.methods.clone(),

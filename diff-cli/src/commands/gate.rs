@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::path::{Path, PathBuf};
 
 use mdiff_core::gate::{Outcome, Policy, Status, baseline, evaluate, metrics, number};
-use mdiff_core::report::{Report, read_report, write_atomic};
+use mdiff_core::report::{ModelInput, Report, SCHEMA_VERSION, read_report, write_atomic};
 
 use crate::cli::{GateArgs, GateOptions};
 use crate::exit::GateFailed;
@@ -64,6 +64,24 @@ impl<'a> Gate<'a> {
         })
     }
 
+    /// Refuses, before compare runs, a baseline whose schema version, base model or seed cannot match the report
+    /// about to be computed (the prompt set is checked with the report). Nothing is refused with
+    /// `--allow-different-inputs`.
+    ///
+    /// # Errors
+    /// [`mdiff_core::Error::BaselineMismatch`].
+    pub fn check_baseline_early(&self, base: &ModelInput, seed: u64) -> anyhow::Result<()> {
+        if let Some((path, baseline)) = &self.baseline
+            && !self.options.allow_different_inputs
+        {
+            let differences = baseline::known_before_compare(SCHEMA_VERSION, base, seed, baseline);
+            if !differences.is_empty() {
+                return Err(mismatch(path, &differences));
+            }
+        }
+        Ok(())
+    }
+
     /// Evaluates the policy on `report`, prints the results as `print` says and writes the JUnit and Markdown
     /// files asked for.
     ///
@@ -76,11 +94,7 @@ impl<'a> Gate<'a> {
                 let differences = baseline::differences(report, baseline);
                 if !differences.is_empty() {
                     if !self.options.allow_different_inputs {
-                        return Err(mdiff_core::Error::BaselineMismatch {
-                            path: path.clone(),
-                            reason: differences.join("; "),
-                        }
-                        .into());
+                        return Err(mismatch(path, &differences));
                     }
                     eprintln!(
                         "warning: the baseline {} differs from the report ({}); compared anyway \
@@ -119,6 +133,14 @@ impl<'a> Gate<'a> {
             .into())
         }
     }
+}
+
+fn mismatch(path: &Path, differences: &[String]) -> anyhow::Error {
+    mdiff_core::Error::BaselineMismatch {
+        path: path.to_path_buf(),
+        reason: differences.join("; "),
+    }
+    .into()
 }
 
 /// One row per rule, then each failure's reason.

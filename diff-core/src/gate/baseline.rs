@@ -8,16 +8,12 @@ use crate::report::{ModelInput, Report};
 /// Every way `baseline` differs from `report` in what its numbers mean; empty when it is a fair baseline.
 #[must_use]
 pub fn differences(report: &Report, baseline: &Report) -> Vec<String> {
-    let mut found = Vec::new();
-    if report.schema_version != baseline.schema_version {
-        found.push(format!(
-            "schema version {} against {}",
-            baseline.schema_version, report.schema_version
-        ));
-    }
-    if let Some(reason) = model_difference(&report.inputs.base, &baseline.inputs.base) {
-        found.push(format!("base model: {reason}"));
-    }
+    let mut found = known_before_compare(
+        &report.schema_version,
+        &report.inputs.base,
+        report.settings.seed,
+        baseline,
+    );
     if report.settings.prompts_sha256 != baseline.settings.prompts_sha256 {
         found.push(
             match (&report.settings.prompts_sha256, &baseline.settings.prompts_sha256) {
@@ -27,11 +23,25 @@ pub fn differences(report: &Report, baseline: &Report) -> Vec<String> {
             },
         );
     }
-    if report.settings.seed != baseline.settings.seed {
+    found
+}
+
+/// The differences that show before any model runs: the schema version a report will have, the base model's
+/// files and the seed. `compare --gate` checks these first, so a wrong baseline fails in a second.
+#[must_use]
+pub fn known_before_compare(schema_version: &str, base: &ModelInput, seed: u64, baseline: &Report) -> Vec<String> {
+    let mut found = Vec::new();
+    if schema_version != baseline.schema_version {
         found.push(format!(
-            "seed {} against {}",
-            baseline.settings.seed, report.settings.seed
+            "schema version {} against {schema_version}",
+            baseline.schema_version
         ));
+    }
+    if let Some(reason) = model_difference(base, &baseline.inputs.base) {
+        found.push(format!("base model: {reason}"));
+    }
+    if seed != baseline.settings.seed {
+        found.push(format!("seed {} against {seed}", baseline.settings.seed));
     }
     found
 }
