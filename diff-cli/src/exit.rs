@@ -19,11 +19,11 @@ pub enum Exit {
 impl Exit {
     /// Classifies an error: input errors from `mdiff_core` and I/O on user paths are 2, the rest 3.
     pub fn of_error(err: &anyhow::Error) -> Self {
-        if err.chain().any(is_broken_pipe) {
-            return Self::Ok;
-        }
         if err.chain().any(|e| e.is::<GateFailed>()) {
             return Self::GateFailed;
+        }
+        if err.chain().any(is_broken_pipe) {
+            return Self::Ok;
         }
         if let Some(core) = err.chain().find_map(|e| e.downcast_ref::<mdiff_core::Error>()) {
             return if core.is_input_error() {

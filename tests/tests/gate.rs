@@ -59,9 +59,10 @@ fn read_junit(path: &Path) -> Vec<(String, Option<String>)> {
             _ => {}
         }
     }
-    let (tests, failures, _) = declared.expect("a testsuite element");
+    let (tests, failures, skipped) = declared.expect("a testsuite element");
     assert_eq!(tests, cases.len());
     assert_eq!(failures, cases.iter().filter(|c| c.1.is_some()).count());
+    assert_eq!(skipped, text.matches("<skipped ").count());
     cases
 }
 
@@ -92,6 +93,10 @@ fn the_lora_fixture_passes_the_example_policy_and_the_full_fine_tune_fails_it() 
     assert!(fail.stdout.contains("model.layers.2.mlp."), "{}", fail.stdout);
 
     let cases = read_junit(&junit);
+    assert!(
+        std::fs::read_to_string(&junit).unwrap().contains(r#"skipped="1""#),
+        "the relative rule is skipped"
+    );
     let table_rows = fail
         .stdout
         .lines()
@@ -110,6 +115,27 @@ fn the_lora_fixture_passes_the_example_policy_and_the_full_fine_tune_fails_it() 
     ] {
         assert!(md.contains(needle), "{needle} not in {md}");
     }
+}
+
+#[test]
+fn a_closed_stdout_neither_hides_a_failure_nor_stops_the_files() {
+    let sandbox = Sandbox::new();
+    let junit = sandbox.join("gate.xml");
+    let mut child = std::process::Command::new(mdiff_tests::mdiff_bin())
+        .arg("gate")
+        .arg(report("full-ft"))
+        .arg("--policy")
+        .arg(fixture(POLICY))
+        .arg("--junit")
+        .arg(&junit)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    // As `| head -0` does: the reader is gone before mdiff writes.
+    drop(child.stdout.take());
+    assert_eq!(child.wait().unwrap().code(), Some(1));
+    assert!(junit.is_file());
 }
 
 #[test]

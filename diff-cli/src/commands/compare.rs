@@ -6,7 +6,8 @@ use anyhow::Context;
 use mdiff_core::analysis::{PatchOptions, PositionPrompts, SwapOptions};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::compare::{CompareOptions, compare};
-use mdiff_core::report::{CheckpointKind, ModelInput, Report, WeightsSection, write_report};
+use mdiff_core::report::{CheckpointKind, Method, ModelInput, Report, WeightsSection, write_report};
+use mdiff_core::text::{builtin_prompts, read_prompt_file};
 
 use super::gate::Print;
 use crate::cli::CompareArgs;
@@ -31,7 +32,13 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     };
     let base = Checkpoint::open(&args.base)?;
     if let Some(gate) = &gate {
-        gate.check_baseline_early(&base.describe(), args.seed)?;
+        let runs_models = args.methods.iter().any(|m| *m != Method::Weights);
+        let prompts = match &args.prompts {
+            Some(path) if runs_models => Some(read_prompt_file(path)?),
+            None if runs_models => Some(builtin_prompts()),
+            _ => None,
+        };
+        gate.check_baseline_early(&base.describe(), args.seed, prompts.map(|p| p.sha256()).as_deref())?;
     }
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
     let mut opts = CompareOptions {
@@ -77,23 +84,27 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {
         eprintln!("warning: {warning}");
     }
-    if args.json {
+    let printed = if args.json {
         let text =
             String::from_utf8(mdiff_core::report::to_readable_json(&report)?).context("the report's JSON is UTF-8")?;
-        super::print(&text)?;
+        super::print(&text)
     } else {
         let mut text = summary(&report, args.top);
         let _ = writeln!(text, "report written to {}", args.output.display());
-        super::print(&text)?;
-    }
-    match gate {
-        // With --json, stdout holds the report alone; the gate's table goes to stderr.
-        Some(gate) if args.json => gate.check(&report, &args.output, Print::TableToStderr),
-        Some(gate) => {
-            super::print("\ngate\n")?;
-            gate.check(&report, &args.output, Print::Table)
+        if gate.is_some() {
+            text.push_str("\ngate\n");
         }
-        None => Ok(()),
+        super::print(&text)
+    };
+    match gate {
+        // A closed stdout (`| head`) must not skip the gate: its files and exit code are what CI reads.
+        // With --json, stdout holds the report alone; the gate's table goes to stderr.
+        Some(gate) => {
+            let print = if args.json { Print::TableToStderr } else { Print::Table };
+            gate.check(&report, &args.output, print)?;
+            Ok(printed?)
+        }
+        None => Ok(printed?),
     }
 }
 

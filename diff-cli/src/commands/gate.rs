@@ -47,7 +47,7 @@ pub struct Gate<'a> {
 }
 
 impl<'a> Gate<'a> {
-    /// Reads the policy and the baseline report.
+    /// Reads the policy and the baseline report, and removes the JUnit and Markdown files of an earlier run.
     ///
     /// # Errors
     /// Unreadable or invalid policy and baseline files.
@@ -57,6 +57,19 @@ impl<'a> Gate<'a> {
             Some(path) => Some((path.clone(), read_report(path)?)),
             None => None,
         };
+        // Files from an earlier run must not pass for this run's when it stops with an error.
+        for path in options.junit.iter().chain(&options.markdown) {
+            match std::fs::remove_file(path) {
+                Err(e) if e.kind() != std::io::ErrorKind::NotFound => {
+                    return Err(mdiff_core::Error::Write {
+                        path: path.clone(),
+                        source: e,
+                    }
+                    .into());
+                }
+                _ => {}
+            }
+        }
         Ok(Self {
             policy,
             baseline,
@@ -64,17 +77,22 @@ impl<'a> Gate<'a> {
         })
     }
 
-    /// Refuses, before compare runs, a baseline whose schema version, base model or seed cannot match the report
-    /// about to be computed (the prompt set is checked with the report). Nothing is refused with
+    /// Refuses, before compare runs, a baseline whose schema version, base model, seed or prompt set (its hash, when
+    /// the models will run on prompts) cannot match the report about to be computed. Nothing is refused with
     /// `--allow-different-inputs`.
     ///
     /// # Errors
     /// [`mdiff_core::Error::BaselineMismatch`].
-    pub fn check_baseline_early(&self, base: &ModelInput, seed: u64) -> anyhow::Result<()> {
+    pub fn check_baseline_early(
+        &self,
+        base: &ModelInput,
+        seed: u64,
+        prompts_sha256: Option<&str>,
+    ) -> anyhow::Result<()> {
         if let Some((path, baseline)) = &self.baseline
             && !self.options.allow_different_inputs
         {
-            let differences = baseline::known_before_compare(SCHEMA_VERSION, base, seed, baseline);
+            let differences = baseline::known_before_compare(SCHEMA_VERSION, base, seed, prompts_sha256, baseline);
             if !differences.is_empty() {
                 return Err(mismatch(path, &differences));
             }
@@ -108,31 +126,37 @@ impl<'a> Gate<'a> {
             None => None,
         };
         let outcome = evaluate(report, &self.policy, baseline);
+        // The verdict is printed before the files are written, so it shows even when a path is wrong; and a closed
+        // stdout (`| head`) neither stops the files nor hides a failure.
+        let printed = print_outcome(&outcome, print);
         if let Some(path) = &self.options.junit {
             write_atomic(super::gate_junit::render(&outcome, report_path).as_bytes(), path)?;
         }
         if let Some(path) = &self.options.markdown {
             write_atomic(super::gate_markdown::render(&outcome, report).as_bytes(), path)?;
         }
-        match print {
-            Print::Table => super::print(&table(&outcome))?,
-            Print::Json => {
-                let mut text = serde_json::to_string_pretty(&outcome)?;
-                text.push('\n');
-                super::print(&text)?;
-            }
-            Print::TableToStderr => eprint!("{}", table(&outcome)),
-        }
-        if outcome.passed {
-            Ok(())
-        } else {
-            Err(GateFailed {
+        if !outcome.passed {
+            return Err(GateFailed {
                 failed: outcome.failed,
                 total: outcome.rules.len(),
             }
-            .into())
+            .into());
         }
+        printed
     }
+}
+
+fn print_outcome(outcome: &Outcome, print: Print) -> anyhow::Result<()> {
+    match print {
+        Print::Table => super::print(&table(outcome))?,
+        Print::Json => {
+            let mut text = serde_json::to_string_pretty(outcome)?;
+            text.push('\n');
+            super::print(&text)?;
+        }
+        Print::TableToStderr => eprint!("{}", table(outcome)),
+    }
+    Ok(())
 }
 
 fn mismatch(path: &Path, differences: &[String]) -> anyhow::Error {

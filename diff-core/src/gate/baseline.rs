@@ -8,28 +8,37 @@ use crate::report::{ModelInput, Report};
 /// Every way `baseline` differs from `report` in what its numbers mean; empty when it is a fair baseline.
 #[must_use]
 pub fn differences(report: &Report, baseline: &Report) -> Vec<String> {
+    let settings = &report.settings;
     let mut found = known_before_compare(
         &report.schema_version,
         &report.inputs.base,
-        report.settings.seed,
+        settings.seed,
+        None,
         baseline,
     );
-    if report.settings.prompts_sha256 != baseline.settings.prompts_sha256 {
-        found.push(
-            match (&report.settings.prompts_sha256, &baseline.settings.prompts_sha256) {
-                (Some(_), Some(_)) => "the prompt sets differ".to_string(),
-                (Some(_), None) => "the baseline ran no prompts (or predates prompt hashes)".to_string(),
-                _ => "this report ran no prompts and the baseline did".to_string(),
-            },
-        );
+    if settings.prompts_sha256 != baseline.settings.prompts_sha256 {
+        found.push(match (&settings.prompts_sha256, &baseline.settings.prompts_sha256) {
+            (Some(_), Some(_)) => PROMPTS_DIFFER.to_string(),
+            (Some(_), None) => "the baseline ran no prompts (or predates prompt hashes)".to_string(),
+            _ => "this report ran no prompts and the baseline did".to_string(),
+        });
     }
     found
 }
 
+const PROMPTS_DIFFER: &str = "the prompt sets differ";
+
 /// The differences that show before any model runs: the schema version a report will have, the base model's
-/// files and the seed. `compare --gate` checks these first, so a wrong baseline fails in a second.
+/// files, the seed, and the prompt set's hash when the models will run on prompts (`None` skips it). `compare
+/// --gate` checks these first, so a wrong baseline fails in a second.
 #[must_use]
-pub fn known_before_compare(schema_version: &str, base: &ModelInput, seed: u64, baseline: &Report) -> Vec<String> {
+pub fn known_before_compare(
+    schema_version: &str,
+    base: &ModelInput,
+    seed: u64,
+    prompts_sha256: Option<&str>,
+    baseline: &Report,
+) -> Vec<String> {
     let mut found = Vec::new();
     if schema_version != baseline.schema_version {
         found.push(format!(
@@ -42,6 +51,11 @@ pub fn known_before_compare(schema_version: &str, base: &ModelInput, seed: u64, 
     }
     if seed != baseline.settings.seed {
         found.push(format!("seed {} against {seed}", baseline.settings.seed));
+    }
+    if let (Some(ours), Some(theirs)) = (prompts_sha256, baseline.settings.prompts_sha256.as_deref())
+        && ours != theirs
+    {
+        found.push(PROMPTS_DIFFER.into());
     }
     found
 }

@@ -250,6 +250,46 @@ fn relative_limits_use_the_baseline_and_skip_without_one() {
     baseline.behaviour.as_mut().unwrap().summary.top1_agreement = Some(agreement / 0.95);
     assert_eq!(one(&report, decrease, Some(&baseline)).status, Status::Pass);
 
+    // A negative baseline: the bounds use |baseline|, so "+20%" still means "at most 20% worse".
+    let delta = "[[rule]]\nmetric = \"behaviour.delta_p_next.mean\"\nmax_increase = 0.2\nmax_decrease = 0.2\n";
+    let value = report
+        .behaviour
+        .as_ref()
+        .unwrap()
+        .summary
+        .delta_p_next
+        .as_ref()
+        .unwrap()
+        .mean;
+    assert!(value < 0.0, "the fixture's mean Δp is negative: {value}");
+    let mut baseline = report.clone();
+    baseline
+        .behaviour
+        .as_mut()
+        .unwrap()
+        .summary
+        .delta_p_next
+        .as_mut()
+        .unwrap()
+        .mean = value / 1.1;
+    let r = one(&report, delta, Some(&baseline));
+    let b = value / 1.1;
+    assert_eq!(r.limits[0].bound, Some(b + 0.2 * b.abs()));
+    assert_eq!(r.limits[1].bound, Some(b - 0.2 * b.abs()));
+    assert_eq!(r.status, Status::Pass, "{r:?}");
+    baseline
+        .behaviour
+        .as_mut()
+        .unwrap()
+        .summary
+        .delta_p_next
+        .as_mut()
+        .unwrap()
+        .mean = value / 1.5;
+    let r = one(&report, delta, Some(&baseline));
+    assert_eq!(r.status, Status::Fail, "{r:?}");
+    assert!(r.message.contains("baseline −20%"), "{}", r.message);
+
     let mut empty = report.clone();
     empty.behaviour = None;
     let r = one(&report, rule, Some(&empty));
@@ -282,6 +322,36 @@ fn tensor_rules_list_the_tensors_that_changed_against_them() {
     // A threshold above every change lets them all through.
     let loose = "[[tensors]]\nforbid = [\"*\"]\nmin_relative_change = 1e9\n";
     assert_eq!(one(&full, loose, None).status, Status::Pass);
+
+    // NaNs appearing in a tensor change it, though they are left out of its statistics.
+    let mut poisoned = lora.clone();
+    let embed = poisoned
+        .weights
+        .as_mut()
+        .unwrap()
+        .tensors
+        .iter_mut()
+        .find(|t| t.name.contains("embed_tokens"))
+        .unwrap();
+    assert_eq!(embed.num_changed, 0);
+    embed.non_finite.tuned_nan = 3;
+    let r = one(&poisoned, "[[tensors]]\nforbid = [\"*embed_tokens*\"]\n", None);
+    assert_eq!(r.status, Status::Fail);
+    assert!(r.message.contains("NaN/Inf entries 0 → 3"), "{}", r.message);
+
+    // A pattern that matches nothing is a typo that would hold forever.
+    // (These tiny models tie the unembedding to the embedding: there is no lm_head tensor.)
+    let r = one(
+        &lora,
+        "[[tensors]]\nforbid = [\"*embeddings*\", \"*embed_tokens*\", \"*lm_head*\"]\n",
+        None,
+    );
+    assert_eq!(r.status, Status::Fail);
+    assert!(
+        r.message.starts_with("\"*embeddings*\", \"*lm_head*\" match no tensor"),
+        "{}",
+        r.message
+    );
 
     // A tensor only one model has is a change, whatever the threshold.
     let mut grown = full.clone();
@@ -319,8 +389,11 @@ fn baselines_of_other_inputs_are_named_by_every_difference() {
     assert!(found[2].contains("seed 7"));
     assert!(found[3].contains("prompt sets differ"));
     // All but the prompts show before compare runs.
-    let early = baseline::known_before_compare(&report.schema_version, &report.inputs.base, 0, &other);
+    let early = baseline::known_before_compare(&report.schema_version, &report.inputs.base, 0, None, &other);
     assert_eq!(early, found[..3]);
+    let hash = report.settings.prompts_sha256.as_deref();
+    let early = baseline::known_before_compare(&report.schema_version, &report.inputs.base, 0, hash, &other);
+    assert_eq!(early, found);
 
     let mut resized = report.clone();
     resized.inputs.base.files[0].size_bytes += 1;

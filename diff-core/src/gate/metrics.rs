@@ -5,7 +5,7 @@
 
 use std::sync::OnceLock;
 
-use crate::report::{BehaviourSummary, Distribution, Method, Report};
+use crate::report::{BehaviourSummary, Distribution, Method, Report, Spectrum};
 
 /// One metric: where it lives and how to read it.
 #[derive(Debug)]
@@ -222,30 +222,14 @@ fn build() -> Vec<Metric> {
     report(
         "weights.max_stable_rank",
         Weights,
-        "largest stable rank ‖ΔW‖²_F/σ₁² of one matrix",
-        |r| {
-            let w = r.weights.as_ref()?;
-            Some(
-                w.tensors
-                    .iter()
-                    .filter_map(|t| t.spectrum.as_ref())
-                    .map(|s| s.stable_rank)
-                    .fold(0.0, f64::max),
-            )
-        },
+        "largest stable rank ‖ΔW‖²_F/σ₁² of one matrix (0 when none changed)",
+        |r| max_over_spectra(r, |s| s.stable_rank),
     );
     report(
         "weights.max_effective_rank",
         Weights,
         "largest number of singular values of ΔW above the rank tolerance (capped at the values computed)",
-        |r| {
-            let w = r.weights.as_ref()?;
-            w.tensors
-                .iter()
-                .filter_map(|t| t.spectrum.as_ref())
-                .map(|s| s.effective_rank as f64)
-                .reduce(f64::max)
-        },
+        |r| max_over_spectra(r, |s| s.effective_rank as f64),
     );
     report(
         "weights.unmatched_tensors",
@@ -279,8 +263,10 @@ fn build() -> Vec<Metric> {
         Kl,
         "positions left out for NaN/infinite logits or an infinite KL",
         |r| {
-            let n = &r.behaviour.as_ref()?.non_finite;
-            Some((n.base_positions + n.tuned_positions + n.infinite_kl_positions) as f64)
+            // The per-side counts overlap (a position can be non-finite in both); the finite ones are counted once.
+            let b = r.behaviour.as_ref()?;
+            let finite = b.summary.kl_tuned_base.as_ref().map_or(0, |d| d.n);
+            Some(b.num_positions.saturating_sub(finite) as f64)
         },
     );
     report(
@@ -477,6 +463,20 @@ fn build() -> Vec<Metric> {
     // Stable: each section keeps the order written above.
     all.sort_by_key(|m| m.method);
     all
+}
+
+/// The largest `f` over the spectra of changed matrices: 0 when none changed, undefined when the report computed no
+/// spectrum (`--singular-values 0`), so a rank limit never passes on numbers that were not computed.
+#[allow(clippy::cast_precision_loss, reason = "ranks are small")]
+fn max_over_spectra(report: &Report, f: fn(&Spectrum) -> f64) -> Option<f64> {
+    let w = report.weights.as_ref()?;
+    (w.spectrum_settings.top_k > 0).then(|| {
+        w.tensors
+            .iter()
+            .filter_map(|t| t.spectrum.as_ref())
+            .map(f)
+            .fold(0.0, f64::max)
+    })
 }
 
 /// The catalogue as a Markdown table (for `docs/ci.md`).

@@ -232,7 +232,12 @@ fn metric_rule(report: &Report, rule: &MetricRule, baseline: Option<&Report>) ->
         }
     }
     for limit in result.limits.iter().filter(|l| l.holds == Some(false)) {
-        problems.push(format!("{} is not {}", number(value), limit.describe()));
+        // Four digits can print a value just past its bound as the bound itself; then all of them.
+        let shown = match limit.bound {
+            Some(bound) if number(bound) == number(value) => format!("{value}"),
+            _ => number(value),
+        };
+        problems.push(format!("{shown} is not {}", limit.describe()));
     }
     let evaluated = result.limits.iter().any(|l| l.holds.is_some());
     result.status = if !problems.is_empty() {
@@ -288,7 +293,7 @@ fn tensor_rule(report: &Report, rule: &TensorRule) -> RuleResult {
         group: None,
         value: None,
         baseline: None,
-        limits: vec![Limit::new(LimitKind::Max, 0.0, Some(0.0), None)],
+        limits: Vec::new(),
         status: Status::Fail,
         message: String::new(),
     };
@@ -303,9 +308,8 @@ fn tensor_rule(report: &Report, rule: &TensorRule) -> RuleResult {
     let value = found.len() as f64;
     result.value = Some(value);
     result.limits = vec![Limit::new(LimitKind::Max, 0.0, Some(0.0), Some(value))];
-    if found.is_empty() {
-        result.status = Status::Pass;
-    } else {
+    let mut problems = Vec::new();
+    if !found.is_empty() {
         let mut listed: Vec<String> = found
             .iter()
             .take(LISTED_TENSORS)
@@ -314,8 +318,29 @@ fn tensor_rule(report: &Report, rule: &TensorRule) -> RuleResult {
         if found.len() > LISTED_TENSORS {
             listed.push(format!("and {} more", found.len() - LISTED_TENSORS));
         }
-        result.message = format!("{} changed against the rule: {}", found.len(), listed.join(", "));
+        problems.push(format!(
+            "{} changed against the rule: {}",
+            found.len(),
+            listed.join(", ")
+        ));
     }
+    let unmatched = tensors::unmatched_patterns(rule, weights);
+    if !unmatched.is_empty() {
+        problems.push(format!(
+            "{} match no tensor of either model; check the names with `mdiff inspect`",
+            unmatched
+                .iter()
+                .map(|p| format!("{p:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ));
+    }
+    result.status = if problems.is_empty() {
+        Status::Pass
+    } else {
+        Status::Fail
+    };
+    result.message = problems.join("; ");
     result
 }
 

@@ -162,6 +162,25 @@ impl Policy {
         for rule in &policy.rules {
             rule.check(text).map_err(invalid)?;
         }
+        // Rule names key the JUnit testcases and the tables: each must be there, and once.
+        let names: Vec<String> = policy
+            .rules
+            .iter()
+            .map(MetricRule::display_name)
+            .chain(policy.tensors.iter().map(TensorRule::display_name))
+            .collect();
+        if names.iter().any(|n| n.trim().is_empty()) {
+            return Err(invalid(
+                "a rule has an empty `name`; name it, or leave `name` out".into(),
+            ));
+        }
+        for (i, name) in names.iter().enumerate() {
+            if names[..i].contains(name) {
+                return Err(invalid(format!(
+                    "two rules are both called {name:?}; give one of them a different `name`"
+                )));
+            }
+        }
         for (index, rule) in policy.tensors.iter().enumerate() {
             rule.check()
                 .map_err(|reason| invalid(format!("[[tensors]] #{}: {reason}", index + 1)))?;
@@ -208,7 +227,11 @@ impl MetricRule {
                 "{here}: the limits of the rule on {path:?} must be finite numbers"
             ));
         }
-        if self.max_increase.or(self.max_decrease).is_some_and(|v| v < 0.0) {
+        if [self.max_increase, self.max_decrease]
+            .into_iter()
+            .flatten()
+            .any(|v| v < 0.0)
+        {
             return Err(format!(
                 "{here}: max_increase and max_decrease are fractions of the baseline's value and cannot be negative"
             ));
@@ -232,8 +255,15 @@ impl TensorRule {
         if self.allow.is_empty() && self.forbid.is_empty() {
             return Err("give `allow` or `forbid` patterns (e.g. forbid = [\"*embed_tokens*\"])".into());
         }
-        if self.allow.iter().chain(&self.forbid).any(|p| p.trim().is_empty()) {
-            return Err("a pattern is empty".into());
+        if let Some(p) = self
+            .allow
+            .iter()
+            .chain(&self.forbid)
+            .find(|p| p.trim() != p.as_str() || p.is_empty())
+        {
+            return Err(format!(
+                "pattern {p:?} is empty or has spaces around it; tensor names have none"
+            ));
         }
         if !(self.min_relative_change.is_finite() && self.min_relative_change >= 0.0) {
             return Err(format!(
@@ -247,7 +277,8 @@ impl TensorRule {
 
 /// `line L, column C` (both 1-based) of byte `offset` in `text`.
 fn line_column(text: &str, offset: usize) -> String {
-    let before = &text[..offset.min(text.len())];
+    // toml's spans are byte offsets on character boundaries; stay safe if one is not.
+    let before = text.get(..offset.min(text.len())).unwrap_or(text);
     let line = before.matches('\n').count() + 1;
     let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
     format!("line {line}, column {column}")
@@ -339,6 +370,18 @@ forbid = ["*embed_tokens*"]
         assert!(reason("[[rule]]\nmetric = \"weights.changed_tensors\"\nmax = nan\n").contains("finite"));
         assert!(reason("[[rule]]\nmetric = \"weights.changed_tensors\"\nmin = 3\nmax = 2\n").contains("above max"));
         assert!(reason("[[rule]]\nmetric = \"weights.changed_tensors\"\nmax_increase = -0.1\n").contains("negative"));
+        let both = "[[rule]]\nmetric = \"weights.changed_tensors\"\nmax_increase = 0.1\nmax_decrease = -0.5\n";
+        assert!(reason(both).contains("negative"), "each relative limit is checked");
+        let twice = "[[rule]]\nmetric = \"weights.changed_tensors\"\nmax = 1\n\
+                     [[rule]]\nmetric = \"weights.changed_tensors\"\nmin = 0\n";
+        assert!(
+            reason(twice).contains("both called \"weights.changed_tensors\""),
+            "{}",
+            reason(twice)
+        );
+        let blank = "[[rule]]\nname = \" \"\nmetric = \"weights.changed_tensors\"\nmax = 1\n";
+        assert!(reason(blank).contains("empty `name`"));
+        assert!(reason("[[tensors]]\nforbid = [\" *embed* \"]\n").contains("spaces"));
         let r = reason("[[rule]]\nmetric = \"weights.changed_tensors\"\ngroup = \"code\"\nmax = 2\n");
         assert!(
             r.starts_with("line 3, column 9:") && r.contains("no per-group value"),

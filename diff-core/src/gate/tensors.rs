@@ -13,6 +13,10 @@ pub struct Violation {
 }
 
 /// The changed tensors of `weights` that `rule` does not allow, in name order.
+///
+/// Changed means: some entry differs and ‖ΔW‖/‖W‖ exceeds the rule's `min_relative_change`; or the count of NaN or
+/// ±Inf entries differs (those entries are left out of the statistics); or the tensor is only in one model, or
+/// changed shape. A tensor mdiff did not diff (an integer or FP8 dtype) cannot be shown unchanged and counts too.
 #[must_use]
 pub fn violations(rule: &TensorRule, weights: &WeightsSection) -> Vec<Violation> {
     let breaks = |names: &[&str]| {
@@ -20,18 +24,30 @@ pub fn violations(rule: &TensorRule, weights: &WeightsSection) -> Vec<Violation>
         (!rule.allow.is_empty() && !matches(&rule.allow)) || matches(&rule.forbid)
     };
     let mut found = Vec::new();
+    let mut flag = |tensor: &str, change: String| {
+        found.push(Violation {
+            tensor: tensor.to_string(),
+            change,
+        });
+    };
     for t in &weights.tensors {
+        let n = &t.non_finite;
+        let non_finite_changed = n.base_nan != n.tuned_nan || n.base_inf != n.tuned_inf;
         // A base of norm zero has no relative change; any change to it counts.
         let changed = t.num_changed > 0 && t.relative.is_none_or(|r| r > rule.min_relative_change);
-        if changed && breaks(&[&t.name, &t.base_name, &t.tuned_name]) {
-            found.push(Violation {
-                tensor: t.name.clone(),
-                change: t.relative.map_or_else(
-                    || "changed (the base is all zeros)".into(),
-                    |r| format!("‖ΔW‖/‖W‖ = {}", super::number(r)),
-                ),
-            });
+        if !(changed || non_finite_changed) || !breaks(&[&t.name, &t.base_name, &t.tuned_name]) {
+            continue;
         }
+        let change = match t.relative {
+            _ if non_finite_changed => format!(
+                "NaN/Inf entries {} → {}",
+                n.base_nan + n.base_inf,
+                n.tuned_nan + n.tuned_inf
+            ),
+            Some(r) => format!("‖ΔW‖/‖W‖ = {}", super::number(r)),
+            None => "changed (the base is all zeros)".into(),
+        };
+        flag(&t.name, change);
     }
     let one_sided = [
         (&weights.unmatched_base, "only in the base model"),
@@ -39,22 +55,41 @@ pub fn violations(rule: &TensorRule, weights: &WeightsSection) -> Vec<Violation>
     ];
     for (names, change) in one_sided {
         for name in names.iter().filter(|n| breaks(&[n])) {
-            found.push(Violation {
-                tensor: name.clone(),
-                change: change.into(),
-            });
+            flag(name, change.into());
         }
     }
-    for m in &weights.shape_mismatches {
-        if breaks(&[&m.name]) {
-            found.push(Violation {
-                tensor: m.name.clone(),
-                change: format!("shape {:?} → {:?}", m.base, m.tuned),
-            });
-        }
+    for m in weights.shape_mismatches.iter().filter(|m| breaks(&[&m.name])) {
+        flag(&m.name, format!("shape {:?} → {:?}", m.base, m.tuned));
+    }
+    for s in weights.skipped_tensors.iter().filter(|s| breaks(&[&s.name])) {
+        flag(
+            &s.name,
+            format!("not diffed ({}), so it cannot be shown unchanged", s.reason),
+        );
     }
     found.sort_by(|a, b| a.tensor.cmp(&b.tensor));
     found
+}
+
+/// The rule's patterns that match no tensor of `weights` at all: almost always a typo, which would otherwise let
+/// the rule hold forever.
+#[must_use]
+pub fn unmatched_patterns<'a>(rule: &'a TensorRule, weights: &WeightsSection) -> Vec<&'a str> {
+    let names: Vec<&str> = weights
+        .tensors
+        .iter()
+        .flat_map(|t| [t.name.as_str(), t.base_name.as_str(), t.tuned_name.as_str()])
+        .chain(weights.unmatched_base.iter().map(String::as_str))
+        .chain(weights.unmatched_tuned.iter().map(String::as_str))
+        .chain(weights.shape_mismatches.iter().map(|m| m.name.as_str()))
+        .chain(weights.skipped_tensors.iter().map(|s| s.name.as_str()))
+        .collect();
+    rule.allow
+        .iter()
+        .chain(&rule.forbid)
+        .filter(|p| !names.iter().any(|n| glob_match(p, n)))
+        .map(String::as_str)
+        .collect()
 }
 
 /// Whether `text` matches the glob `pattern`: `*` matches any run of characters (dots included), `?` one

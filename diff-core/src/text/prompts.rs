@@ -397,7 +397,8 @@ fn prompt_from_json(value: &Value) -> std::result::Result<(PromptContent, Option
     };
     let group = match map.get("group") {
         None | Some(Value::Null) => None,
-        Some(Value::String(group)) if !group.trim().is_empty() => Some(group.clone()),
+        // Trimmed, so "refusal " and "refusal" are one group.
+        Some(Value::String(group)) if !group.trim().is_empty() => Some(group.trim().to_string()),
         Some(other) => {
             return Err(format!(
                 r#""group" must be a non-empty string such as "safety", found {}"#,
