@@ -1,7 +1,7 @@
 use std::path::Path;
 
 use super::*;
-use crate::report::{Method, SkippedSection, parse_report};
+use crate::report::{BehaviourSummary, Method, SkippedSection, parse_report};
 
 /// A fixture report: every section, the built-in prompts (with their groups).
 fn fixture(name: &str) -> Report {
@@ -20,15 +20,16 @@ fn one(report: &Report, rule: &str, baseline: Option<&Report>) -> RuleResult {
     outcome.rules.into_iter().next().unwrap()
 }
 
+fn summary(report: &Report) -> &BehaviourSummary {
+    &report.behaviour.as_ref().unwrap().summary
+}
+
+fn summary_mut(report: &mut Report) -> &mut BehaviourSummary {
+    &mut report.behaviour.as_mut().unwrap().summary
+}
+
 fn kl(report: &Report) -> &crate::report::Distribution {
-    report
-        .behaviour
-        .as_ref()
-        .unwrap()
-        .summary
-        .kl_tuned_base
-        .as_ref()
-        .unwrap()
+    summary(report).kl_tuned_base.as_ref().unwrap()
 }
 
 fn kl_mean(report: &Report) -> f64 {
@@ -221,16 +222,7 @@ fn relative_limits_use_the_baseline_and_skip_without_one() {
 
     // 20% above a baseline of mean/1.1 is 1.0909·mean: passes. Of mean/1.3, 0.923·mean: fails.
     let mut baseline = report.clone();
-    let scale = |b: &mut Report, by: f64| {
-        b.behaviour
-            .as_mut()
-            .unwrap()
-            .summary
-            .kl_tuned_base
-            .as_mut()
-            .unwrap()
-            .mean = mean / by;
-    };
+    let scale = |b: &mut Report, by: f64| summary_mut(b).kl_tuned_base.as_mut().unwrap().mean = mean / by;
     scale(&mut baseline, 1.1);
     let r = one(&report, rule, Some(&baseline));
     assert_eq!(r.status, Status::Pass, "{r:?}");
@@ -243,49 +235,25 @@ fn relative_limits_use_the_baseline_and_skip_without_one() {
 
     // max_decrease bounds from below, with |baseline| so negative metrics work too.
     let decrease = "[[rule]]\nmetric = \"behaviour.top1_agreement\"\nmax_decrease = 0.1\n";
-    let agreement = report.behaviour.as_ref().unwrap().summary.top1_agreement.unwrap();
+    let agreement = summary(&report).top1_agreement.unwrap();
     let mut baseline = report.clone();
-    baseline.behaviour.as_mut().unwrap().summary.top1_agreement = Some(agreement / 0.85);
+    summary_mut(&mut baseline).top1_agreement = Some(agreement / 0.85);
     assert_eq!(one(&report, decrease, Some(&baseline)).status, Status::Fail);
-    baseline.behaviour.as_mut().unwrap().summary.top1_agreement = Some(agreement / 0.95);
+    summary_mut(&mut baseline).top1_agreement = Some(agreement / 0.95);
     assert_eq!(one(&report, decrease, Some(&baseline)).status, Status::Pass);
 
     // A negative baseline: the bounds use |baseline|, so "+20%" still means "at most 20% worse".
     let delta = "[[rule]]\nmetric = \"behaviour.delta_p_next.mean\"\nmax_increase = 0.2\nmax_decrease = 0.2\n";
-    let value = report
-        .behaviour
-        .as_ref()
-        .unwrap()
-        .summary
-        .delta_p_next
-        .as_ref()
-        .unwrap()
-        .mean;
+    let value = summary(&report).delta_p_next.as_ref().unwrap().mean;
     assert!(value < 0.0, "the fixture's mean Δp is negative: {value}");
     let mut baseline = report.clone();
-    baseline
-        .behaviour
-        .as_mut()
-        .unwrap()
-        .summary
-        .delta_p_next
-        .as_mut()
-        .unwrap()
-        .mean = value / 1.1;
+    summary_mut(&mut baseline).delta_p_next.as_mut().unwrap().mean = value / 1.1;
     let r = one(&report, delta, Some(&baseline));
     let b = value / 1.1;
     assert_eq!(r.limits[0].bound, Some(b + 0.2 * b.abs()));
     assert_eq!(r.limits[1].bound, Some(b - 0.2 * b.abs()));
     assert_eq!(r.status, Status::Pass, "{r:?}");
-    baseline
-        .behaviour
-        .as_mut()
-        .unwrap()
-        .summary
-        .delta_p_next
-        .as_mut()
-        .unwrap()
-        .mean = value / 1.5;
+    summary_mut(&mut baseline).delta_p_next.as_mut().unwrap().mean = value / 1.5;
     let r = one(&report, delta, Some(&baseline));
     assert_eq!(r.status, Status::Fail, "{r:?}");
     assert!(r.message.contains("baseline −20%"), "{}", r.message);
