@@ -284,22 +284,29 @@ fn compare_with_gate_runs_both_and_checks_the_policy_first() {
     .unwrap();
     let base = fixture("tiny-llama/base");
     let lora = fixture("tiny-llama/lora");
-    let compare = |policy: &Path| {
-        sandbox.mdiff(&[
+    // compare BASE LORA -o OUTPUT, then `extra`.
+    let compare = |extra: &[&OsStr]| {
+        let mut args = vec![
             OsStr::new("compare"),
             base.as_os_str(),
             lora.as_os_str(),
-            OsStr::new("--methods"),
-            OsStr::new("weights,kl"),
             OsStr::new("-o"),
             output.as_os_str(),
+        ];
+        args.extend_from_slice(extra);
+        sandbox.mdiff(&args)
+    };
+    let gated = |policy: &Path| {
+        compare(&[
+            OsStr::new("--methods"),
+            OsStr::new("weights,kl"),
             OsStr::new("--gate"),
             policy.as_os_str(),
             OsStr::new("--junit"),
             junit.as_os_str(),
         ])
     };
-    let run = compare(&policy);
+    let run = gated(&policy);
     assert_eq!(run.code, 1, "{}", run.stderr);
     assert!(output.is_file(), "the report is written whatever the verdict");
     let cases = read_junit(&junit);
@@ -311,32 +318,22 @@ fn compare_with_gate_runs_both_and_checks_the_policy_first() {
     std::fs::remove_file(&output).unwrap();
     let broken = sandbox.join("broken.toml");
     std::fs::write(&broken, "[[rule]]\nmetric = \"nope\"\nmax = 1\n").unwrap();
-    compare(&broken).assert_fails_cleanly(2, &["unknown metric"]);
+    gated(&broken).assert_fails_cleanly(2, &["unknown metric"]);
     assert!(!output.exists());
     // So does a baseline of another seed (its base model and schema are checked before the models run too).
-    let other_seed = sandbox.mdiff(&[
-        OsStr::new("compare"),
-        base.as_os_str(),
-        lora.as_os_str(),
+    let baseline = report("lora");
+    compare(&[
         OsStr::new("--seed"),
         OsStr::new("5"),
-        OsStr::new("-o"),
-        output.as_os_str(),
         OsStr::new("--gate"),
         policy.as_os_str(),
         OsStr::new("--baseline"),
-        report("lora").as_os_str(),
-    ]);
-    other_seed.assert_fails_cleanly(2, &["not a baseline for this report", "seed 0 against 5"]);
+        baseline.as_os_str(),
+    ])
+    .assert_fails_cleanly(2, &["not a baseline for this report", "seed 0 against 5"]);
     assert!(!output.exists());
-    let stray = sandbox.mdiff(&[
-        OsStr::new("compare"),
-        base.as_os_str(),
-        lora.as_os_str(),
-        OsStr::new("--junit"),
-        junit.as_os_str(),
-    ]);
-    stray.assert_fails_cleanly(2, &["--gate"]);
+    compare(&[OsStr::new("--junit"), junit.as_os_str()]).assert_fails_cleanly(2, &["--gate"]);
+    assert!(!output.exists());
 }
 
 #[test]
