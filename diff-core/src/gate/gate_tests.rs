@@ -373,13 +373,3 @@ fn baselines_of_other_inputs_are_named_by_every_difference() {
     moved.inputs.base.files[0].path = "/elsewhere/base/model.safetensors".into();
     assert!(baseline::differences(&report, &moved).is_empty());
 }
-
-#[test]
-fn numbers_print_short() {
-    assert_eq!(number(0.1), "0.1");
-    assert_eq!(number(2.070521567), "2.071");
-    assert_eq!(number(0.012346), "0.01235");
-    assert_eq!(number(12.0), "12");
-    assert_eq!(number(1.5e-5), "1.500e-5");
-    assert_eq!(number(0.0), "0");
-}

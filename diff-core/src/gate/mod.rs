@@ -98,23 +98,7 @@ impl Limit {
     }
 }
 
-/// A number with up to 4 significant digits, no trailing zeros.
-#[must_use]
-pub fn number(v: f64) -> String {
-    if v == 0.0 || !v.is_finite() {
-        return format!("{v}");
-    }
-    if v.abs() >= 1e5 || v.abs() < 1e-3 {
-        return format!("{v:.3e}");
-    }
-    let digits = (3 - v.abs().log10().floor() as i32).max(0) as usize;
-    let text = format!("{v:.digits$}");
-    if text.contains('.') {
-        text.trim_end_matches('0').trim_end_matches('.').to_string()
-    } else {
-        text
-    }
-}
+pub use crate::units::short as number;
 
 /// One rule's result.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]

@@ -1,27 +1,6 @@
 //! Number formatting shared by every panel: short, aligned and honest about magnitude.
 
-pub use mdiff_core::units::bytes;
-
-/// Four significant digits; scientific notation outside [1e-3, 1e5), so tiny KLs do not read as 0.
-#[must_use]
-pub fn number(v: f64) -> String {
-    if !v.is_finite() {
-        return format!("{v}");
-    }
-    if v == 0.0 {
-        return "0".into();
-    }
-    let a = v.abs();
-    if (1e-3..1e5).contains(&a) {
-        #[allow(clippy::cast_possible_truncation, reason = "log10 of a value in [1e-3, 1e5)")]
-        let decimals = (3 - a.log10().floor() as i32).clamp(0, 6);
-        #[allow(clippy::cast_sign_loss, reason = "clamped to 0..=6")]
-        let decimals = decimals as usize;
-        format!("{v:.decimals$}")
-    } else {
-        format!("{v:.3e}")
-    }
-}
+pub use mdiff_core::units::{bytes, significant as number};
 
 /// [`number`], or `–` for a value the report does not have.
 #[must_use]
