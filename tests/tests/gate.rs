@@ -259,6 +259,13 @@ fn bad_policies_and_reports_exit_2_with_one_line() {
         .assert_fails_cleanly(2, &["unknown metric \"kl\"", "valid metrics:", "swap.top.score"]);
     let policy = fixture(POLICY);
     with_policy(&sandbox.join("missing.toml"), &good_report).assert_fails_cleanly(2, &["missing.toml"]);
+    let latin1 = sandbox.join("latin1.toml");
+    std::fs::write(
+        &latin1,
+        b"[[rule]]\nname = \"caf\xe9\"\nmetric = \"weights.tensors\"\nmax = 1\n",
+    )
+    .unwrap();
+    with_policy(&latin1, &good_report).assert_fails_cleanly(2, &["latin1.toml", "line 2, column 12: not UTF-8 text"]);
 
     let full = std::fs::read(&good_report).unwrap();
     let truncated = sandbox.join("truncated.json");

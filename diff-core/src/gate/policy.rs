@@ -131,9 +131,17 @@ impl Policy {
     /// [`Error::Read`]; [`Error::InvalidPolicy`] for TOML syntax, unknown keys and wrong types (with line and
     /// column), unknown metrics (listing the valid ones), and rules without a limit.
     pub fn read(path: &Path) -> Result<Self> {
-        let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+        let bytes = std::fs::read(path).map_err(|source| Error::Read {
             path: path.to_path_buf(),
             source,
+        })?;
+        let text = String::from_utf8(bytes).map_err(|e| {
+            let valid = &e.as_bytes()[..e.utf8_error().valid_up_to()];
+            let at = line_column(std::str::from_utf8(valid).unwrap_or_default(), valid.len());
+            Error::InvalidPolicy {
+                path: path.to_path_buf(),
+                reason: format!("{at}: not UTF-8 text; save the policy as UTF-8"),
+            }
         })?;
         Self::parse(&text, path)
     }
