@@ -198,3 +198,39 @@ fn explain(err: &SafeTensorError, size_bytes: u64) -> String {
         other => other.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use safetensors::tensor::{Dtype, TensorView};
+
+    use super::*;
+
+    /// An F32 safetensors file of one tensor `name` holding `values`, as its bytes.
+    fn file_bytes(name: &str, values: &[f32]) -> Vec<u8> {
+        let data: Vec<u8> = values.iter().flat_map(|v| v.to_le_bytes()).collect();
+        let view = TensorView::new(Dtype::F32, vec![values.len()], &data).unwrap();
+        safetensors::serialize([(name, view)], None).unwrap()
+    }
+
+    fn header_hash(bytes: &[u8]) -> String {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("m.safetensors");
+        std::fs::write(&path, bytes).unwrap();
+        SafetensorsFile::open(&path).unwrap().header_sha256()
+    }
+
+    #[test]
+    fn the_header_hash_covers_the_header_and_not_the_weights() {
+        let bytes = file_bytes("w", &[1.0, 2.0]);
+        // The hash is of the 8-byte little-endian length and the JSON header that follows, nothing more.
+        let header_len = u64::from_le_bytes(bytes[..8].try_into().unwrap()) as usize;
+        assert_eq!(
+            header_hash(&bytes),
+            crate::digest::sha256_hex([&bytes[..8 + header_len]])
+        );
+        // New weights of the same shape keep it; a renamed or reshaped tensor changes it.
+        assert_eq!(header_hash(&bytes), header_hash(&file_bytes("w", &[3.0, -4.0])));
+        assert_ne!(header_hash(&bytes), header_hash(&file_bytes("v", &[1.0, 2.0])));
+        assert_ne!(header_hash(&bytes), header_hash(&file_bytes("w", &[1.0, 2.0, 3.0])));
+    }
+}

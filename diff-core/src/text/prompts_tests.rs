@@ -311,3 +311,30 @@ fn builtin_chat_prompts_fall_back_to_text_without_a_chat_template_but_file_promp
     let ids = file.encode_all(&chat).unwrap();
     assert_eq!(ids[1].first(), Some(&2), "<|im_start|> is a single added token");
 }
+
+#[test]
+fn the_set_hash_follows_contents_and_groups_not_where_the_file_is() {
+    let a = read(
+        "a.jsonl",
+        "{\"text\": \"one\", \"group\": \"g\"}\n{\"text\": \"two\"}\n",
+    );
+    let same_elsewhere = read(
+        "b.jsonl",
+        "\n{\"text\": \"one\", \"group\": \"g\"}\n\n{\"text\": \"two\"}\n",
+    );
+    assert_eq!(
+        a.sha256(),
+        same_elsewhere.sha256(),
+        "paths and line numbers are left out"
+    );
+    assert_eq!(a.sha256().len(), 64);
+    for other in [
+        "{\"text\": \"one\"}\n{\"text\": \"two\"}\n",
+        "{\"text\": \"one\", \"group\": \"h\"}\n{\"text\": \"two\"}\n",
+        "{\"text\": \"two\"}\n{\"text\": \"one\", \"group\": \"g\"}\n",
+        "{\"text\": \"on\", \"group\": \"g\"}\n{\"text\": \"etwo\"}\n",
+        "{\"messages\": [{\"role\": \"user\", \"content\": \"one\"}], \"group\": \"g\"}\n{\"text\": \"two\"}\n",
+    ] {
+        assert_ne!(a.sha256(), read("c.jsonl", other).sha256(), "{other}");
+    }
+}
