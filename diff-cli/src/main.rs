@@ -4,26 +4,27 @@ mod cli;
 mod commands;
 mod exit;
 mod format;
+mod outputs;
 mod progress;
+mod usage;
 
 use std::process::ExitCode;
 
-use clap::Parser;
-
-use crate::cli::{Cli, Command};
+use crate::cli::Command;
 use crate::exit::Exit;
 
 fn main() -> ExitCode {
-    let cli = match Cli::try_parse() {
+    let args: Vec<std::ffi::OsString> = std::env::args_os().collect();
+    let cli = match usage::parse(&args) {
         Ok(cli) => cli,
-        Err(err) => {
-            // --help and --version are "errors" that print to stdout and succeed.
+        // --help and --version are "errors" that print to stdout and succeed.
+        Err(err) if !err.use_stderr() => {
             let _ = err.print();
-            return if err.use_stderr() {
-                Exit::BadInput.into()
-            } else {
-                Exit::Ok.into()
-            };
+            return Exit::Ok.into();
+        }
+        Err(err) => {
+            eprintln!("mdiff: error: {}", usage::one_line(&err, &args));
+            return Exit::BadInput.into();
         }
     };
     let result = match cli.command {

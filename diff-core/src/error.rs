@@ -295,6 +295,17 @@ pub enum Error {
         source: std::io::Error,
     },
 
+    /// An output path that cannot or must not be written, found before any work.
+    #[error("{flag} {}: {reason} (nothing was written)", path.display())]
+    BadOutput {
+        /// The flag or argument that names it (`-o`, `--junit`).
+        flag: String,
+        /// The path given.
+        path: PathBuf,
+        /// What is wrong and what to do.
+        reason: String,
+    },
+
     /// A request that makes no sense (bad option values and the like).
     #[error("{0}")]
     Usage(String),

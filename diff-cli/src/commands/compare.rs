@@ -16,6 +16,8 @@ use crate::progress::Bar;
 
 /// Runs `mdiff compare`.
 pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
+    // Outputs first: a wrong -o must not wait for (or lose) the analysis.
+    crate::outputs::compare(args).check()?;
     if let Some(threads) = args.threads {
         rayon_threads(usize::from(threads))?;
     }
@@ -297,7 +299,7 @@ fn weights_summary(out: &mut String, w: &WeightsSection, lora: Option<&mdiff_cor
             "LoRA: r={} on {} target tensors; rank seen in ΔW: at most {} (stable rank at most {:.2})",
             lora.r,
             lora.modules.len(),
-            max_rank.map_or_else(|| "-".into(), |r| r.to_string()),
+            max_rank.map_or_else(|| "-".into(), |r| rank_cell(r, w.spectrum_settings.top_k)),
             max_stable
         );
     }
@@ -325,9 +327,10 @@ fn weights_summary(out: &mut String, w: &WeightsSection, lora: Option<&mdiff_cor
     }
 }
 
+/// The rank of ΔW as computed: exact up to `top_k`; `top_k + 1` means more than `top_k` (see `Spectrum`).
 fn rank_cell(rank: usize, top_k: usize) -> String {
-    if rank >= top_k {
-        format!("≥{rank}")
+    if rank > top_k {
+        format!(">{top_k}")
     } else {
         rank.to_string()
     }

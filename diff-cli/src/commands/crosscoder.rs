@@ -3,8 +3,8 @@
 use std::fmt::Write;
 
 use mdiff_core::analysis::crosscoder::{
-    ActivationSet, AnalyzeOptions, CollectOptions, Crosscoder, Sparsity, TrainOptions, analyze as analyze_latents,
-    collect as collect_activations, prepare_dir, train as train_crosscoder,
+    ActivationSet, AnalyzeOptions, CollectDir, CollectOptions, Crosscoder, Sparsity, TrainOptions,
+    analyze as analyze_latents, collect as collect_activations, prepare_collect_dir, train as train_crosscoder,
 };
 use mdiff_core::analysis::{PairOptions, PairPlan, prepare_prompts};
 use mdiff_core::checkpoint::Checkpoint;
@@ -16,10 +16,19 @@ use mdiff_core::text::Tokenizer;
 
 use crate::cli::{AnalyzeArgs, CollectArgs, TrainArgs};
 use crate::format::bytes;
+use crate::outputs::{ACTIVATION_FILES, CROSSCODER_FILES, Paths};
 use crate::progress::Bar;
 
 /// Runs `mdiff crosscoder collect`.
 pub fn collect(args: &CollectArgs) -> anyhow::Result<()> {
+    Paths::new()
+        .reads_model("BASE", &args.base)
+        .reads_model("TUNED", &args.tuned)
+        .reads("--prompts", args.prompts.as_deref())
+        .reads("--config", args.run.config.as_deref())
+        .reads("--tokenizer", args.run.tokenizer.as_deref())
+        .writes_dir("-o", Some(&args.output))
+        .check()?;
     if let Some(threads) = args.threads {
         super::compare::rayon_threads(usize::from(threads))?;
     }
@@ -53,7 +62,12 @@ pub fn collect(args: &CollectArgs) -> anyhow::Result<()> {
     for warning in &warnings {
         eprintln!("warning: {warning}");
     }
-    prepare_dir(&args.output)?;
+    if let CollectDir::Cleared(files) = prepare_collect_dir(&args.output)? {
+        eprintln!(
+            "note: removed {files} files of an unfinished collection from {}",
+            args.output.display()
+        );
+    }
     let pair = plan.load(&base, &tuned, &opts)?;
     let collect_opts = CollectOptions {
         hook,
@@ -104,6 +118,10 @@ pub fn collect(args: &CollectArgs) -> anyhow::Result<()> {
 
 /// Runs `mdiff crosscoder train`.
 pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
+    Paths::new()
+        .reads_dir("the activations", &args.activations, ACTIVATION_FILES)
+        .writes_dir("-o", Some(&args.output))
+        .check()?;
     if let Some(threads) = args.threads {
         super::compare::rayon_threads(usize::from(threads))?;
     }
@@ -192,6 +210,20 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
         ))
         .into());
     }
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.crosscoder.join("analysis.json"));
+    Paths::new()
+        .reads_dir("the crosscoder", &args.crosscoder, CROSSCODER_FILES)
+        .reads_dir("the activations (--activations)", &args.activations, ACTIVATION_FILES)
+        .reads("--tokenizer", args.tokenizer.as_deref())
+        // The default lies in the crosscoder's directory: when that is missing, loading it says so better.
+        .writes(
+            "-o",
+            (args.output.is_some() || args.crosscoder.is_dir()).then_some(output.as_path()),
+        )
+        .check()?;
     let coder = Crosscoder::load(&args.crosscoder)?;
     let set = ActivationSet::open(&args.activations)?;
     let tokenizer = args.tokenizer.as_deref().map(Tokenizer::load).transpose()?;
@@ -202,10 +234,6 @@ pub fn analyze(args: &AnalyzeArgs) -> anyhow::Result<()> {
     };
     let checkpoint = Some(args.crosscoder.display().to_string());
     let section = analyze_latents(&coder, &set, tokenizer.as_ref(), &opts, checkpoint, &Bar::new())?;
-    let output = args
-        .output
-        .clone()
-        .unwrap_or_else(|| args.crosscoder.join("analysis.json"));
     let json = serde_json::to_vec_pretty(&section)?;
     mdiff_core::report::write_atomic(&json, &output)?;
     if args.json {

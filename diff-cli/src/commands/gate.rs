@@ -18,6 +18,14 @@ pub fn run(args: &GateArgs) -> anyhow::Result<()> {
     let (Some(report_path), Some(policy_path)) = (&args.report, &args.policy) else {
         return Err(mdiff_core::Error::Usage("mdiff gate needs a REPORT and --policy FILE".into()).into());
     };
+    // Before Gate::load removes the old JUnit and Markdown files: they must not be the report or the policy.
+    crate::outputs::Paths::new()
+        .reads("the report to check (REPORT)", Some(report_path))
+        .reads("the policy (--policy)", Some(policy_path))
+        .reads("the baseline (--baseline)", args.options.baseline.as_deref())
+        .writes("--junit", args.options.junit.as_deref())
+        .writes("--markdown", args.options.markdown.as_deref())
+        .check()?;
     let gate = Gate::load(policy_path, &args.options)?;
     let report = read_report(report_path)?;
     let print = if args.format == "json" {
@@ -47,7 +55,8 @@ pub struct Gate<'a> {
 }
 
 impl<'a> Gate<'a> {
-    /// Reads the policy and the baseline report, and removes the JUnit and Markdown files of an earlier run.
+    /// Reads the policy and the baseline report, and removes the JUnit and Markdown files of an earlier run. The
+    /// caller has checked those paths first ([`crate::outputs`]): none of them is an input.
     ///
     /// # Errors
     /// Unreadable or invalid policy and baseline files.

@@ -45,6 +45,11 @@ pub fn read_config_summary(path: &Path) -> Result<ModelConfigSummary, String> {
         hidden_size: first_u64(&["hidden_size", "n_embd", "d_model"]),
         vocab_size: first_u64(&["vocab_size"]),
         dtype: first_str(&["dtype", "torch_dtype"]),
+        // Absent, the architecture's default, as the model loader reads it: GPT-2 ties, the Llama family does not.
+        tie_word_embeddings: map
+            .get("tie_word_embeddings")
+            .and_then(Value::as_bool)
+            .or_else(|| Some(first_str(&["model_type"]).as_deref() == Some("gpt2"))),
     })
 }
 

@@ -97,7 +97,7 @@ fn limits_pass_and_fail_with_the_value_and_bound_in_the_message() {
     );
     assert_eq!(fail.status, Status::Fail);
     assert!(
-        fail.message.contains(&number(mean)) && fail.message.contains("≤"),
+        fail.message.contains(&number(mean)) && fail.message.contains("is above the maximum"),
         "{}",
         fail.message
     );
@@ -110,6 +110,7 @@ fn limits_pass_and_fail_with_the_value_and_bound_in_the_message() {
     assert_eq!(min.status, Status::Fail);
     assert_eq!(min.limits[0].kind, LimitKind::Min);
     assert_eq!(min.limits[0].holds, Some(false));
+    assert!(min.message.ends_with("is below the minimum 0.99"), "{}", min.message);
 
     let outcome = evaluate(
         &report,
@@ -307,16 +308,48 @@ fn tensor_rules_list_the_tensors_that_changed_against_them() {
     assert_eq!(r.status, Status::Fail);
     assert!(r.message.contains("NaN/Inf entries 0 → 3"), "{}", r.message);
 
-    // A pattern that matches nothing is a typo that would hold forever.
-    // (These tiny models tie the unembedding to the embedding: there is no lm_head tensor.)
+    // A pattern that matches nothing is a typo that would hold forever. Without a count that means what the rule
+    // says, the rule has no value (issue #15: the table read "0 ≤ 0 FAIL").
+    let with_tie = |tied: bool| {
+        let mut report = lora.clone();
+        report.inputs.base.config.as_mut().unwrap().tie_word_embeddings = Some(tied);
+        report
+    };
     let r = one(
-        &lora,
+        &with_tie(false),
         "[[tensors]]\nforbid = [\"*embeddings*\", \"*embed_tokens*\", \"*lm_head*\"]\n",
         None,
     );
-    assert_eq!(r.status, Status::Fail);
+    assert_eq!((r.status, r.value), (Status::Fail, None));
     assert!(
         r.message.starts_with("\"*embeddings*\", \"*lm_head*\" match no tensor"),
+        "{}",
+        r.message
+    );
+
+    // These tiny models tie the head to the embedding: `lm_head.weight` is `embed_tokens`, so a head pattern matches
+    // it (issue #15: docs/ci.md's example failed on `*lm_head*`), and a changed embedding breaks it.
+    let tied = with_tie(true);
+    let r = one(
+        &tied,
+        "[[tensors]]\nforbid = [\"*embed_tokens*\", \"*lm_head*\"]\n",
+        None,
+    );
+    assert_eq!((r.status, r.value), (Status::Pass, Some(0.0)), "{}", r.message);
+    let mut retrained = tied.clone();
+    let embed = retrained
+        .weights
+        .as_mut()
+        .unwrap()
+        .tensors
+        .iter_mut()
+        .find(|t| t.name.ends_with("embed_tokens.weight"))
+        .unwrap();
+    (embed.num_changed, embed.relative) = (10, Some(0.2));
+    let r = one(&retrained, "[[tensors]]\nforbid = [\"*lm_head*\"]\n", None);
+    assert_eq!((r.status, r.value), (Status::Fail, Some(1.0)));
+    assert!(
+        r.message.contains("embed_tokens.weight (‖ΔW‖/‖W‖ = 0.2)"),
         "{}",
         r.message
     );

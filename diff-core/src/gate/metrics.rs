@@ -228,7 +228,7 @@ fn build() -> Vec<Metric> {
     report(
         "weights.max_effective_rank",
         Weights,
-        "largest number of singular values of ΔW above the rank tolerance (capped at the values computed)",
+        "largest number of singular values of ΔW above the rank tolerance (exact up to --singular-values; one more means more than that)",
         |r| max_over_spectra(r, |s| s.effective_rank as f64),
     );
     report(

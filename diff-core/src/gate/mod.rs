@@ -85,6 +85,26 @@ impl Limit {
         }
     }
 
+    /// How `value` breaks this limit, naming the limit: `2.07 is above the maximum 1.5`, `0.19 is below the
+    /// minimum 0.25`, `2.07 is above baseline +20% = 1.598`.
+    #[must_use]
+    pub fn violation(&self, value: f64) -> String {
+        let bound = self.bound.unwrap_or(self.setting);
+        // Four digits can print a value just past its bound as the bound itself; then all of them.
+        let shown = if number(bound) == number(value) {
+            format!("{value}")
+        } else {
+            number(value)
+        };
+        let percent = number(100.0 * self.setting);
+        match self.kind {
+            LimitKind::Max => format!("{shown} is above the maximum {}", number(self.setting)),
+            LimitKind::Min => format!("{shown} is below the minimum {}", number(self.setting)),
+            LimitKind::MaxIncrease => format!("{shown} is above baseline +{percent}% = {}", number(bound)),
+            LimitKind::MaxDecrease => format!("{shown} is below baseline −{percent}% = {}", number(bound)),
+        }
+    }
+
     /// `≤ 0.1`, `≥ 0.9`, `≤ +20% of baseline = 0.06`.
     #[must_use]
     pub fn describe(&self) -> String {
@@ -216,12 +236,7 @@ fn metric_rule(report: &Report, rule: &MetricRule, baseline: Option<&Report>) ->
         }
     }
     for limit in result.limits.iter().filter(|l| l.holds == Some(false)) {
-        // Four digits can print a value just past its bound as the bound itself; then all of them.
-        let shown = match limit.bound {
-            Some(bound) if number(bound) == number(value) => format!("{value}"),
-            _ => number(value),
-        };
-        problems.push(format!("{shown} is not {}", limit.describe()));
+        problems.push(limit.violation(value));
     }
     let evaluated = result.limits.iter().any(|l| l.holds.is_some());
     result.status = if !problems.is_empty() {
@@ -288,10 +303,20 @@ fn tensor_rule(report: &Report, rule: &TensorRule) -> RuleResult {
     let Some(weights) = &report.weights else {
         return result;
     };
-    let found = tensors::violations(rule, weights);
-    let value = found.len() as f64;
-    result.value = Some(value);
-    result.limits = vec![Limit::new(LimitKind::Max, 0.0, Some(0.0), Some(value))];
+    let tied = report
+        .inputs
+        .base
+        .config
+        .as_ref()
+        .and_then(|c| c.tie_word_embeddings)
+        .unwrap_or(false);
+    let found = tensors::violations(rule, weights, tied);
+    let unmatched = tensors::unmatched_patterns(rule, weights, tied);
+    // A pattern that matches nothing makes the count meaningless (the rule is not what it says): no value then, so
+    // the table does not read "0 ≤ 0 FAIL"; the message says which pattern.
+    let value = (!found.is_empty() || unmatched.is_empty()).then_some(found.len() as f64);
+    result.value = value;
+    result.limits = vec![Limit::new(LimitKind::Max, 0.0, Some(0.0), value)];
     let mut problems = Vec::new();
     if !found.is_empty() {
         let mut listed: Vec<String> = found
@@ -308,7 +333,6 @@ fn tensor_rule(report: &Report, rule: &TensorRule) -> RuleResult {
             listed.join(", ")
         ));
     }
-    let unmatched = tensors::unmatched_patterns(rule, weights);
     if !unmatched.is_empty() {
         problems.push(format!(
             "{} match no tensor of either model; check the names with `mdiff inspect`",

@@ -12,14 +12,33 @@ pub struct Violation {
     pub change: String,
 }
 
-/// The changed tensors of `weights` that `rule` does not allow, in name order.
+/// The head's name in a model whose unembedding is tied to its token embedding (`tie_word_embeddings`): such a
+/// checkpoint stores no head, and the head *is* the embedding, so patterns for the head apply to that tensor.
+const TIED_HEAD: &str = "lm_head.weight";
+
+/// Whether `name` is the token embedding (Llama-style `embed_tokens`, GPT-2's `wte`), which a tied head shares.
+fn is_token_embedding(name: &str) -> bool {
+    name.ends_with("embed_tokens.weight") || name.ends_with("wte.weight")
+}
+
+/// `names`, with [`TIED_HEAD`] added when the head is tied and one of them is the token embedding.
+fn with_tied_head<'a>(mut names: Vec<&'a str>, tied_embeddings: bool) -> Vec<&'a str> {
+    if tied_embeddings && names.iter().any(|n| is_token_embedding(n)) {
+        names.push(TIED_HEAD);
+    }
+    names
+}
+
+/// The changed tensors of `weights` that `rule` does not allow, in name order. With `tied_embeddings` (the base
+/// model's config ties its head to the token embedding), the embedding also answers to `lm_head.weight`.
 ///
 /// Changed means: some entry differs and ‖ΔW‖/‖W‖ exceeds the rule's `min_relative_change`; or the count of NaN or
 /// ±Inf entries differs (those entries are left out of the statistics); or the tensor is only in one model, or
 /// changed shape. A tensor mdiff did not diff (an integer or FP8 dtype) cannot be shown unchanged and counts too.
 #[must_use]
-pub fn violations(rule: &TensorRule, weights: &WeightsSection) -> Vec<Violation> {
+pub fn violations(rule: &TensorRule, weights: &WeightsSection, tied_embeddings: bool) -> Vec<Violation> {
     let breaks = |names: &[&str]| {
+        let names = with_tied_head(names.to_vec(), tied_embeddings);
         let matches = |patterns: &[String]| patterns.iter().any(|p| names.iter().any(|n| glob_match(p, n)));
         (!rule.allow.is_empty() && !matches(&rule.allow)) || matches(&rule.forbid)
     };
@@ -72,9 +91,9 @@ pub fn violations(rule: &TensorRule, weights: &WeightsSection) -> Vec<Violation>
 }
 
 /// The rule's patterns that match no tensor of `weights` at all: almost always a typo, which would otherwise let
-/// the rule hold forever.
+/// the rule hold forever. A tied head matches through the token embedding (see [`violations`]).
 #[must_use]
-pub fn unmatched_patterns<'a>(rule: &'a TensorRule, weights: &WeightsSection) -> Vec<&'a str> {
+pub fn unmatched_patterns<'a>(rule: &'a TensorRule, weights: &WeightsSection, tied_embeddings: bool) -> Vec<&'a str> {
     let names: Vec<&str> = weights
         .tensors
         .iter()
@@ -84,6 +103,7 @@ pub fn unmatched_patterns<'a>(rule: &'a TensorRule, weights: &WeightsSection) ->
         .chain(weights.shape_mismatches.iter().map(|m| m.name.as_str()))
         .chain(weights.skipped_tensors.iter().map(|s| s.name.as_str()))
         .collect();
+    let names = with_tied_head(names, tied_embeddings);
     rule.allow
         .iter()
         .chain(&rule.forbid)

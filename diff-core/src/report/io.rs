@@ -1,7 +1,5 @@
 //! Reading and writing reports: version checks, atomic writes, the JSON Schema.
 
-#[cfg(not(target_arch = "wasm32"))]
-use std::io::Write;
 use std::path::Path;
 
 use super::Report;
@@ -11,7 +9,7 @@ use crate::error::{Error, Result};
 pub const SCHEMA_MAJOR: u32 = 1;
 
 /// Full `MAJOR.MINOR` version written into reports. Bump the minor on additive changes.
-pub const SCHEMA_VERSION: &str = "1.5";
+pub const SCHEMA_VERSION: &str = "1.6";
 
 /// Writes `report` as JSON (indented, per-token rows folded: [`to_readable_json`](super::to_readable_json)) to
 /// `path`, atomically (temp file in the same directory, then rename).
@@ -20,34 +18,7 @@ pub const SCHEMA_VERSION: &str = "1.5";
 /// [`Error::Write`] when the directory is not writable; [`Error::Serialize`] on a serialization bug.
 #[cfg(not(target_arch = "wasm32"))]
 pub fn write_report(report: &Report, path: &Path) -> Result<()> {
-    write_atomic(&super::to_readable_json(report)?, path)
-}
-
-/// Writes `bytes` to `path` so that readers see either the old file or the whole new one, never a part.
-///
-/// # Errors
-/// [`Error::Write`] when the temp file cannot be created, written, synced or renamed.
-#[cfg(not(target_arch = "wasm32"))]
-pub fn write_atomic(bytes: &[u8], path: &Path) -> Result<()> {
-    // tempfile adds its random temp name to OS errors; the user only knows the path they asked for.
-    let write_err = |source: std::io::Error| Error::Write {
-        path: path.to_path_buf(),
-        source: source.raw_os_error().map_or(source, std::io::Error::from_raw_os_error),
-    };
-    let dir = match path.parent() {
-        Some(p) if !p.as_os_str().is_empty() => p,
-        _ => Path::new("."),
-    };
-    let mut builder = tempfile::Builder::new();
-    builder.prefix(".mdiff-").suffix(".tmp");
-    // tempfile creates 0600 files; a report is an ordinary output, so ask for 0666 and let the umask decide.
-    #[cfg(unix)]
-    builder.permissions(std::os::unix::fs::PermissionsExt::from_mode(0o666));
-    let mut tmp = builder.tempfile_in(dir).map_err(write_err)?;
-    tmp.write_all(bytes).map_err(write_err)?;
-    tmp.as_file().sync_all().map_err(write_err)?;
-    tmp.persist(path).map_err(|e| write_err(e.error))?;
-    Ok(())
+    super::atomic::write_atomic(&super::to_readable_json(report)?, path)
 }
 
 /// Reads a report, refusing one written with a newer major schema version.
@@ -65,7 +36,8 @@ pub fn read_report(path: &Path) -> Result<Report> {
 /// Parses a report from its bytes; `source` names it in errors (a path, a URL, a dropped file's name).
 ///
 /// # Errors
-/// [`Error::InvalidReport`] for malformed JSON or a missing version, [`Error::NewerSchema`].
+/// [`Error::InvalidReport`] for malformed JSON, JSON that is not an object, or a missing or malformed
+/// `schema_version`; [`Error::NewerSchema`].
 pub fn parse_report(bytes: &[u8], source: &Path) -> Result<Report> {
     let invalid = |reason: String| Error::InvalidReport {
         path: source.to_path_buf(),
@@ -77,15 +49,33 @@ pub fn parse_report(bytes: &[u8], source: &Path) -> Result<Report> {
     struct Version {
         schema_version: Option<serde_json::Value>,
     }
-    let peek: Version = serde_json::from_slice(bytes).map_err(|e| invalid(format!("bad JSON: {e}")))?;
-    let Some(version) = peek.schema_version.as_ref().and_then(serde_json::Value::as_str) else {
-        return Err(invalid("no schema_version field".into()));
+    let peek: Version = serde_json::from_slice(bytes).map_err(|e| match e.classify() {
+        // Valid JSON of another shape: say what was found, in JSON's words, not serde's type names.
+        serde_json::error::Category::Data => invalid(format!(
+            "expected a JSON object with a schema_version, found {}",
+            json_kind(bytes)
+        )),
+        _ => invalid(format!("bad JSON: {e}")),
+    })?;
+    let version = match &peek.schema_version {
+        Some(serde_json::Value::String(version)) => version.as_str(),
+        None => return Err(invalid("no schema_version field".into())),
+        Some(other) => {
+            return Err(invalid(format!(
+                "schema_version must be a string like \"{SCHEMA_VERSION}\", found {}",
+                describe_value(other)
+            )));
+        }
     };
     let major = version
         .split('.')
         .next()
         .and_then(|m| m.parse::<u32>().ok())
-        .ok_or_else(|| invalid(format!("schema_version {version:?} is not MAJOR.MINOR")))?;
+        .ok_or_else(|| {
+            invalid(format!(
+                "schema_version {version:?} is not MAJOR.MINOR (like \"{SCHEMA_VERSION}\")"
+            ))
+        })?;
     if major > SCHEMA_MAJOR {
         return Err(Error::NewerSchema {
             path: source.to_path_buf(),
@@ -94,6 +84,30 @@ pub fn parse_report(bytes: &[u8], source: &Path) -> Result<Report> {
         });
     }
     serde_json::from_slice(bytes).map_err(|e| invalid(e.to_string()))
+}
+
+/// What kind of JSON value `bytes` holds, judged by its first character (the document parsed as JSON).
+fn json_kind(bytes: &[u8]) -> &'static str {
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'[') => "an array",
+        Some(b'"') => "a string",
+        Some(b't' | b'f') => "a boolean",
+        Some(b'n') => "null",
+        Some(b'{') => "an object of another shape",
+        _ => "a number",
+    }
+}
+
+/// A JSON value for a message: its kind and, for a scalar, itself.
+fn describe_value(value: &serde_json::Value) -> String {
+    match value {
+        serde_json::Value::Number(n) => format!("the number {n}"),
+        serde_json::Value::Bool(b) => format!("the boolean {b}"),
+        serde_json::Value::Null => "null".into(),
+        serde_json::Value::Array(_) => "an array".into(),
+        serde_json::Value::Object(_) => "an object".into(),
+        serde_json::Value::String(s) => format!("the string {s:?}"),
+    }
 }
 
 /// The JSON Schema of [`Report`], as committed in `docs/report.schema.json`.
@@ -115,6 +129,34 @@ mod tests {
             msg.contains("2.0") && msg.contains("1.x") && msg.contains("upgrade"),
             "{msg}"
         );
+    }
+
+    /// Issue #15: `[]` named serde's internal type, and a numeric version was called missing.
+    #[test]
+    fn wrong_shapes_are_named_in_json_terms() {
+        let reason = |text: &str| match parse_report(text.as_bytes(), Path::new("r.json")) {
+            Err(Error::InvalidReport { reason, .. }) => reason,
+            other => panic!("{text}: {other:?}"),
+        };
+        assert_eq!(
+            reason("[]"),
+            "expected a JSON object with a schema_version, found an array"
+        );
+        assert_eq!(
+            reason(" 3"),
+            "expected a JSON object with a schema_version, found a number"
+        );
+        assert_eq!(
+            reason("\"r\""),
+            "expected a JSON object with a schema_version, found a string"
+        );
+        let numeric = reason(r#"{"schema_version": 1.5}"#);
+        assert!(
+            numeric.contains("must be a string like") && numeric.contains("the number 1.5"),
+            "{numeric}"
+        );
+        assert!(!reason("[]").contains("Version"));
+        assert_eq!(reason("{}"), "no schema_version field");
     }
 
     #[test]

@@ -4,6 +4,8 @@
 //! without candle. Maps are `BTreeMap` and lists are sorted so that the same inputs give byte-identical JSON
 //! (apart from [`Report::timings_ms`]).
 
+#[cfg(not(target_arch = "wasm32"))]
+pub mod atomic;
 mod behaviour;
 mod crosscoder;
 mod io;
@@ -13,6 +15,8 @@ mod patch;
 mod swap;
 mod weights;
 
+#[cfg(not(target_arch = "wasm32"))]
+pub use atomic::write_atomic;
 pub use behaviour::{
     BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, GroupBehaviour, NonFiniteLogits,
     PromptBehaviour, TokenProb,
@@ -20,9 +24,9 @@ pub use behaviour::{
 pub use crosscoder::{
     ClassCounts, ClassThresholds, CrosscoderSection, CrosscoderTraining, LatentClass, LatentContext, LatentSummary,
 };
-pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_report};
 #[cfg(not(target_arch = "wasm32"))]
-pub use io::{write_atomic, write_report};
+pub use io::write_report;
+pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_report};
 pub use layout::to_readable_json;
 pub use lens::{LensPoint, LensPosition, LensSection};
 pub use patch::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};
@@ -162,6 +166,10 @@ pub struct ModelConfigSummary {
     /// `torch_dtype` (or `dtype` in transformers ≥ 5).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub dtype: Option<String>,
+    /// `tie_word_embeddings`: the unembedding is the token embedding (no `lm_head` tensor is stored). Absent from
+    /// the config, transformers' default for the architecture (true for GPT-2, false otherwise). Since 1.6.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tie_word_embeddings: Option<bool>,
 }
 
 /// A PEFT LoRA adapter as read from `adapter_config.json` and its tensors.

@@ -196,7 +196,9 @@ pub struct Spectrum {
     pub singular_values: Vec<f64>,
     /// ‖ΔW‖²_F / σ₁²: ≈ the number of directions the change spreads over; ≤ r for a rank-r update.
     pub stable_rank: f64,
-    /// Number of σ_i > `rank_tolerance`·σ₁ among those computed; equal to `top_k` means "at least".
+    /// Number of σ_i > `rank_tolerance`·σ₁ among the leading `top_k + 1` (one more than listed), so a rank up to
+    /// `top_k` is exact and `top_k + 1` means "more than `top_k`". Before schema 1.6, capped at `top_k`, which meant
+    /// "at least".
     pub effective_rank: usize,
     /// Whether the values are exact (Jacobi SVD) or a randomized estimate.
     pub exact: bool,

@@ -48,18 +48,22 @@ pub fn spectrum(
     } else {
         randomized_singular_values(delta, rows, cols, opts, stream)?
     };
-    values.truncate(opts.top_k);
+    // One value more than the report lists: a rank equal to `top_k` is then known exactly (the next value is below
+    // the tolerance), and `top_k + 1` says "more than top_k".
+    values.truncate(opts.top_k.saturating_add(1));
     let sigma1 = values.first().copied().unwrap_or(0.0);
+    let effective_rank = values
+        .iter()
+        .filter(|&&s| sigma1 > 0.0 && s > opts.rank_tolerance * sigma1)
+        .count();
+    values.truncate(opts.top_k);
     Ok(Spectrum {
         stable_rank: if sigma1 > 0.0 {
             delta_sq / (sigma1 * sigma1)
         } else {
             0.0
         },
-        effective_rank: values
-            .iter()
-            .filter(|&&s| sigma1 > 0.0 && s > opts.rank_tolerance * sigma1)
-            .count(),
+        effective_rank,
         singular_values: values,
         exact,
     })
@@ -88,7 +92,8 @@ fn randomized_singular_values(
     opts: &SpectrumOptions,
     stream: u64,
 ) -> Result<Vec<f64>> {
-    let l = opts.top_k.saturating_add(opts.oversample).min(rows.min(cols));
+    // At least top_k + 1 directions: `spectrum` reads one value past the listed ones.
+    let l = opts.top_k.saturating_add(opts.oversample.max(1)).min(rows.min(cols));
     let mut rng = SplitMix64::new(opts.seed ^ stream);
     let omega: Vec<f32> = (0..l * cols).map(|_| rng.gaussian() as f32).collect();
 
@@ -320,6 +325,33 @@ mod tests {
             assert!((got - want).abs() < 1e-6, "{got} vs {want}");
         }
         assert!((s.stable_rank - 35.0 / 25.0).abs() < 1e-6);
+    }
+
+    /// Issue #15: an r = 8 LoRA showed "≥8" with 8 values listed. One value past the listed ones tells a rank of
+    /// exactly `top_k` from a larger one, on both paths.
+    #[test]
+    fn a_rank_equal_to_the_values_listed_is_exact_and_a_larger_one_is_top_k_plus_one() {
+        let (rows, cols) = (300, 200);
+        let eight = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0];
+        let nine = [9.0, 8.0, 7.0, 6.0, 5.0, 4.0, 3.0, 2.0, 1.0];
+        for opts in [exact(), randomized()] {
+            let m = planted(rows, cols, &eight, 0.0);
+            let s = spectrum(&m, rows, cols, frob_sq(&m), &opts, 1).unwrap();
+            assert_eq!(
+                (s.effective_rank, s.singular_values.len()),
+                (8, 8),
+                "{:?}",
+                s.singular_values
+            );
+            let m = planted(rows, cols, &nine, 0.0);
+            let s = spectrum(&m, rows, cols, frob_sq(&m), &opts, 1).unwrap();
+            assert_eq!(
+                (s.effective_rank, s.singular_values.len()),
+                (9, 8),
+                "{:?}",
+                s.singular_values
+            );
+        }
     }
 
     #[test]

@@ -8,7 +8,12 @@
 //!   `[sequences + 1]`: sequence s is `ids[offsets[s]..offsets[s + 1]]`), for the contexts around a row;
 //! - `activations.json`, the [`Manifest`], written last: a directory without it is an unfinished collection.
 //!
-//! Every file is written to a temporary name and renamed, so a killed collection leaves no partial file.
+//! Every file is written to a temporary name and renamed, so a killed collection leaves no partial file. While a
+//! collection runs, `.mdiff-collecting` holds its process id; a directory of only an unfinished collection's
+//! files is recognised by [`prepare_collect_dir`], which clears it for a new collection once that process is gone.
+//!
+//! Shard paths in a manifest are relative to its directory and may not leave it (no `..`, no absolute paths),
+//! and both scales must be finite and positive: a manifest made elsewhere is checked before anything is read.
 
 use std::path::{Path, PathBuf};
 
@@ -26,6 +31,8 @@ pub const SEQUENCES: &str = "sequences.safetensors";
 pub const FORMAT: &str = "mdiff-paired-activations";
 /// Version of the format this build writes and reads.
 pub const FORMAT_VERSION: u32 = 1;
+/// Present while a collection writes into its directory; holds the collecting process's id.
+const IN_PROGRESS: &str = ".mdiff-collecting";
 
 /// What a directory of paired activations holds.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -169,6 +176,11 @@ impl ActivationSet {
             reason,
         };
         let text = std::fs::read_to_string(&path).map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound if unfinished_files(dir).is_some_and(|files| !files.is_empty()) => bad(format!(
+                "no {MANIFEST}: the collection that wrote it did not finish; collecting again with `-o {}` replaces \
+                 its files",
+                dir.display()
+            )),
             std::io::ErrorKind::NotFound => bad(format!("no {MANIFEST}; an unfinished collection has none")),
             _ => Error::Read {
                 path: path.clone(),
@@ -189,6 +201,7 @@ impl ActivationSet {
                 manifest.num_tokens
             )));
         }
+        check_manifest(&manifest).map_err(bad)?;
         if let Some(missing) = manifest.shards.iter().find(|s| !dir.join(&s.file).is_file()) {
             return Err(bad(format!("shard {} is missing", missing.file)));
         }
@@ -294,7 +307,8 @@ impl ActivationWriter {
         if d_model == 0 {
             return Err(Error::Usage("activations must have at least one dimension".into()));
         }
-        super::collect::prepare_dir(out)?;
+        prepare_collect_dir(out)?;
+        crate::report::write_atomic(std::process::id().to_string().as_bytes(), &out.join(IN_PROGRESS))?;
         Ok(Self {
             out: out.to_path_buf(),
             hook: hook.to_string(),
@@ -383,6 +397,7 @@ impl ActivationWriter {
         };
         // Written last: its presence marks a finished set.
         crate::report::write_atomic(&serde_json::to_vec_pretty(&manifest)?, &self.out.join(MANIFEST))?;
+        let _ = std::fs::remove_file(self.out.join(IN_PROGRESS));
         Ok(manifest)
     }
 
@@ -399,6 +414,114 @@ impl ActivationWriter {
         self.rows = ShardRows::default();
         Ok(())
     }
+}
+
+/// What a collection left in `dir`, when it holds nothing else.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CollectDir {
+    /// The directory is new or empty.
+    Empty,
+    /// It held only the files of a collection that did not finish (its process is gone); this many were removed.
+    Cleared(usize),
+}
+
+/// Makes `out` ready for a collection: creates it, accepts it empty, or clears the files of an unfinished
+/// collection (shards, the sequences file, temporary files; no `activations.json`) whose process has ended. Call it
+/// before loading the models, so that a wrong directory is found at once.
+///
+/// # Errors
+/// [`Error::Usage`] when `out` holds a finished set, other files, or the files of a collection still running;
+/// [`Error::Read`], [`Error::Write`].
+pub fn prepare_collect_dir(out: &Path) -> Result<CollectDir> {
+    let Some(files) = unfinished_files(out) else {
+        // Not a directory of an unfinished collection: new, empty or refused, as for any new directory.
+        super::collect::prepare_dir(out)?;
+        return Ok(CollectDir::Empty);
+    };
+    if files.is_empty() {
+        return Ok(CollectDir::Empty);
+    }
+    if let Some(pid) = collecting_process(out) {
+        return Err(Error::Usage(format!(
+            "{} is being written by another collection (process {pid}); wait for it, or give another directory",
+            out.display()
+        )));
+    }
+    for file in &files {
+        std::fs::remove_file(file).map_err(|source| Error::Write {
+            path: file.clone(),
+            source,
+        })?;
+    }
+    Ok(CollectDir::Cleared(files.len()))
+}
+
+/// The files of `dir` when every one is what a collection writes before it finishes (and `activations.json` is
+/// absent); `None` when `dir` holds anything else or cannot be listed.
+fn unfinished_files(dir: &Path) -> Option<Vec<PathBuf>> {
+    let mut files = Vec::new();
+    for entry in std::fs::read_dir(dir).ok()? {
+        let entry = entry.ok()?;
+        let name = entry.file_name();
+        let name = name.to_str()?;
+        let collected = name == SEQUENCES
+            || name == IN_PROGRESS
+            || crate::report::atomic::is_temp_file_name(name)
+            || is_shard_name(name);
+        if !collected || !entry.file_type().ok()?.is_file() {
+            return None;
+        }
+        files.push(entry.path());
+    }
+    Some(files)
+}
+
+/// `shard-00000.safetensors` and on, as [`ActivationWriter`] names them.
+fn is_shard_name(name: &str) -> bool {
+    name.strip_prefix("shard-")
+        .and_then(|rest| rest.strip_suffix(".safetensors"))
+        .is_some_and(|n| !n.is_empty() && n.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// The process still collecting into `dir`, if its marker names one that runs.
+fn collecting_process(dir: &Path) -> Option<u32> {
+    let marker = dir.join(IN_PROGRESS);
+    let pid: u32 = std::fs::read_to_string(&marker).ok()?.trim().parse().ok()?;
+    (!crate::report::atomic::process_gone(pid, &marker)).then_some(pid)
+}
+
+/// A manifest's own consistency: scales that can multiply activations, and shard files inside the directory.
+fn check_manifest(manifest: &Manifest) -> std::result::Result<(), String> {
+    for (model, norm) in [("base_norm", &manifest.base_norm), ("tuned_norm", &manifest.tuned_norm)] {
+        if !(norm.scale.is_finite() && norm.scale > 0.0) {
+            return Err(format!(
+                "{model}.scale is {}; it must be a finite number above 0",
+                norm.scale
+            ));
+        }
+        if !(norm.mean_sq_norm.is_finite() && norm.mean_sq_norm >= 0.0) {
+            return Err(format!(
+                "{model}.mean_sq_norm is {}; it must be a finite number ≥ 0",
+                norm.mean_sq_norm
+            ));
+        }
+    }
+    if manifest.d_model == 0 {
+        return Err("d_model is 0".into());
+    }
+    for shard in &manifest.shards {
+        let inside = !shard.file.is_empty()
+            && Path::new(&shard.file)
+                .components()
+                .all(|c| matches!(c, std::path::Component::Normal(_)));
+        if !inside {
+            return Err(format!(
+                "shard {:?} is not a path inside the directory; shard files are named relative to it, without `..`",
+                shard.file
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn squared_norm(row: &[f32]) -> f64 {

@@ -14,7 +14,9 @@ mod stream;
 mod tensor_file;
 mod train;
 
-pub use activations::{ActivationSet, ActivationWriter, Manifest, ModelNorm, Shard, ShardRows};
+pub use activations::{
+    ActivationSet, ActivationWriter, CollectDir, Manifest, ModelNorm, Shard, ShardRows, prepare_collect_dir,
+};
 pub use analyze::{AnalyzeOptions, analyze};
 pub use collect::{CollectOptions, check_new_or_empty, collect, prepare_dir};
 pub use dictionary::{CONFIG_FILE, Crosscoder, CrosscoderConfig, Sparsity, TrainedFor, WEIGHTS_FILE, read_config};

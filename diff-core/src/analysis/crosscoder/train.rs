@@ -214,15 +214,7 @@ fn resume_from(set: &ActivationSet, config: &CrosscoderConfig, out: &Path, devic
         )));
     }
     // A kill during a checkpoint write leaves the atomic writer's temporary file; the checkpoint itself is whole.
-    if let Ok(entries) = std::fs::read_dir(out) {
-        for entry in entries.flatten() {
-            let name = entry.file_name();
-            let name = name.to_string_lossy();
-            if name.starts_with(".mdiff-") && name.ends_with(".tmp") {
-                let _ = std::fs::remove_file(entry.path());
-            }
-        }
-    }
+    let _ = crate::report::atomic::remove_stale_temp_files(out);
     let saved = read_config(out)?;
     let diffs = saved.differences(config);
     if !diffs.is_empty() {
