@@ -154,7 +154,8 @@ Examples:
   mdiff crosscoder collect fixtures/tiny-llama/base fixtures/tiny-llama/full-ft -o acts/
   mdiff crosscoder collect base/ tuned/ --prompts corpus.txt --hook blocks.12.hook_resid_post --max-tokens 2000000 -o acts/
 
-The directory must be new or empty; activations.json is written last, so a killed run leaves no usable set.";
+The directory must be new or empty; activations.json is written last, so a killed run leaves no usable set, and
+collecting again into the same directory replaces what it left.";
 
 /// The flags of every command that runs the two models.
 #[derive(Debug, Args)]

@@ -22,7 +22,7 @@ fn is_token_embedding(name: &str) -> bool {
 }
 
 /// `names`, with [`TIED_HEAD`] added when the head is tied and one of them is the token embedding.
-fn with_tied_head<'a>(mut names: Vec<&'a str>, tied_embeddings: bool) -> Vec<&'a str> {
+fn with_tied_head(mut names: Vec<&str>, tied_embeddings: bool) -> Vec<&str> {
     if tied_embeddings && names.iter().any(|n| is_token_embedding(n)) {
         names.push(TIED_HEAD);
     }
