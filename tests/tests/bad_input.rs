@@ -429,7 +429,7 @@ fn output_dir_missing(sb: &Sandbox) -> Args {
     compare_to(&fixture(BASE), &fixture(FULL_FT), &sb.join("no-such-dir/report.json"))
 }
 
-/// `-o` names an existing directory: the temp file is written beside it, and the final rename fails.
+/// `-o` names an existing directory: refused before any work.
 fn output_is_a_dir(sb: &Sandbox) -> Args {
     std::fs::create_dir(sb.join("out")).unwrap();
     compare_to(&fixture(BASE), &fixture(FULL_FT), &sb.join("out"))
@@ -503,7 +503,7 @@ fn report(sb: &Sandbox) -> Value {
     serde_json::from_str(&std::fs::read_to_string(sb.join("report.json")).unwrap()).unwrap()
 }
 
-/// Temp files (`.mdiff-*.tmp`) left anywhere under `dir`.
+/// Temp files of the atomic writer (`.NAME.mdiff-tmp-PID-N`, formerly `.mdiff-*.tmp`) left anywhere under `dir`.
 fn stray_temp_files(dir: &Path) -> Vec<PathBuf> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).unwrap() {
@@ -511,7 +511,7 @@ fn stray_temp_files(dir: &Path) -> Vec<PathBuf> {
         let name = path.file_name().unwrap_or_default().to_string_lossy().into_owned();
         if path.is_dir() {
             found.extend(stray_temp_files(&path));
-        } else if name.starts_with(".mdiff-") && name.ends_with(".tmp") {
+        } else if mdiff_core::report::atomic::is_temp_file_name(&name) {
             found.push(path);
         }
     }
@@ -785,15 +785,16 @@ fn adapter_passed_as_base() {
 
 #[test]
 fn output_into_missing_dir_leaves_no_temp_file() {
+    // Refused before any work (issue #15), naming the flag and what is wrong.
     fails_with(output_dir_missing, |sb| {
         vec![
-            "cannot write".into(),
+            "-o".into(),
             shown(&sb.join("no-such-dir/report.json")),
-            "directory exists".into(),
+            "does not exist; create it first".into(),
         ]
     });
     let (sb, run) = run_case(output_is_a_dir);
-    run.assert_fails_cleanly(2, &["cannot write", &shown(&sb.join("out"))]);
+    run.assert_fails_cleanly(2, &["is a directory", &shown(&sb.join("out"))]);
     assert_eq!(stray_temp_files(sb.path()), Vec::<PathBuf>::new());
     let (sb, run) = run_case(output_dir_missing);
     assert_eq!(run.code, 2);
