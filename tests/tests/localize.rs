@@ -72,7 +72,7 @@ fn patching_equals_one_full_forward_per_cell() {
         batch_tokens: 24,
         ..PatchOptions::default()
     };
-    let section = patch(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();
+    let section = patch(&pair, &prompts, &opts, &NoProgress).unwrap().into_result().unwrap();
     assert_eq!(section.num_prompts, prompts.len());
     let n = pair.base.num_layers();
     assert_eq!(section.cells.len(), 3 * n);
@@ -149,7 +149,7 @@ fn a_pass_resumed_after_a_position_equals_the_full_pass_there() {
             config: None,
             tokenizer: None,
         };
-        let plan = PairPlan::prepare(&base, &base, &opts).unwrap().unwrap();
+        let plan = PairPlan::prepare(&base, &base, &opts).unwrap().into_result().unwrap();
         let pair = plan.load(&base, &base, &opts).unwrap();
         let model = &pair.base;
         let ids = Tensor::new(&[5u32, 80, 17, 300, 42, 7, 99, 12, 64, 3][..], &Device::Cpu)
@@ -196,7 +196,7 @@ fn swapping_equals_a_full_hybrid_forward() {
             batch_tokens: 48,
             ..SwapOptions::default()
         };
-        let section = swap(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();
+        let section = swap(&pair, &prompts, &opts, &NoProgress).unwrap().into_result().unwrap();
         let n = pair.base.num_layers();
         let per_layer = if granularity == Granularity::Component { 2 } else { 9 };
         assert_eq!(section.rows.len(), 3 + per_layer * n);

@@ -8,6 +8,7 @@ mod batch;
 pub mod behaviour;
 pub mod crosscoder;
 mod lens;
+mod outcome;
 mod pair;
 mod patch;
 mod prepare;
@@ -16,6 +17,7 @@ mod swap;
 
 pub use behaviour::{BehaviourOptions, SectionHeader, behaviour};
 pub use lens::{LensOptions, lens};
+pub use outcome::Outcome;
 pub use pair::{ModelPair, PairOptions, PairPlan};
 pub use patch::{PatchOptions, PositionPrompts, Site, patch};
 pub use prepare::{EncodedPrompt, prepare_prompts};
