@@ -428,9 +428,9 @@ pub struct ViewArgs {
     pub viewer: Option<PathBuf>,
 }
 
-/// Default of `--lens-positions`: enough prompts for a stable drift curve, at a cost within a few KL runs on a
-/// 135M model (docs/benchmarks.md, "The default run").
-const LENS_POSITIONS: u32 = 2048;
+/// Default of `--lens-positions`: the lens is a default method, so its budget keeps the default run within a few
+/// KL runs (each position costs three unembeddings per layer; docs/benchmarks.md, "The default run").
+const LENS_POSITIONS: u32 = 512;
 
 /// Default of `--localize-positions` (swap and patch run only when named; their cost is per position and part).
 const LOCALIZE_POSITIONS: u32 = 1024;

@@ -11,12 +11,13 @@
 
 use candle_core::{DType, Device, Tensor};
 use mdiff_core::analysis::{
-    EncodedPrompt, Granularity, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts, Site, SwapOptions,
+    EncodedPrompt, Granularity, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts, SwapOptions,
     patch, swap,
 };
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, Part, Piece, Stage};
 use mdiff_core::progress::NoProgress;
+use mdiff_core::report::PatchDirection;
 use mdiff_tests::fixture;
 
 fn load(tuned: &str) -> (ModelPair, Vec<EncodedPrompt>) {
@@ -79,7 +80,7 @@ fn patching_equals_one_full_forward_per_cell() {
     // Naive: each prompt alone, the corrupt model run in full with the clean activation hooked in.
     let sides = [(&pair.tuned, &pair.base), (&pair.base, &pair.tuned)];
     for cell in &section.cells {
-        let site: Site = cell.site.parse().unwrap();
+        let site = cell.site;
         let point = site.hook(cell.layer);
         for (way, (clean, corrupt)) in sides.iter().enumerate() {
             let (mut unpatched, mut patched) = (0.0, 0.0);
@@ -107,8 +108,8 @@ fn patching_equals_one_full_forward_per_cell() {
     let prompt = &prompts[sweep.prompt];
     let ids = ids(prompt);
     for grid in &sweep.grids {
-        let site: Site = grid.site.parse().unwrap();
-        let (clean, corrupt) = if grid.direction == "tuned_into_base" {
+        let site = grid.site;
+        let (clean, corrupt) = if grid.direction == PatchDirection::TunedIntoBase {
             sides[0]
         } else {
             sides[1]

@@ -42,7 +42,8 @@ pub struct LensOptions {
 impl Default for LensOptions {
     fn default() -> Self {
         Self {
-            max_positions: 2048,
+            // As `--lens-positions`: a budget that keeps the default run within a few KL runs.
+            max_positions: 512,
             batch_tokens: 1024,
             top_positions: 5,
             top_k: 5,

@@ -15,37 +15,14 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::model::{HookPoint, Hooks, KvCache, Model, Stage};
 use crate::progress::{Progress, checkpoint};
-use crate::report::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};
+use crate::report::{PatchCell, PatchDirection, PatchSection, PatchWork, PositionGrid, PositionSweep, Site};
 
 use super::batch::{PaddedBatch, batches, prompts_within};
 use super::scoring::{Direction, KlSum, Reference, reference_batch_tokens};
 use super::{EncodedPrompt, ModelPair, Outcome};
 
-/// Where an activation is copied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Site {
-    /// `blocks.{L}.hook_resid_pre`.
-    ResidPre,
-    /// `blocks.{L}.hook_attn_out`.
-    AttnOut,
-    /// `blocks.{L}.hook_mlp_out`.
-    MlpOut,
-}
-
+// `Site` is a report type (the viewer reads it without candle); what it means for a forward pass is here.
 impl Site {
-    /// Every site, in forward order within a block.
-    pub const ALL: [Site; 3] = [Self::ResidPre, Self::AttnOut, Self::MlpOut];
-
-    /// `resid_pre`, `attn_out`, `mlp_out`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ResidPre => "resid_pre",
-            Self::AttnOut => "attn_out",
-            Self::MlpOut => "mlp_out",
-        }
-    }
-
     /// The hook point at `layer`.
     #[must_use]
     pub fn hook(self, layer: usize) -> HookPoint {
@@ -63,18 +40,6 @@ impl Site {
             Self::AttnOut => Stage::Mid(layer),
             Self::MlpOut => Stage::Pre(layer + 1),
         }
-    }
-}
-
-impl std::str::FromStr for Site {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|site| site.name() == s).ok_or_else(|| {
-            Error::Usage(format!(
-                "unknown patching site \"{s}\"; expected resid_pre, attn_out or mlp_out"
-            ))
-        })
     }
 }
 
@@ -135,25 +100,8 @@ impl Default for PatchOptions {
     }
 }
 
-/// The two ways of patching: the clean model's activation goes into the corrupt model's run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Way {
-    /// Clean = tuned, corrupt = base.
-    TunedIntoBase,
-    /// Clean = base, corrupt = tuned.
-    BaseIntoTuned,
-}
-
-impl Way {
-    const BOTH: [Way; 2] = [Way::TunedIntoBase, Way::BaseIntoTuned];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::TunedIntoBase => "tuned_into_base",
-            Self::BaseIntoTuned => "base_into_tuned",
-        }
-    }
-}
+/// Which model's activations go into which model's run.
+type Way = PatchDirection;
 
 /// One cell of a sweep: a site at a layer.
 type Cell = (usize, Site);
@@ -247,7 +195,7 @@ pub fn patch(
         .zip(&patched)
         .map(|(&(layer, site), [tb, bt])| PatchCell {
             hook: site.hook(layer).to_string(),
-            site: site.name().to_string(),
+            site,
             layer,
             tuned_into_base: recovered(*tb, d_tb),
             base_into_tuned: recovered(*bt, d_bt),
@@ -546,8 +494,8 @@ impl<'a> Sweep<'a> {
                     progress.advance(1);
                 }
                 grids.push(PositionGrid {
-                    site: site.name().to_string(),
-                    direction: way.name().to_string(),
+                    site,
+                    direction: way,
                     layers: layers.to_vec(),
                     recovered: grid,
                 });

@@ -12,45 +12,11 @@ use candle_core::Tensor;
 use crate::error::{Error, Result};
 use crate::model::{Captured, Family, HookPoint, Hooks, Model, Part, Piece, Stage};
 use crate::progress::{Progress, checkpoint};
-use crate::report::{CumulativeSwap, SwapRow, SwapSection};
+use crate::report::{CumulativeSwap, Granularity, SwapRow, SwapSection};
 
 use super::batch::{PaddedBatch, batches, prompts_within};
 use super::scoring::{Direction, KlSum, Reference, reference_batch_tokens};
 use super::{EncodedPrompt, ModelPair, Outcome};
-
-/// What one swap row puts back: parts of a block, or whole blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Granularity {
-    /// Attention and MLP (each with its norm) per layer.
-    Component,
-    /// Each projection and norm per layer.
-    Tensor,
-}
-
-impl Granularity {
-    /// `component` or `tensor`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Component => "component",
-            Self::Tensor => "tensor",
-        }
-    }
-}
-
-impl std::str::FromStr for Granularity {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "component" => Ok(Self::Component),
-            "tensor" => Ok(Self::Tensor),
-            _ => Err(Error::Usage(format!(
-                "unknown swap granularity \"{s}\"; expected component or tensor"
-            ))),
-        }
-    }
-}
 
 /// Knobs of the swap analysis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -205,7 +171,7 @@ pub fn swap(
         num_prompts: used,
         num_positions: scored_positions,
         max_positions: opts.max_positions,
-        granularity: opts.granularity.name().to_string(),
+        granularity: opts.granularity,
         kl_tuned_base: d,
         rows,
         cumulative,

@@ -25,8 +25,8 @@ pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_repor
 pub use io::{write_atomic, write_report};
 pub use layout::to_readable_json;
 pub use lens::{LensPoint, LensPosition, LensSection};
-pub use patch::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};
-pub use swap::{CumulativeSwap, SwapRow, SwapSection};
+pub use patch::{PatchCell, PatchDirection, PatchSection, PatchWork, PositionGrid, PositionSweep, Site};
+pub use swap::{CumulativeSwap, Granularity, SwapRow, SwapSection};
 pub use weights::{
     Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
     ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff, WeightTotals, WeightsSection,
