@@ -37,7 +37,11 @@ impl Interrupts {
         if !self.received.load(Ordering::Relaxed) {
             return None;
         }
-        #[allow(clippy::cast_possible_truncation, clippy::cast_possible_wrap, reason = "set from a signal number")]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_possible_wrap,
+            reason = "set from a signal number"
+        )]
         let number = self.signal.load(Ordering::Relaxed) as i32;
         Some(if number == SIGTERM { Signal::Term } else { Signal::Int })
     }

@@ -142,7 +142,10 @@ pub fn compare(
     };
     let unavailable: Vec<Option<String>> = methods.iter().map(|&m| behavioural.unavailable(m)).collect();
     if opts.methods.is_given()
-        && let Some((method, reason)) = methods.iter().zip(&unavailable).find_map(|(m, r)| Some((m, r.as_ref()?)))
+        && let Some((method, reason)) = methods
+            .iter()
+            .zip(&unavailable)
+            .find_map(|(m, r)| Some((m, r.as_ref()?)))
     {
         return Err(Error::MethodUnavailable {
             method: method.name().to_string(),
@@ -180,6 +183,7 @@ pub fn compare(
     let mut pair: Option<ModelPair> = None;
     for (i, (&method, unavailable)) in methods.iter().zip(unavailable).enumerate() {
         let started = Instant::now();
+        let runs = unavailable.is_none();
         let outcome = match unavailable {
             Some(reason) => Ok(Outcome::Skipped(reason)),
             None => checkpoint(progress).and_then(|()| {
@@ -196,12 +200,13 @@ pub fn compare(
                 step.run(method)
             }),
         };
+        if runs && !matches!(outcome, Err(Error::Interrupted { .. })) {
+            report
+                .timings_ms
+                .insert(method.name().to_string(), started.elapsed().as_secs_f64() * 1e3);
+        }
         match outcome {
-            Ok(Outcome::Done(())) => {
-                report
-                    .timings_ms
-                    .insert(method.name().to_string(), started.elapsed().as_secs_f64() * 1e3);
-            }
+            Ok(Outcome::Done(())) => {}
             Ok(Outcome::Skipped(reason)) => report.skipped.push(SkippedSection::new(method, reason)),
             Err(Error::Interrupted { reason }) => {
                 report.incomplete = Some(Incomplete {

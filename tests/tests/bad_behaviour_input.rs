@@ -530,7 +530,10 @@ fn config_beside_the_base_only_serves_both_with_a_warning() {
 /// Issue #15: as [`missing_config_fails_a_named_kl_and_names_the_flag`], for the tokenizer.
 #[test]
 fn missing_tokenizer_fails_a_named_kl_and_names_the_flag() {
-    fails_with(no_tokenizer, needles(&["--methods kl", "tokenizer.json", "--tokenizer"]));
+    fails_with(
+        no_tokenizer,
+        needles(&["--methods kl", "tokenizer.json", "--tokenizer"]),
+    );
 
     let (report, run) = succeeds(tokenizer_from_flag);
     assert_behaviour_ran(&report);

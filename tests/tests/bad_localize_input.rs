@@ -109,7 +109,12 @@ fn different_depths_fail_the_named_layerwise_methods() {
     let (sb, run) = run_case(shallower_tuned);
     run.assert_fails_cleanly(
         2,
-        &["--methods swap cannot run", "base 4 layers", "tuned 3", "leave swap out of --methods"],
+        &[
+            "--methods swap cannot run",
+            "base 4 layers",
+            "tuned 3",
+            "leave swap out of --methods",
+        ],
     );
     no_report(&sb);
 }
@@ -135,7 +140,10 @@ fn different_depths_skip_the_default_lens_and_keep_weights_and_kl() {
     let skipped = skipped(&report);
     let sections: Vec<&str> = skipped.iter().map(|(s, _)| s.as_str()).collect();
     assert_eq!(sections, ["lens"]);
-    assert!(skipped[0].1.contains("base 4 layers") && skipped[0].1.contains("tuned 3"), "{skipped:?}");
+    assert!(
+        skipped[0].1.contains("base 4 layers") && skipped[0].1.contains("tuned 3"),
+        "{skipped:?}"
+    );
     assert!(
         run.stdout.contains("skipped lens: the models differ in shape"),
         "{}",

@@ -6,7 +6,11 @@
 //! - SIGINT or SIGTERM after the first section writes that section as a report marked incomplete, names the
 //!   unfinished methods, and exits 130 or 143; the gate refuses such a report in one line.
 
-#![allow(clippy::unwrap_used, clippy::expect_used, reason = "test code: a failed unwrap is a failed test")]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    reason = "test code: a failed unwrap is a failed test"
+)]
 
 use std::ffi::OsString;
 use std::path::PathBuf;
@@ -39,7 +43,11 @@ fn a_named_method_that_cannot_run_is_an_error_with_or_without_json() {
     for json in [false, true] {
         let sb = Sandbox::new();
         let (base, tuned) = pair_without_tokenizer(&sb);
-        let extra: &[&str] = if json { &["--methods", "kl", "--json"] } else { &["--methods", "kl"] };
+        let extra: &[&str] = if json {
+            &["--methods", "kl", "--json"]
+        } else {
+            &["--methods", "kl"]
+        };
         let run = sb.mdiff(&compare_args(&sb, base, tuned, extra));
         run.assert_fails_cleanly(2, &["--methods kl cannot run", "tokenizer.json", "--tokenizer"]);
         assert_eq!(run.stdout, "", "json={json}");
@@ -57,8 +65,16 @@ fn default_methods_that_cannot_run_are_skipped_with_a_warning_with_or_without_js
         run.assert_ok();
         let warnings = run.warnings();
         assert_eq!(warnings.len(), 2, "json={json}: {}", run.stderr);
-        assert!(warnings[0].starts_with("kl skipped: no tokenizer.json"), "{}", run.stderr);
-        assert!(warnings[1].starts_with("lens skipped: no tokenizer.json"), "{}", run.stderr);
+        assert!(
+            warnings[0].starts_with("kl skipped: no tokenizer.json"),
+            "{}",
+            run.stderr
+        );
+        assert!(
+            warnings[1].starts_with("lens skipped: no tokenizer.json"),
+            "{}",
+            run.stderr
+        );
         assert!(warnings.iter().all(|w| w.contains("--tokenizer")), "{}", run.stderr);
         let report = read_report(&sb.join(REPORT)).unwrap();
         let skipped: Vec<Method> = report.skipped.iter().map(|s| s.method).collect();
@@ -68,9 +84,17 @@ fn default_methods_that_cannot_run_are_skipped_with_a_warning_with_or_without_js
             // stdout holds the report alone; what the default left out goes to stderr.
             let printed: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
             assert_eq!(printed["skipped"].as_array().unwrap().len(), 2);
-            assert!(run.stderr.contains("note: not run by default: swap, patch, crosscoder"), "{}", run.stderr);
+            assert!(
+                run.stderr.contains("note: not run by default: swap, patch, crosscoder"),
+                "{}",
+                run.stderr
+            );
         } else {
-            assert!(run.stdout.contains("not run by default: swap, patch, crosscoder"), "{}", run.stdout);
+            assert!(
+                run.stdout.contains("not run by default: swap, patch, crosscoder"),
+                "{}",
+                run.stdout
+            );
         }
     }
 }

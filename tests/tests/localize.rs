@@ -11,8 +11,8 @@
 
 use candle_core::{DType, Device, Tensor};
 use mdiff_core::analysis::{
-    EncodedPrompt, Granularity, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts, SwapOptions,
-    patch, swap,
+    EncodedPrompt, Granularity, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts, SwapOptions, patch,
+    swap,
 };
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, Part, Piece, Stage};
@@ -73,7 +73,10 @@ fn patching_equals_one_full_forward_per_cell() {
         batch_tokens: 24,
         ..PatchOptions::default()
     };
-    let section = patch(&pair, &prompts, &opts, &NoProgress).unwrap().into_result().unwrap();
+    let section = patch(&pair, &prompts, &opts, &NoProgress)
+        .unwrap()
+        .into_result()
+        .unwrap();
     assert_eq!(section.num_prompts, prompts.len());
     let n = pair.base.num_layers();
     assert_eq!(section.cells.len(), 3 * n);
@@ -197,7 +200,10 @@ fn swapping_equals_a_full_hybrid_forward() {
             batch_tokens: 48,
             ..SwapOptions::default()
         };
-        let section = swap(&pair, &prompts, &opts, &NoProgress).unwrap().into_result().unwrap();
+        let section = swap(&pair, &prompts, &opts, &NoProgress)
+            .unwrap()
+            .into_result()
+            .unwrap();
         let n = pair.base.num_layers();
         let per_layer = if granularity == Granularity::Component { 2 } else { 9 };
         assert_eq!(section.rows.len(), 3 + per_layer * n);

@@ -89,7 +89,9 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     opts.crosscoder.seed = args.seed;
     let bar = Bar::new().stopped_by(Interrupts::install()?);
     let mut sections = SectionPrinter::new(args.json, args.top);
-    let outcome = compare(&base, &tuned, &opts, &bar, &mut |method, report| sections.done(method, report));
+    let outcome = compare(&base, &tuned, &opts, &bar, &mut |method, report| {
+        sections.done(method, report)
+    });
     // A stage stopped by a signal never reached its own end().
     bar.end();
     let report = outcome?;
@@ -131,9 +133,15 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
 
 /// The error a stopped run ends with, once its finished sections are written.
 fn stopped(report: &Report, incomplete: &Incomplete, output: &Path, signal: Option<Signal>) -> Stopped {
-    let names = |methods: &mut dyn Iterator<Item = Method>| methods.map(Method::name).collect::<Vec<_>>().join(", ");
-    let finished = names(&mut report.timings_ms.keys().filter_map(|k| Method::ALL.into_iter().find(|m| m.name() == k)));
-    let unfinished = names(&mut incomplete.unfinished.iter().copied());
+    let names = |methods: &mut dyn Iterator<Item = &Method>| methods.map(|m| m.name()).collect::<Vec<_>>().join(", ");
+    let finished = names(
+        &mut report
+            .settings
+            .methods
+            .iter()
+            .filter(|m| !incomplete.unfinished.contains(m) && !report.skipped.iter().any(|s| s.method == **m)),
+    );
+    let unfinished = names(&mut incomplete.unfinished.iter());
     Stopped {
         signal: signal.unwrap_or(Signal::Int),
         message: format!(

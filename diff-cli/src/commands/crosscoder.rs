@@ -33,7 +33,9 @@ pub fn collect(args: &CollectArgs) -> anyhow::Result<()> {
     };
     let base = Checkpoint::open(&args.base)?;
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
-    let plan = PairPlan::prepare(&base, &tuned, &opts)?.into_result().map_err(mdiff_core::Error::Usage)?;
+    let plan = PairPlan::prepare(&base, &tuned, &opts)?
+        .into_result()
+        .map_err(mdiff_core::Error::Usage)?;
     if let Some(layer) = hook.and_then(HookPoint::layer)
         && layer >= plan.base_config().num_layers
     {

@@ -90,7 +90,10 @@ pub fn behaviour(
     Ok(collected.into_section(prompts, tokenizer, opts, header))
 }
 
-#[allow(clippy::too_many_arguments, reason = "the models, the batch and where its results and progress go")]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the models, the batch and where its results and progress go"
+)]
 fn run_batch(
     base: &Model,
     tuned: &Model,

@@ -333,7 +333,10 @@ impl<'a> Sweep<'a> {
     /// Per cell, Σ KL(clean‖patched) over the scored positions, every position patched at once. Calls
     /// `cells_done` with the number of cells finished after each pass, and stops between passes when `progress`
     /// says so.
-    #[allow(clippy::too_many_arguments, reason = "one batch's runs, references and scores, plus the observers")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one batch's runs, references and scores, plus the observers"
+    )]
     fn all_positions(
         &mut self,
         way: Way,
@@ -393,7 +396,10 @@ impl<'a> Sweep<'a> {
 
     /// Every selected site × layer × position of one prompt, one position at a time, both ways; one `progress`
     /// step per layer row.
-    #[allow(clippy::too_many_arguments, reason = "the prompt, the grid's axes and the batch size, plus progress")]
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the prompt, the grid's axes and the batch size, plus progress"
+    )]
     fn per_position(
         &mut self,
         pair: &ModelPair,
