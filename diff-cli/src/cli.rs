@@ -3,6 +3,8 @@
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
+use mdiff_core::analysis::{Granularity, Site};
+use mdiff_core::model::{DeviceSpec, RunDtype};
 use mdiff_core::report::Method;
 
 /// What changed when a language model was fine-tuned.
@@ -105,8 +107,8 @@ pub struct TrainArgs {
     #[arg(long)]
     pub resume: bool,
     /// Compute device for the encoder product: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = parse_from_str::<DeviceSpec>)]
+    pub device: DeviceSpec,
     /// Worker threads (default: one per core).
     #[arg(long, value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub threads: Option<u16>,
@@ -161,12 +163,12 @@ collecting again into the same directory replaces what it left.";
 #[derive(Debug, Args)]
 pub struct RunArgs {
     /// Compute device: cpu, cuda or cuda:N (cuda needs a build with --features cuda).
-    #[arg(long, default_value = "cpu")]
-    pub device: String,
+    #[arg(long, default_value = "cpu", value_parser = parse_from_str::<DeviceSpec>)]
+    pub device: DeviceSpec,
     /// Dtype of weights and activations while running the models: f32, bf16 or f16 (logits and stored
     /// activations are f32).
-    #[arg(long, default_value = "f32")]
-    pub dtype: String,
+    #[arg(long, default_value = "f32", value_parser = parse_from_str::<RunDtype>)]
+    pub dtype: RunDtype,
     /// config.json for both models (overrides the ones beside the weights).
     #[arg(long, value_name = "FILE")]
     pub config: Option<PathBuf>,
@@ -259,10 +261,11 @@ pub struct CompareArgs {
     /// Where to write the JSON report (atomically).
     #[arg(short, long, default_value = "mdiff-report.json")]
     pub output: PathBuf,
-    /// Analyses to run, comma-separated: weights, kl, swap, patch, lens, crosscoder (trains a small crosscoder,
-    /// so it is asked for by name).
-    #[arg(long, value_delimiter = ',', value_parser = parse_method, default_value = "weights,kl,swap,patch,lens")]
-    pub methods: Vec<Method>,
+    /// Analyses to run, comma-separated: weights, kl, swap, patch, lens, crosscoder [default: weights,kl,lens].
+    /// A named method that cannot run is an error; a default one is skipped with a warning. swap, patch (they
+    /// rerun the models per part) and crosscoder (trains a model) run only when named.
+    #[arg(long, value_delimiter = ',', value_parser = parse_method)]
+    pub methods: Option<Vec<Method>>,
     /// Seed of every random choice; the same inputs and seed give the same report.
     #[arg(long, default_value_t = 0)]
     pub seed: u64,
@@ -296,21 +299,21 @@ pub struct CompareArgs {
     pub token_top_k: u16,
     /// Positions the logit lens reads: the first prompts of the set, whole, up to this many (at least one prompt).
     /// Each costs three unembeddings per layer.
-    #[arg(long, default_value_t = 2048, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = LENS_POSITIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub lens_positions: u32,
     /// Positions weight swapping and activation patching score: the first prompts of the set, whole, up to this
     /// many. Every swapped part or patched cell runs the models over them again.
-    #[arg(long, default_value_t = 1024, value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, default_value_t = LOCALIZE_POSITIONS, value_parser = clap::value_parser!(u32).range(1..))]
     pub localize_positions: u32,
     /// Layers swap and patch sweep, e.g. 0,3,10-15 (default: all).
     #[arg(long, value_name = "LIST", value_parser = parse_layers)]
     pub layers: Option<Layers>,
     /// What one swap row puts back: component (attention and MLP per layer) or tensor (each projection and norm).
-    #[arg(long, default_value = "component", value_parser = ["component", "tensor"])]
-    pub swap_granularity: String,
+    #[arg(long, default_value = "component", value_parser = parse_from_str::<Granularity>)]
+    pub swap_granularity: Granularity,
     /// Activations patch copies, comma-separated: resid_pre, attn_out, mlp_out.
-    #[arg(long, value_delimiter = ',', default_value = "resid_pre,attn_out,mlp_out", value_parser = ["resid_pre", "attn_out", "mlp_out"])]
-    pub patch_sites: Vec<String>,
+    #[arg(long, value_delimiter = ',', default_value = "resid_pre,attn_out,mlp_out", value_parser = parse_from_str::<Site>)]
+    pub patch_sites: Vec<Site>,
     /// Also patch one position at a time (layer × position) on the N prompts with the largest KL.
     #[arg(long, value_name = "N", default_value_t = 0)]
     pub patch_positions: usize,
@@ -426,6 +429,22 @@ pub struct ViewArgs {
     pub viewer: Option<PathBuf>,
 }
 
+/// Default of `--lens-positions`: the lens is a default method, so its budget keeps the default run within a few
+/// KL runs (each position costs three unembeddings per layer; docs/benchmarks.md, "The default run").
+const LENS_POSITIONS: u32 = 512;
+
+/// Default of `--localize-positions` (swap and patch run only when named; their cost is per position and part).
+const LOCALIZE_POSITIONS: u32 = 1024;
+
+/// A value parser for the option types `mdiff_core` parses itself (device, dtype, granularity, sites): the same
+/// strings as its reports, one message for a bad one.
+fn parse_from_str<T>(text: &str) -> Result<T, String>
+where
+    T: std::str::FromStr<Err = mdiff_core::Error>,
+{
+    text.parse().map_err(|e: mdiff_core::Error| e.to_string())
+}
+
 fn parse_method(name: &str) -> Result<Method, String> {
     Method::ALL
         .into_iter()
@@ -452,7 +471,12 @@ mod tests {
         let Command::Compare(args) = cli.command else {
             panic!("not compare")
         };
-        assert_eq!(args.methods, vec![Method::Weights, Method::Kl]);
+        assert_eq!(args.methods, Some(vec![Method::Weights, Method::Kl]));
+        let cli = Cli::try_parse_from(["mdiff", "compare", "a", "b"]).unwrap();
+        let Command::Compare(args) = cli.command else {
+            panic!("not compare")
+        };
+        assert_eq!(args.methods, None, "no --methods is told apart from a given list");
         assert!(Cli::try_parse_from(["mdiff", "compare", "a", "b", "--methods", "nope"]).is_err());
     }
 

@@ -4,6 +4,7 @@ mod cli;
 mod commands;
 mod exit;
 mod format;
+mod interrupt;
 mod outputs;
 mod progress;
 mod usage;

@@ -39,7 +39,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         config: None,
         tokenizer: None,
     };
-    let plan = PairPlan::prepare(&base, &tuned, &opts)?.map_err(|reason| reason.clone())?;
+    let plan = PairPlan::prepare(&base, &tuned, &opts)?.into_result()?;
     let set = read_prompt_file(&prompts)?;
     let (mut encoded, _) = prepare_prompts(&set, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;
     let pair = plan.load(&base, &tuned, &opts)?;
@@ -58,7 +58,7 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let mut section = None;
     for _ in 0..runs {
         let start = Instant::now();
-        section = Some(patch(&pair, &encoded, &fast_opts, &NoProgress)?.map_err(|reason| reason.clone())?);
+        section = Some(patch(&pair, &encoded, &fast_opts, &NoProgress)?.into_result()?);
         fast_ms.push(start.elapsed().as_secs_f64() * 1e3);
     }
     let section = section.ok_or("no run")?;

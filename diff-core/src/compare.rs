@@ -6,32 +6,62 @@ use std::time::Instant;
 
 use crate::analysis::crosscoder::{CrosscoderOptions, check_new_or_empty, crosscoder};
 use crate::analysis::{
-    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, PairOptions, PairPlan, PatchOptions, SectionHeader,
-    SwapOptions, behaviour, layerwise_mismatch, lens, patch, prepare_prompts, selected_layers, swap,
+    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, Outcome, PairOptions, PairPlan, PatchOptions,
+    SectionHeader, SwapOptions, behaviour, layerwise_mismatch, lens, patch, prepare_prompts, selected_layers, swap,
 };
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};
-use crate::model::{device_name, parse_device, parse_dtype};
-use crate::progress::Progress;
-use crate::report::{Inputs, Method, Report, SCHEMA_VERSION, Settings, SkippedSection};
+use crate::model::{DeviceSpec, RunDtype, device_name};
+use crate::progress::{Progress, checkpoint};
+use crate::report::{Incomplete, Inputs, Method, Report, SCHEMA_VERSION, Settings, SkippedSection};
 use crate::text::{builtin_prompts, read_prompt_file};
 use crate::weights::{SpectrumOptions, diff_weights};
+
+/// Which methods to run: the defaults, or the ones the user named.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Methods {
+    /// [`Method::DEFAULT`]: one that cannot run on these inputs is skipped and listed in [`Report::skipped`].
+    #[default]
+    Default,
+    /// Named by the user: one that cannot run is an error ([`Error::MethodUnavailable`]).
+    Given(Vec<Method>),
+}
+
+impl Methods {
+    /// The methods, deduplicated, in run order.
+    #[must_use]
+    pub fn list(&self) -> Vec<Method> {
+        let mut methods = match self {
+            Self::Default => Method::DEFAULT.to_vec(),
+            Self::Given(given) => given.clone(),
+        };
+        methods.sort();
+        methods.dedup();
+        methods
+    }
+
+    /// Whether the user named them.
+    #[must_use]
+    pub fn is_given(&self) -> bool {
+        matches!(self, Self::Given(_))
+    }
+}
 
 /// What to compute.
 #[derive(Debug, Clone, PartialEq)]
 pub struct CompareOptions {
-    /// Methods asked for, deduplicated and sorted.
-    pub methods: Vec<Method>,
+    /// Methods to run.
+    pub methods: Methods,
     /// Seed of every random choice.
     pub seed: u64,
     /// Singular value settings (its `seed` is overwritten by `seed`).
     pub spectrum: SpectrumOptions,
     /// Prompt file for behavioural methods; `None` uses the built-in set.
     pub prompts: Option<PathBuf>,
-    /// `cpu`, `cuda` or `cuda:N`.
-    pub device: String,
-    /// `f32`, `bf16` or `f16`.
-    pub dtype: String,
+    /// Where the models run.
+    pub device: DeviceSpec,
+    /// Dtype of weights and activations while the models run.
+    pub dtype: RunDtype,
     /// `config.json` to use instead of the ones beside the weights.
     pub config: Option<PathBuf>,
     /// `tokenizer.json` to use instead of the one beside the weights.
@@ -51,12 +81,12 @@ pub struct CompareOptions {
 impl Default for CompareOptions {
     fn default() -> Self {
         Self {
-            methods: Method::DEFAULT.to_vec(),
+            methods: Methods::Default,
             seed: 0,
             spectrum: SpectrumOptions::default(),
             prompts: None,
-            device: "cpu".into(),
-            dtype: "f32".into(),
+            device: DeviceSpec::Cpu,
+            dtype: RunDtype::F32,
             config: None,
             tokenizer: None,
             behaviour: BehaviourOptions::default(),
@@ -68,47 +98,37 @@ impl Default for CompareOptions {
     }
 }
 
-/// Compares `base` and `tuned`.
+/// Compares `base` and `tuned`, calling `on_section` with the report so far as each method finishes (or is
+/// skipped), so a caller can show each section at once.
 ///
-/// Methods that this version cannot compute, or that lack a file they need (`config.json`, `tokenizer.json`), are
-/// listed in [`Report::skipped`] with the reason.
+/// A default method that cannot run on these inputs (a missing `config.json` or `tokenizer.json`, models of
+/// different shapes for the layer-by-layer methods) is listed in [`Report::skipped`] with the reason; a named one
+/// is an error, raised before any work. Swap, patching and the crosscoder also skip when there is nothing to
+/// localize (the models agree everywhere).
+///
+/// When `progress` asks to stop ([`Progress::cancelled`]), the report of the finished methods comes back with
+/// [`Report::incomplete`] naming the others.
 ///
 /// # Errors
-/// Bad options and prompt files (checked before any work), pairing failures ([`crate::Error::NothingPaired`]),
-/// unsupported or incompatible models, read errors, and internal failures.
+/// Bad options and prompt files (checked before any work), [`Error::MethodUnavailable`], pairing failures
+/// ([`crate::Error::NothingPaired`]), unsupported or incompatible models, read errors, and internal failures.
 pub fn compare(
     base: &Checkpoint,
     tuned: &Checkpoint,
     opts: &CompareOptions,
     progress: &dyn Progress,
+    on_section: &mut dyn FnMut(Method, &Report),
 ) -> Result<Report> {
-    let mut methods = opts.methods.clone();
-    methods.sort();
-    methods.dedup();
-    let mut timings_ms = BTreeMap::new();
-    let mut skipped = Vec::new();
-    let mut weights = None;
-    let mut behaviour_section = None;
-    let mut lens_section = None;
-    let mut swap_section = None;
-    let mut patch_section = None;
-    let mut crosscoder_section = None;
+    let methods = opts.methods.list();
     // Everything the user can get wrong is checked before the long stages start.
-    let device = parse_device(&opts.device)?;
-    let dtype = parse_dtype(&opts.dtype)?;
+    let device = opts.device.open()?;
     let pair_opts = PairOptions {
         device: device.clone(),
-        dtype,
+        dtype: opts.dtype.dtype(),
         config: opts.config.clone(),
         tokenizer: opts.tokenizer.clone(),
     };
-    let runs_models = |m: &Method| {
-        matches!(
-            m,
-            Method::Kl | Method::Lens | Method::Swap | Method::Patch | Method::Crosscoder
-        )
-    };
-    let mut behavioural = if methods.iter().any(runs_models) {
+    let mut behavioural = if methods.iter().any(|m| m.runs_models()) {
         Behavioural::prepare(base, tuned, opts, &methods, &pair_opts)?
     } else {
         if opts.prompts.is_some() {
@@ -120,76 +140,20 @@ pub fn compare(
         }
         Behavioural::NotAsked
     };
-    // Loaded by the first method that runs the models, then shared.
-    let mut pair: Option<ModelPair> = None;
-
-    for &method in &methods {
-        let started = Instant::now();
-        match method {
-            Method::Weights => {
-                let pairing = pair_tensors(base.source().tensors(), tuned.source().tensors())?;
-                let spectrum = SpectrumOptions {
-                    seed: opts.seed,
-                    ..opts.spectrum.clone()
-                };
-                weights = Some(diff_weights(
-                    base.source(),
-                    tuned.source(),
-                    pairing,
-                    &spectrum,
-                    progress,
-                )?);
-            }
-            Method::Kl | Method::Lens | Method::Swap | Method::Patch | Method::Crosscoder => match &mut behavioural {
-                Behavioural::Ready(prepared) => {
-                    if method != Method::Kl
-                        && let Some(reason) = &prepared.layerwise_mismatch
-                    {
-                        skipped.push(SkippedSection::new(method, reason.clone()));
-                        continue;
-                    }
-                    if pair.is_none() {
-                        let plan = prepared
-                            .plan
-                            .take()
-                            .ok_or_else(|| Error::Internal("the model plan was used twice".into()))?;
-                        let loading = Instant::now();
-                        pair = Some(plan.load(base, tuned, &pair_opts)?);
-                        // Reported apart so throughput can be read off the report.
-                        timings_ms.insert("load_models".into(), loading.elapsed().as_secs_f64() * 1e3);
-                    }
-                    let pair = pair
-                        .as_ref()
-                        .ok_or_else(|| Error::Internal("models not loaded".into()))?;
-                    let prompts = &prepared.prompts;
-                    match method {
-                        Method::Kl => {
-                            let header = prepared.header.clone();
-                            behaviour_section = Some(behaviour(pair, prompts, &opts.behaviour, header, progress)?);
-                        }
-                        Method::Swap => match swap(pair, prompts, &opts.swap, progress)? {
-                            Ok(section) => swap_section = Some(section),
-                            Err(reason) => skipped.push(SkippedSection::new(method, reason)),
-                        },
-                        Method::Patch => match patch(pair, prompts, &opts.patch, progress)? {
-                            Ok(section) => patch_section = Some(section),
-                            Err(reason) => skipped.push(SkippedSection::new(method, reason)),
-                        },
-                        Method::Crosscoder => match crosscoder(pair, prompts, &opts.crosscoder, progress)? {
-                            Ok(section) => crosscoder_section = Some(section),
-                            Err(reason) => skipped.push(SkippedSection::new(method, reason)),
-                        },
-                        _ => lens_section = Some(lens(pair, prompts, &opts.lens, progress)?),
-                    }
-                }
-                Behavioural::Missing(reason) => skipped.push(SkippedSection::new(method, reason.clone())),
-                Behavioural::NotAsked => return Err(Error::Internal("behavioural inputs were not prepared".into())),
-            },
-        }
-        timings_ms.insert(method.name().to_string(), started.elapsed().as_secs_f64() * 1e3);
+    let unavailable: Vec<Option<String>> = methods.iter().map(|&m| behavioural.unavailable(m)).collect();
+    if opts.methods.is_given()
+        && let Some((method, reason)) = methods
+            .iter()
+            .zip(&unavailable)
+            .find_map(|(m, r)| Some((m, r.as_ref()?)))
+    {
+        return Err(Error::MethodUnavailable {
+            method: method.name().to_string(),
+            reason: reason.clone(),
+        });
     }
 
-    Ok(Report {
+    let mut report = Report {
         schema_version: SCHEMA_VERSION.to_string(),
         mdiff_version: env!("CARGO_PKG_VERSION").to_string(),
         inputs: Inputs {
@@ -198,22 +162,151 @@ pub fn compare(
         },
         settings: Settings {
             seed: opts.seed,
-            methods,
+            methods: methods.clone(),
             device: device_name(&device),
             prompts_sha256: match &behavioural {
                 Behavioural::Ready(prepared) => Some(prepared.prompts_sha256.clone()),
-                _ => None,
+                Behavioural::NotAsked | Behavioural::Missing(_) => None,
             },
         },
-        weights,
-        behaviour: behaviour_section,
-        swap: swap_section,
-        patching: patch_section,
-        lens: lens_section,
-        crosscoder: crosscoder_section,
-        skipped,
-        timings_ms,
-    })
+        weights: None,
+        behaviour: None,
+        swap: None,
+        patching: None,
+        lens: None,
+        crosscoder: None,
+        skipped: Vec::new(),
+        timings_ms: BTreeMap::new(),
+        incomplete: None,
+    };
+    // Loaded by the first method that runs the models, then shared.
+    let mut pair: Option<ModelPair> = None;
+    for (i, (&method, unavailable)) in methods.iter().zip(unavailable).enumerate() {
+        let started = Instant::now();
+        let runs = unavailable.is_none();
+        let outcome = match unavailable {
+            Some(reason) => Ok(Outcome::Skipped(reason)),
+            None => checkpoint(progress).and_then(|()| {
+                let mut step = Step {
+                    base,
+                    tuned,
+                    opts,
+                    pair_opts: &pair_opts,
+                    progress,
+                    behavioural: &mut behavioural,
+                    pair: &mut pair,
+                    report: &mut report,
+                };
+                step.run(method)
+            }),
+        };
+        if runs && !matches!(outcome, Err(Error::Interrupted { .. })) {
+            report
+                .timings_ms
+                .insert(method.name().to_string(), started.elapsed().as_secs_f64() * 1e3);
+        }
+        match outcome {
+            Ok(Outcome::Done(())) => {}
+            Ok(Outcome::Skipped(reason)) => report.skipped.push(SkippedSection::new(method, reason)),
+            Err(Error::Interrupted { reason }) => {
+                report.incomplete = Some(Incomplete {
+                    unfinished: methods.get(i..).unwrap_or_default().to_vec(),
+                    reason,
+                });
+                return Ok(report);
+            }
+            Err(other) => return Err(other),
+        }
+        on_section(method, &report);
+    }
+    Ok(report)
+}
+
+/// One method's run: what it reads and the report it fills.
+struct Step<'a> {
+    base: &'a Checkpoint,
+    tuned: &'a Checkpoint,
+    opts: &'a CompareOptions,
+    pair_opts: &'a PairOptions,
+    progress: &'a dyn Progress,
+    behavioural: &'a mut Behavioural,
+    pair: &'a mut Option<ModelPair>,
+    report: &'a mut Report,
+}
+
+impl Step<'_> {
+    /// Runs `method` and stores its section, or says why it has none.
+    fn run(&mut self, method: Method) -> Result<Outcome<()>> {
+        let (opts, progress) = (self.opts, self.progress);
+        // No catch-all arm: a new method must say here what it runs.
+        match method {
+            Method::Weights => {
+                let pairing = pair_tensors(self.base.source().tensors(), self.tuned.source().tensors())?;
+                let spectrum = SpectrumOptions {
+                    seed: opts.seed,
+                    ..opts.spectrum.clone()
+                };
+                let section = diff_weights(self.base.source(), self.tuned.source(), pairing, &spectrum, progress)?;
+                self.report.weights = Some(section);
+            }
+            Method::Kl => {
+                let (pair, prepared) = self.models()?;
+                let header = prepared.header.clone();
+                let section = behaviour(pair, &prepared.prompts, &opts.behaviour, header, progress)?;
+                self.report.behaviour = Some(section);
+            }
+            Method::Lens => {
+                let (pair, prepared) = self.models()?;
+                self.report.lens = Some(lens(pair, &prepared.prompts, &opts.lens, progress)?);
+            }
+            Method::Swap => {
+                let (pair, prepared) = self.models()?;
+                match swap(pair, &prepared.prompts, &opts.swap, progress)? {
+                    Outcome::Done(section) => self.report.swap = Some(section),
+                    Outcome::Skipped(reason) => return Ok(Outcome::Skipped(reason)),
+                }
+            }
+            Method::Patch => {
+                let (pair, prepared) = self.models()?;
+                match patch(pair, &prepared.prompts, &opts.patch, progress)? {
+                    Outcome::Done(section) => self.report.patching = Some(section),
+                    Outcome::Skipped(reason) => return Ok(Outcome::Skipped(reason)),
+                }
+            }
+            Method::Crosscoder => {
+                let (pair, prepared) = self.models()?;
+                match crosscoder(pair, &prepared.prompts, &opts.crosscoder, progress)? {
+                    Outcome::Done(section) => self.report.crosscoder = Some(section),
+                    Outcome::Skipped(reason) => return Ok(Outcome::Skipped(reason)),
+                }
+            }
+        }
+        Ok(Outcome::Done(()))
+    }
+
+    /// The loaded pair and its prompts, loading the models on first use.
+    fn models(&mut self) -> Result<(&ModelPair, &Prepared)> {
+        let Behavioural::Ready(prepared) = &mut *self.behavioural else {
+            return Err(Error::Internal("behavioural inputs were not prepared".into()));
+        };
+        if self.pair.is_none() {
+            let plan = prepared
+                .plan
+                .take()
+                .ok_or_else(|| Error::Internal("the model plan was used twice".into()))?;
+            let loading = Instant::now();
+            *self.pair = Some(plan.load(self.base, self.tuned, self.pair_opts)?);
+            // Reported apart so throughput can be read off the report.
+            self.report
+                .timings_ms
+                .insert("load_models".into(), loading.elapsed().as_secs_f64() * 1e3);
+        }
+        let pair = self
+            .pair
+            .as_ref()
+            .ok_or_else(|| Error::Internal("models not loaded".into()))?;
+        Ok((pair, prepared))
+    }
 }
 
 /// The inputs of the behavioural methods, checked up front.
@@ -240,6 +333,21 @@ struct Prepared {
 }
 
 impl Behavioural {
+    /// Why `method` cannot run on these inputs, if it cannot; the reason names the flag that fixes it.
+    fn unavailable(&self, method: Method) -> Option<String> {
+        if !method.runs_models() {
+            return None;
+        }
+        match self {
+            Self::Missing(reason) => Some(reason.clone()),
+            Self::Ready(prepared) if method.is_layerwise() => prepared
+                .layerwise_mismatch
+                .as_ref()
+                .map(|reason| format!("{reason}; leave {method} out of --methods")),
+            Self::Ready(_) | Self::NotAsked => None,
+        }
+    }
+
     fn prepare(
         base: &Checkpoint,
         tuned: &Checkpoint,
@@ -252,8 +360,8 @@ impl Behavioural {
             None => builtin_prompts(),
         };
         let plan = match PairPlan::prepare(base, tuned, pair_opts)? {
-            Ok(plan) => plan,
-            Err(reason) => return Ok(Self::Missing(reason)),
+            Outcome::Done(plan) => plan,
+            Outcome::Skipped(reason) => return Ok(Self::Missing(reason)),
         };
         let (encoded, mut warnings) =
             prepare_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;

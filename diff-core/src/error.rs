@@ -310,6 +310,38 @@ pub enum Error {
     #[error("{0}")]
     Usage(String),
 
+    /// A report written by a run that was stopped ([`crate::report::Report::incomplete`]), given to the gate.
+    #[error(
+        "{}: incomplete report ({reason}; not finished: {unfinished}); run mdiff compare to the end before gating it",
+        path.display()
+    )]
+    IncompleteReport {
+        /// The report.
+        path: PathBuf,
+        /// Why its run stopped.
+        reason: String,
+        /// The methods it lacks, comma-separated.
+        unfinished: String,
+    },
+
+    /// A method named in `--methods` cannot run on these inputs (a default method would be skipped instead).
+    #[error("--methods {method} cannot run: {reason}")]
+    MethodUnavailable {
+        /// The method's name (`kl`, `lens`, ...).
+        method: String,
+        /// Why, and which flag fixes it.
+        reason: String,
+    },
+
+    // ---- stopped -------------------------------------------------------------------------------------------
+    /// The run was asked to stop ([`crate::progress::Progress::cancelled`]); `compare` turns it into a report
+    /// marked incomplete.
+    #[error("{reason}")]
+    Interrupted {
+        /// Why, e.g. `interrupted by SIGINT`.
+        reason: String,
+    },
+
     // ---- internal ------------------------------------------------------------------------------------------
     /// A tensor operation failed; this is a bug in mdiff.
     #[cfg(feature = "compute")]

@@ -1,4 +1,7 @@
 //! Progress reporting from long loops. The library never prints: the CLI turns these calls into a progress bar.
+//! The same object carries the stop request: long loops poll [`Progress::cancelled`] through [`checkpoint`].
+
+use crate::error::{Error, Result};
 
 /// Receives progress of a long-running stage. All methods default to doing nothing.
 pub trait Progress: Sync {
@@ -10,6 +13,22 @@ pub trait Progress: Sync {
     fn status(&self, _message: &str) {}
     /// The stage is over.
     fn end(&self) {}
+    /// Why the run should stop now (e.g. `interrupted by SIGINT`), or `None` to go on. Polled between steps, so
+    /// it must be cheap (an atomic load).
+    fn cancelled(&self) -> Option<String> {
+        None
+    }
+}
+
+/// Stops a long loop when the run was cancelled: call it between steps.
+///
+/// # Errors
+/// [`Error::Interrupted`] with the reason [`Progress::cancelled`] gave.
+pub fn checkpoint(progress: &dyn Progress) -> Result<()> {
+    match progress.cancelled() {
+        Some(reason) => Err(Error::Interrupted { reason }),
+        None => Ok(()),
+    }
 }
 
 /// Discards progress.

@@ -399,6 +399,7 @@ pub fn load_golden_pair(
     };
     let plan = PairPlan::prepare(&base, &tuned, &opts)
         .expect("pair plan")
+        .into_result()
         .expect("config and tokenizer beside the fixtures");
     let set = mdiff_core::text::read_prompt_file(&fixture("prompts/golden.txt")).expect("golden prompts");
     let (prompts, _) =

@@ -417,10 +417,10 @@ fn nan_embedding_rows(sb: &Sandbox) -> Args {
 /// Every bad input, with the exit code it must end with: 2, or 0 for problems that skip the section or are
 /// reported inside it.
 const CASES: &[(&str, Setup, i32)] = &[
-    ("no config.json", no_config, 0),
+    ("no config.json", no_config, 2),
     ("--config", config_from_flag, 0),
     ("config.json beside the base only", config_beside_base_only, 0),
-    ("no tokenizer.json", no_tokenizer, 0),
+    ("no tokenizer.json", no_tokenizer, 2),
     ("--tokenizer", tokenizer_from_flag, 0),
     ("--config names nothing", config_flag_names_nothing, 2),
     ("--tokenizer names nothing", tokenizer_flag_names_nothing, 2),
@@ -486,28 +486,6 @@ fn run_with_unpairable_weights(setup: Setup) -> (Sandbox, Run) {
     (sb, run)
 }
 
-/// Asserts that the weights section is there and the behaviour section is skipped for a reason that mentions
-/// every one of `words`.
-fn assert_behaviour_skipped(report: &Value, words: &[&str]) {
-    assert!(
-        report["weights"]["tensors"].as_array().is_some_and(|t| !t.is_empty()),
-        "weights section"
-    );
-    assert!(
-        report.get("behaviour").is_none_or(Value::is_null),
-        "behaviour: {}",
-        report["behaviour"]
-    );
-    let skipped = report["skipped"].as_array().unwrap();
-    assert_eq!(skipped.len(), 1, "{skipped:?}");
-    assert_eq!(skipped[0]["section"], "behaviour");
-    assert_eq!(skipped[0]["method"], "kl");
-    let reason = skipped[0]["reason"].as_str().unwrap();
-    for word in words {
-        assert!(reason.contains(word), "{word:?} not in {reason:?}");
-    }
-}
-
 /// Asserts a behaviour section over the two [`SHORT_PROMPTS`] with finite KL everywhere and nothing skipped.
 fn assert_behaviour_ran(report: &Value) {
     let behaviour = &report["behaviour"];
@@ -526,12 +504,10 @@ fn prompts(report: &Value) -> &Vec<Value> {
 
 // ---- tests -------------------------------------------------------------------------------------------------
 
+/// Issue #15: kl is named in --methods, so a missing config is an error, not a report without the section.
 #[test]
-fn missing_config_skips_the_section_and_names_the_flag() {
-    let (report, run) = succeeds(no_config);
-    assert_behaviour_skipped(&report, &["config.json", "--config"]);
-    assert!(run.stdout.contains("skipped behaviour"), "{}", run.stdout);
-    assert!(run.warnings().is_empty(), "{}", run.stderr);
+fn missing_config_fails_a_named_kl_and_names_the_flag() {
+    fails_with(no_config, needles(&["--methods kl", "config.json", "--config"]));
 
     let (report, run) = succeeds(config_from_flag);
     assert_behaviour_ran(&report);
@@ -551,11 +527,13 @@ fn config_beside_the_base_only_serves_both_with_a_warning() {
     assert_eq!(report["behaviour"]["warnings"], serde_json::json!(warnings));
 }
 
+/// Issue #15: as [`missing_config_fails_a_named_kl_and_names_the_flag`], for the tokenizer.
 #[test]
-fn missing_tokenizer_skips_the_section_and_names_the_flag() {
-    let (report, run) = succeeds(no_tokenizer);
-    assert_behaviour_skipped(&report, &["tokenizer.json", "--tokenizer"]);
-    assert!(run.warnings().is_empty(), "{}", run.stderr);
+fn missing_tokenizer_fails_a_named_kl_and_names_the_flag() {
+    fails_with(
+        no_tokenizer,
+        needles(&["--methods kl", "tokenizer.json", "--tokenizer"]),
+    );
 
     let (report, run) = succeeds(tokenizer_from_flag);
     assert_behaviour_ran(&report);

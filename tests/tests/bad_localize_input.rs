@@ -2,8 +2,10 @@
 //!
 //! - Flags naming layers or prompts the models or the prompt set do not have end with exit code 2 and one
 //!   `mdiff: error:` line, before any long stage, and leave no report.
-//! - Pairs the two methods cannot localize (different depths, identical outputs, no finite position) skip the
-//!   sections with the reason (exit 0), while the weights and KL sections still run.
+//! - Models of different depths: the layer-by-layer methods, when named, end with exit code 2 and one line; as
+//!   defaults, they are skipped with a warning while weights and KL run.
+//! - Pairs the two methods cannot localize (identical outputs, no finite position) skip the sections with the
+//!   reason (exit 0), while the weights and KL sections still run.
 
 #![allow(clippy::unwrap_used, reason = "test code: a failed unwrap is a failed test")]
 
@@ -100,9 +102,32 @@ fn skipped(report: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
+/// Issue #15: swap, patch and lens named in --methods cannot run on models of different depths: an error that
+/// says why and what to drop, before any work.
 #[test]
-fn different_depths_skip_the_layerwise_methods_and_keep_weights_and_kl() {
+fn different_depths_fail_the_named_layerwise_methods() {
     let (sb, run) = run_case(shallower_tuned);
+    run.assert_fails_cleanly(
+        2,
+        &[
+            "--methods swap cannot run",
+            "base 4 layers",
+            "tuned 3",
+            "leave swap out of --methods",
+        ],
+    );
+    no_report(&sb);
+}
+
+/// Without --methods, the layer-by-layer default (lens) is skipped with a warning, while weights and KL run.
+#[test]
+fn different_depths_skip_the_default_lens_and_keep_weights_and_kl() {
+    let (sb, run) = run_case(|sb| {
+        let mut args = shallower_tuned(sb);
+        let at = args.iter().position(|a| a == "--methods").unwrap();
+        args.drain(at..at + 2);
+        args
+    });
     run.assert_ok();
     let report = report(&sb);
     assert!(report["weights"]["tensors"].as_array().is_some_and(|t| !t.is_empty()));
@@ -114,18 +139,21 @@ fn different_depths_skip_the_layerwise_methods_and_keep_weights_and_kl() {
     );
     let skipped = skipped(&report);
     let sections: Vec<&str> = skipped.iter().map(|(s, _)| s.as_str()).collect();
-    assert_eq!(sections, ["swap", "patching", "lens"]);
-    for (_, reason) in &skipped {
-        assert!(
-            reason.contains("base 4 layers") && reason.contains("tuned 3"),
-            "{reason}"
-        );
-    }
+    assert_eq!(sections, ["lens"]);
     assert!(
-        run.stdout
-            .contains("skipped swap, patching, lens: the models differ in shape"),
+        skipped[0].1.contains("base 4 layers") && skipped[0].1.contains("tuned 3"),
+        "{skipped:?}"
+    );
+    assert!(
+        run.stdout.contains("skipped lens: the models differ in shape"),
         "{}",
         run.stdout
+    );
+    let warnings = run.warnings();
+    assert!(
+        warnings.len() == 1 && warnings[0].starts_with("lens skipped: the models differ in shape"),
+        "{}",
+        run.stderr
     );
 }
 

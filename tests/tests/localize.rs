@@ -11,12 +11,13 @@
 
 use candle_core::{DType, Device, Tensor};
 use mdiff_core::analysis::{
-    EncodedPrompt, Granularity, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts, Site, SwapOptions,
-    patch, swap,
+    EncodedPrompt, Granularity, ModelPair, PairOptions, PairPlan, PatchOptions, PositionPrompts, SwapOptions, patch,
+    swap,
 };
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, Part, Piece, Stage};
 use mdiff_core::progress::NoProgress;
+use mdiff_core::report::PatchDirection;
 use mdiff_tests::fixture;
 
 fn load(tuned: &str) -> (ModelPair, Vec<EncodedPrompt>) {
@@ -72,14 +73,17 @@ fn patching_equals_one_full_forward_per_cell() {
         batch_tokens: 24,
         ..PatchOptions::default()
     };
-    let section = patch(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();
+    let section = patch(&pair, &prompts, &opts, &NoProgress)
+        .unwrap()
+        .into_result()
+        .unwrap();
     assert_eq!(section.num_prompts, prompts.len());
     let n = pair.base.num_layers();
     assert_eq!(section.cells.len(), 3 * n);
     // Naive: each prompt alone, the corrupt model run in full with the clean activation hooked in.
     let sides = [(&pair.tuned, &pair.base), (&pair.base, &pair.tuned)];
     for cell in &section.cells {
-        let site: Site = cell.site.parse().unwrap();
+        let site = cell.site;
         let point = site.hook(cell.layer);
         for (way, (clean, corrupt)) in sides.iter().enumerate() {
             let (mut unpatched, mut patched) = (0.0, 0.0);
@@ -107,8 +111,8 @@ fn patching_equals_one_full_forward_per_cell() {
     let prompt = &prompts[sweep.prompt];
     let ids = ids(prompt);
     for grid in &sweep.grids {
-        let site: Site = grid.site.parse().unwrap();
-        let (clean, corrupt) = if grid.direction == "tuned_into_base" {
+        let site = grid.site;
+        let (clean, corrupt) = if grid.direction == PatchDirection::TunedIntoBase {
             sides[0]
         } else {
             sides[1]
@@ -149,7 +153,7 @@ fn a_pass_resumed_after_a_position_equals_the_full_pass_there() {
             config: None,
             tokenizer: None,
         };
-        let plan = PairPlan::prepare(&base, &base, &opts).unwrap().unwrap();
+        let plan = PairPlan::prepare(&base, &base, &opts).unwrap().into_result().unwrap();
         let pair = plan.load(&base, &base, &opts).unwrap();
         let model = &pair.base;
         let ids = Tensor::new(&[5u32, 80, 17, 300, 42, 7, 99, 12, 64, 3][..], &Device::Cpu)
@@ -196,7 +200,10 @@ fn swapping_equals_a_full_hybrid_forward() {
             batch_tokens: 48,
             ..SwapOptions::default()
         };
-        let section = swap(&pair, &prompts, &opts, &NoProgress).unwrap().unwrap();
+        let section = swap(&pair, &prompts, &opts, &NoProgress)
+            .unwrap()
+            .into_result()
+            .unwrap();
         let n = pair.base.num_layers();
         let per_layer = if granularity == Granularity::Component { 2 } else { 9 };
         assert_eq!(section.rows.len(), 3 + per_layer * n);

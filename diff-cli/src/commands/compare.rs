@@ -1,17 +1,21 @@
 //! `mdiff compare BASE TUNED`: run the analyses, write the report, print a summary.
 
 use std::fmt::Write;
+use std::path::Path;
 
 use anyhow::Context;
 use mdiff_core::analysis::{PatchOptions, PositionPrompts, SwapOptions};
 use mdiff_core::checkpoint::Checkpoint;
-use mdiff_core::compare::{CompareOptions, compare};
-use mdiff_core::report::{CheckpointKind, Method, ModelInput, Report, WeightsSection, write_report};
+use mdiff_core::compare::{CompareOptions, Methods, compare};
+use mdiff_core::progress::Progress;
+use mdiff_core::report::{CheckpointKind, Incomplete, Method, ModelInput, Report, WeightsSection, write_report};
 use mdiff_core::text::{builtin_prompts, read_prompt_file};
 
 use super::gate::Print;
 use crate::cli::CompareArgs;
+use crate::exit::Stopped;
 use crate::format::{Table, bytes, num, params};
+use crate::interrupt::{Interrupts, Signal};
 use crate::progress::Bar;
 
 /// Runs `mdiff compare`.
@@ -32,9 +36,13 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         }
         None => None,
     };
+    let methods = match &args.methods {
+        Some(given) => Methods::Given(given.clone()),
+        None => Methods::Default,
+    };
     let base = Checkpoint::open(&args.base)?;
     if let Some(gate) = &gate {
-        let runs_models = args.methods.iter().any(|m| *m != Method::Weights);
+        let runs_models = methods.list().iter().any(|m| m.runs_models());
         let prompts = match &args.prompts {
             Some(path) if runs_models => Some(read_prompt_file(path)?),
             None if runs_models => Some(builtin_prompts()),
@@ -44,11 +52,11 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     }
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
     let mut opts = CompareOptions {
-        methods: args.methods.clone(),
+        methods,
         seed: args.seed,
         prompts: args.prompts.clone(),
-        device: args.run.device.clone(),
-        dtype: args.run.dtype.clone(),
+        device: args.run.device,
+        dtype: args.run.dtype,
         config: args.run.config.clone(),
         tokenizer: args.run.tokenizer.clone(),
         ..CompareOptions::default()
@@ -61,7 +69,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     opts.lens.batch_tokens = args.batch_tokens as usize;
     let layers = args.layers.as_ref().map(|l| l.0.clone());
     opts.swap = SwapOptions {
-        granularity: args.swap_granularity.parse()?,
+        granularity: args.swap_granularity,
         max_positions: args.localize_positions as usize,
         batch_tokens: args.batch_tokens as usize,
         layers: layers.clone(),
@@ -70,7 +78,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
         max_positions: args.localize_positions as usize,
         batch_tokens: args.batch_tokens as usize,
         layers,
-        sites: args.patch_sites.iter().map(|s| s.parse()).collect::<Result<_, _>>()?,
+        sites: args.patch_sites.clone(),
         positions: match &args.patch_prompts {
             Some(chosen) => PositionPrompts::Chosen(chosen.clone()),
             None if args.patch_positions > 0 => PositionPrompts::MostDivergent(args.patch_positions),
@@ -81,22 +89,37 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     opts.crosscoder.steps = args.crosscoder_steps;
     opts.crosscoder.k = args.crosscoder_k as usize;
     opts.crosscoder.seed = args.seed;
-    let report = compare(&base, &tuned, &opts, &Bar::new())?;
+    let bar = Bar::new().stopped_by(Interrupts::install()?);
+    let mut sections = SectionPrinter::new(args.json, args.top);
+    let outcome = compare(&base, &tuned, &opts, &bar, &mut |method, report| {
+        sections.done(method, report)
+    });
+    // A stage stopped by a signal never reached its own end().
+    bar.end();
+    let report = outcome?;
     write_report(&report, &args.output)?;
-    for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {
-        eprintln!("warning: {warning}");
+    if let Some(incomplete) = &report.incomplete {
+        return Err(stopped(&report, incomplete, &args.output, bar.signal()).into());
     }
+    let left_out = left_out_by_default(&opts.methods);
     let printed = if args.json {
+        if let Some(line) = &left_out {
+            eprintln!("note: {line}");
+        }
         let text =
             String::from_utf8(mdiff_core::report::to_readable_json(&report)?).context("the report's JSON is UTF-8")?;
         super::print(&text)
     } else {
-        let mut text = summary(&report, args.top);
-        let _ = writeln!(text, "report written to {}", args.output.display());
-        if gate.is_some() {
-            text.push_str("\ngate\n");
-        }
-        super::print(&text)
+        sections.finish(&report).and_then(|mut text| {
+            if let Some(line) = &left_out {
+                let _ = writeln!(text, "\n{line}");
+            }
+            let _ = writeln!(text, "report written to {}", args.output.display());
+            if gate.is_some() {
+                text.push_str("\ngate\n");
+            }
+            super::print(&text)
+        })
     };
     match gate {
         // A closed stdout (`| head`) must not skip the gate: its files and exit code are what CI reads.
@@ -107,6 +130,111 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
             Ok(printed?)
         }
         None => Ok(printed?),
+    }
+}
+
+/// The error a stopped run ends with, once its finished sections are written.
+fn stopped(report: &Report, incomplete: &Incomplete, output: &Path, signal: Option<Signal>) -> Stopped {
+    let names = |methods: &mut dyn Iterator<Item = &Method>| methods.map(|m| m.name()).collect::<Vec<_>>().join(", ");
+    let finished = names(
+        &mut report
+            .settings
+            .methods
+            .iter()
+            .filter(|m| !incomplete.unfinished.contains(m) && !report.skipped.iter().any(|s| s.method == **m)),
+    );
+    let unfinished = names(&mut incomplete.unfinished.iter());
+    Stopped {
+        signal: signal.unwrap_or(Signal::Int),
+        message: format!(
+            "{}; wrote {} marked incomplete (finished: {}; not finished: {unfinished})",
+            incomplete.reason,
+            output.display(),
+            if finished.is_empty() { "none".into() } else { finished },
+        ),
+    }
+}
+
+/// What the default left out and how to ask for it, when the methods were not named.
+fn left_out_by_default(methods: &Methods) -> Option<String> {
+    if methods.is_given() {
+        return None;
+    }
+    let ran = methods.list();
+    let left_out: Vec<&str> = Method::ALL
+        .into_iter()
+        .filter(|m| !ran.contains(m))
+        .map(Method::name)
+        .collect();
+    let all: Vec<&str> = Method::ALL.into_iter().map(Method::name).collect();
+    (!left_out.is_empty()).then(|| {
+        format!(
+            "not run by default: {} (ask for them by name, e.g. --methods {})",
+            left_out.join(", "),
+            all.join(",")
+        )
+    })
+}
+
+/// Prints each section's summary as soon as its method is done (stdout; nothing there with `--json`), and its
+/// warnings and skips on stderr.
+struct SectionPrinter {
+    json: bool,
+    top: usize,
+    /// The `base`/`tuned` lines went out.
+    started: bool,
+    /// stdout was closed (`| head`): stop writing to it, keep going.
+    closed: Option<std::io::Error>,
+}
+
+impl SectionPrinter {
+    fn new(json: bool, top: usize) -> Self {
+        Self {
+            json,
+            top,
+            started: false,
+            closed: None,
+        }
+    }
+
+    fn done(&mut self, method: Method, report: &Report) {
+        if let Some(skipped) = report.skipped.iter().rev().find(|s| s.method == method) {
+            eprintln!("warning: {method} skipped: {}", skipped.reason);
+        }
+        if method == Method::Kl {
+            for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {
+                eprintln!("warning: {warning}");
+            }
+        }
+        if self.json {
+            return;
+        }
+        let mut text = String::new();
+        if !self.started {
+            text = header(report);
+            self.started = true;
+        }
+        text.push_str(&section_summary(report, method, self.top));
+        self.print(&text);
+    }
+
+    /// What is left to print after the last section: the header if no section was printed, and the skips; or
+    /// the error that closed stdout on the way.
+    fn finish(self, report: &Report) -> std::io::Result<String> {
+        if let Some(closed) = self.closed {
+            return Err(closed);
+        }
+        let mut text = if self.started { String::new() } else { header(report) };
+        text.push_str(&skipped_summary(report));
+        Ok(text)
+    }
+
+    fn print(&mut self, text: &str) {
+        if self.closed.is_none()
+            && let Err(e) = super::print(text)
+        {
+            self.closed = Some(e);
+        }
     }
 }
 
@@ -125,30 +253,55 @@ pub(crate) fn rayon_threads(threads: usize) -> anyhow::Result<()> {
         .map_err(|e| mdiff_core::Error::Threads(e.to_string()).into())
 }
 
-/// The human summary: inputs, top layers and tensors, LoRA ranks, what was left out.
-pub fn summary(report: &Report, top: usize) -> String {
+/// The `base` and `tuned` lines.
+fn header(report: &Report) -> String {
     let mut out = String::new();
     let _ = writeln!(out, "base   {}", describe_input(&report.inputs.base));
     let _ = writeln!(out, "tuned  {}", describe_input(&report.inputs.tuned));
-    if let Some(weights) = &report.weights {
-        weights_summary(&mut out, weights, report.inputs.tuned.lora.as_ref(), top);
+    out
+}
+
+/// The summary of the section `method` fills (empty when it was skipped).
+fn section_summary(report: &Report, method: Method, top: usize) -> String {
+    let mut out = String::new();
+    match method {
+        Method::Weights => {
+            if let Some(weights) = &report.weights {
+                weights_summary(&mut out, weights, report.inputs.tuned.lora.as_ref(), top);
+            }
+        }
+        Method::Kl => {
+            if let Some(behaviour) = &report.behaviour {
+                super::behaviour_summary::write(&mut out, behaviour, &report.settings.device, top);
+            }
+        }
+        Method::Swap => {
+            if let Some(swap) = &report.swap {
+                super::localize_summary::write_swap(&mut out, swap, top);
+            }
+        }
+        Method::Patch => {
+            if let Some(patching) = &report.patching {
+                super::localize_summary::write_patch(&mut out, patching, top);
+            }
+        }
+        Method::Lens => {
+            if let Some(lens) = &report.lens {
+                super::lens_summary::write(&mut out, lens);
+            }
+        }
+        Method::Crosscoder => {
+            if let Some(crosscoder) = &report.crosscoder {
+                super::crosscoder_summary::write(&mut out, crosscoder, top);
+            }
+        }
     }
-    if let Some(behaviour) = &report.behaviour {
-        super::behaviour_summary::write(&mut out, behaviour, &report.settings.device, top);
-    }
-    if let Some(swap) = &report.swap {
-        super::localize_summary::write_swap(&mut out, swap, top);
-    }
-    if let Some(patching) = &report.patching {
-        super::localize_summary::write_patch(&mut out, patching, top);
-    }
-    if let Some(lens) = &report.lens {
-        super::lens_summary::write(&mut out, lens);
-    }
-    if let Some(crosscoder) = &report.crosscoder {
-        super::crosscoder_summary::write(&mut out, crosscoder, top);
-    }
-    // One line per reason: "not implemented" covers several sections at once.
+    out
+}
+
+/// The sections left out, one line per reason: "not implemented" covers several sections at once.
+fn skipped_summary(report: &Report) -> String {
+    let mut out = String::new();
     let mut by_reason: Vec<(&str, Vec<&str>)> = Vec::new();
     for skipped in &report.skipped {
         match by_reason.iter_mut().find(|(reason, _)| *reason == skipped.reason) {

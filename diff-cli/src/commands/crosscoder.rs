@@ -8,7 +8,7 @@ use mdiff_core::analysis::crosscoder::{
 };
 use mdiff_core::analysis::{PairOptions, PairPlan, prepare_prompts};
 use mdiff_core::checkpoint::Checkpoint;
-use mdiff_core::model::{HookPoint, parse_device, parse_dtype};
+use mdiff_core::model::HookPoint;
 use mdiff_core::text::{builtin_prompts, read_prompt_file};
 
 use mdiff_core::report::ClassThresholds;
@@ -35,14 +35,16 @@ pub fn collect(args: &CollectArgs) -> anyhow::Result<()> {
     // Flags first: a bad hook or device should not wait for the models to load.
     let hook: Option<HookPoint> = args.hook.as_deref().map(str::parse).transpose()?;
     let opts = PairOptions {
-        device: parse_device(&args.run.device)?,
-        dtype: parse_dtype(&args.run.dtype)?,
+        device: args.run.device.open()?,
+        dtype: args.run.dtype.dtype(),
         config: args.run.config.clone(),
         tokenizer: args.run.tokenizer.clone(),
     };
     let base = Checkpoint::open(&args.base)?;
     let tuned = Checkpoint::open_tuned(&args.tuned, &base)?;
-    let plan = PairPlan::prepare(&base, &tuned, &opts)?.map_err(mdiff_core::Error::Usage)?;
+    let plan = PairPlan::prepare(&base, &tuned, &opts)?
+        .into_result()
+        .map_err(mdiff_core::Error::Usage)?;
     if let Some(layer) = hook.and_then(HookPoint::layer)
         && layer >= plan.base_config().num_layers
     {
@@ -125,7 +127,7 @@ pub fn train(args: &TrainArgs) -> anyhow::Result<()> {
     if let Some(threads) = args.threads {
         super::compare::rayon_threads(usize::from(threads))?;
     }
-    let device = parse_device(&args.device)?;
+    let device = args.device.open()?;
     let set = ActivationSet::open(&args.activations)?;
     let d = set.manifest().d_model;
     let rows = args.steps.saturating_mul(u64::from(args.batch_size));

@@ -27,13 +27,29 @@ pub fn run(args: &GateArgs) -> anyhow::Result<()> {
         .writes("--markdown", args.options.markdown.as_deref())
         .check()?;
     let gate = Gate::load(policy_path, &args.options)?;
-    let report = read_report(report_path)?;
+    let report = read_complete_report(report_path)?;
     let print = if args.format == "json" {
         Print::Json
     } else {
         Print::Table
     };
     gate.check(&report, report_path, print)
+}
+
+/// Reads a report, refusing one whose run was stopped: its missing sections would read as rules that fail for
+/// the wrong reason.
+fn read_complete_report(path: &Path) -> anyhow::Result<Report> {
+    let report = read_report(path)?;
+    if let Some(incomplete) = &report.incomplete {
+        let unfinished: Vec<&str> = incomplete.unfinished.iter().map(|m| m.name()).collect();
+        return Err(mdiff_core::Error::IncompleteReport {
+            path: path.to_path_buf(),
+            reason: incomplete.reason.clone(),
+            unfinished: unfinished.join(", "),
+        }
+        .into());
+    }
+    Ok(report)
 }
 
 /// Where the results go.
@@ -63,7 +79,7 @@ impl<'a> Gate<'a> {
     pub fn load(policy: &Path, options: &'a GateOptions) -> anyhow::Result<Self> {
         let policy = Policy::read(policy)?;
         let baseline = match &options.baseline {
-            Some(path) => Some((path.clone(), read_report(path)?)),
+            Some(path) => Some((path.clone(), read_complete_report(path)?)),
             None => None,
         };
         // Files from an earlier run must not pass for this run's when it stops with an error.

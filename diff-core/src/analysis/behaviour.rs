@@ -13,7 +13,7 @@ use rayon::prelude::*;
 
 use crate::error::{Error, Result};
 use crate::model::{Hooks, Model, with_f32_values};
-use crate::progress::Progress;
+use crate::progress::{Progress, checkpoint};
 use crate::report::{
     BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, GroupBehaviour, NonFiniteLogits,
     PromptBehaviour, TokenProb,
@@ -78,16 +78,22 @@ pub fn behaviour(
         )));
     }
     let mut collected = Collected::new(prompts, opts.top_positions);
-    let total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
+    // Three steps per position (the base's pass, the tuned model's, the comparison), so the bar moves within a
+    // batch.
+    let total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum::<u64>() * 3;
     progress.begin("behaviour", total);
     for batch in batches(prompts, opts.batch_tokens) {
-        run_batch(base, tuned, tokenizer, prompts, &batch, opts, &mut collected)?;
-        progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
+        checkpoint(progress)?;
+        run_batch(base, tuned, tokenizer, prompts, &batch, opts, &mut collected, progress)?;
     }
     progress.end();
     Ok(collected.into_section(prompts, tokenizer, opts, header))
 }
 
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the models, the batch and where its results and progress go"
+)]
 fn run_batch(
     base: &Model,
     tuned: &Model,
@@ -96,11 +102,16 @@ fn run_batch(
     batch: &[usize],
     opts: &BehaviourOptions,
     out: &mut Collected,
+    progress: &dyn Progress,
 ) -> Result<()> {
     let padded = PaddedBatch::new(prompts, batch, base.device())?;
     let rows = &padded.rows;
-    let real_rows =
-        |model: &Model| -> Result<Tensor> { padded.real_rows(&model.forward(&padded.ids, &Hooks::new())?.normalized) };
+    let real_rows = |model: &Model| -> Result<Tensor> {
+        let normalized = padded.real_rows(&model.forward(&padded.ids, &Hooks::new())?.normalized)?;
+        progress.advance(rows.len() as u64);
+        checkpoint(progress)?;
+        Ok(normalized)
+    };
     let (base_rows, tuned_rows) = (real_rows(base)?, real_rows(tuned)?);
 
     let vocab = base.config().vocab_size;
@@ -126,6 +137,7 @@ fn run_batch(
                 chunk.record(tokenizer, opts, out);
             })
         })??;
+        progress.advance(n as u64);
     }
     Ok(())
 }

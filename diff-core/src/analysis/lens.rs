@@ -11,7 +11,7 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::{HookPoint, Hooks, Model, with_f32_values};
-use crate::progress::Progress;
+use crate::progress::{Progress, checkpoint};
 use crate::report::{LensPoint, LensPosition, LensSection, TokenProb};
 use crate::stats::{RunningMean, compare_chunk, summarize, top_k};
 
@@ -42,7 +42,8 @@ pub struct LensOptions {
 impl Default for LensOptions {
     fn default() -> Self {
         Self {
-            max_positions: 2048,
+            // As `--lens-positions`: a budget that keeps the default run within a few KL runs.
+            max_positions: 512,
             batch_tokens: 1024,
             top_positions: 5,
             top_k: 5,
@@ -81,14 +82,19 @@ pub fn lens(
     let used = prompts_within(prompts, opts.max_positions);
     let points = lens_points(base.num_layers());
     let mut acc = Accumulator::new(points.len(), opts.top_positions);
-    let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum();
+    // Three steps per position (each model's pass, then the unembeddings), so the bar moves within a batch.
+    let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum::<u64>() * 3;
     progress.begin("lens", total);
     for batch in batches(&prompts[..used], opts.batch_tokens) {
+        checkpoint(progress)?;
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
-        let (rows_base, rows_tuned) = (
-            residual_rows(base, &padded, &points)?,
-            residual_rows(tuned, &padded, &points)?,
-        );
+        let residuals = |model: &Model| -> Result<Vec<Tensor>> {
+            let rows = residual_rows(model, &padded, &points)?;
+            progress.advance(padded.rows.len() as u64);
+            checkpoint(progress)?;
+            Ok(rows)
+        };
+        let (rows_base, rows_tuned) = (residuals(base)?, residuals(tuned)?);
         let vocab = base.config().vocab_size;
         let chunk = (LOGIT_CHUNK_ELEMS / vocab).max(1);
         for start in (0..padded.rows.len()).step_by(chunk) {
@@ -102,8 +108,9 @@ pub fn lens(
                 &part(&rows_tuned)?,
                 &padded.rows[start..start + n],
             )?;
+            progress.advance(n as u64);
+            checkpoint(progress)?;
         }
-        progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
     }
     progress.end();
     let top_positions = acc

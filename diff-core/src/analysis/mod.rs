@@ -8,6 +8,7 @@ mod batch;
 pub mod behaviour;
 pub mod crosscoder;
 mod lens;
+mod outcome;
 mod pair;
 mod patch;
 mod prepare;
@@ -16,10 +17,13 @@ mod swap;
 
 pub use behaviour::{BehaviourOptions, SectionHeader, behaviour};
 pub use lens::{LensOptions, lens};
+pub use outcome::Outcome;
 pub use pair::{ModelPair, PairOptions, PairPlan};
-pub use patch::{PatchOptions, PositionPrompts, Site, patch};
+pub use patch::{PatchOptions, PositionPrompts, patch};
 pub use prepare::{EncodedPrompt, prepare_prompts};
-pub use swap::{Granularity, SwapOptions, swap};
+pub use swap::{SwapOptions, swap};
+// Report types, re-exported where the options that use them live.
+pub use crate::report::{Granularity, Site};
 
 use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};

@@ -9,6 +9,8 @@ use crate::error::{Error, Result};
 use crate::model::{Model, ModelConfig};
 use crate::text::Tokenizer;
 
+use super::Outcome;
+
 /// Where to run and which files to use when they are not beside the weights.
 #[derive(Debug, Clone)]
 pub struct PairOptions {
@@ -44,15 +46,15 @@ pub struct ModelPair {
 }
 
 impl PairPlan {
-    /// Finds and checks the configs and the tokenizer, or says (`Ok(Err(reason))`) which file is missing and which
-    /// flag supplies it.
+    /// Finds and checks the configs and the tokenizer, or says ([`Outcome::Skipped`]) which file is missing and
+    /// which flag supplies it.
     ///
     /// # Errors
     /// Broken or unsupported configs, incompatible models, tokenizer errors.
-    pub fn prepare(base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<Result<Self, String>> {
+    pub fn prepare(base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<Outcome<Self>> {
         let mut warnings = Vec::new();
         let Some(base_config) = opts.config.as_deref().or(base.config_path()) else {
-            return Ok(Err(format!(
+            return Ok(Outcome::Skipped(format!(
                 "no config.json beside the base weights ({}); pass --config path/to/config.json",
                 base.path().display()
             )));
@@ -74,7 +76,7 @@ impl PairPlan {
             .or(tuned.tokenizer_path())
             .or(base.tokenizer_path())
         else {
-            return Ok(Err(format!(
+            return Ok(Outcome::Skipped(format!(
                 "no tokenizer.json beside either model ({}, {}); pass --tokenizer path/to/tokenizer.json",
                 base.path().display(),
                 tuned.path().display()
@@ -97,7 +99,7 @@ impl PairPlan {
                 ),
             });
         }
-        Ok(Ok(Self {
+        Ok(Outcome::Done(Self {
             base_config,
             tuned_config,
             tokenizer,

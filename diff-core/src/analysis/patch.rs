@@ -14,38 +14,15 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::{HookPoint, Hooks, KvCache, Model, Stage};
-use crate::progress::Progress;
-use crate::report::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};
+use crate::progress::{Progress, checkpoint};
+use crate::report::{PatchCell, PatchDirection, PatchSection, PatchWork, PositionGrid, PositionSweep, Site};
 
 use super::batch::{PaddedBatch, batches, prompts_within};
 use super::scoring::{Direction, KlSum, Reference, reference_batch_tokens};
-use super::{EncodedPrompt, ModelPair};
+use super::{EncodedPrompt, ModelPair, Outcome};
 
-/// Where an activation is copied.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Site {
-    /// `blocks.{L}.hook_resid_pre`.
-    ResidPre,
-    /// `blocks.{L}.hook_attn_out`.
-    AttnOut,
-    /// `blocks.{L}.hook_mlp_out`.
-    MlpOut,
-}
-
+// `Site` is a report type (the viewer reads it without candle); what it means for a forward pass is here.
 impl Site {
-    /// Every site, in forward order within a block.
-    pub const ALL: [Site; 3] = [Self::ResidPre, Self::AttnOut, Self::MlpOut];
-
-    /// `resid_pre`, `attn_out`, `mlp_out`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::ResidPre => "resid_pre",
-            Self::AttnOut => "attn_out",
-            Self::MlpOut => "mlp_out",
-        }
-    }
-
     /// The hook point at `layer`.
     #[must_use]
     pub fn hook(self, layer: usize) -> HookPoint {
@@ -63,18 +40,6 @@ impl Site {
             Self::AttnOut => Stage::Mid(layer),
             Self::MlpOut => Stage::Pre(layer + 1),
         }
-    }
-}
-
-impl std::str::FromStr for Site {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        Self::ALL.into_iter().find(|site| site.name() == s).ok_or_else(|| {
-            Error::Usage(format!(
-                "unknown patching site \"{s}\"; expected resid_pre, attn_out or mlp_out"
-            ))
-        })
     }
 }
 
@@ -135,42 +100,25 @@ impl Default for PatchOptions {
     }
 }
 
-/// The two ways of patching: the clean model's activation goes into the corrupt model's run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Way {
-    /// Clean = tuned, corrupt = base.
-    TunedIntoBase,
-    /// Clean = base, corrupt = tuned.
-    BaseIntoTuned,
-}
-
-impl Way {
-    const BOTH: [Way; 2] = [Way::TunedIntoBase, Way::BaseIntoTuned];
-
-    fn name(self) -> &'static str {
-        match self {
-            Self::TunedIntoBase => "tuned_into_base",
-            Self::BaseIntoTuned => "base_into_tuned",
-        }
-    }
-}
+/// Which model's activations go into which model's run.
+type Way = PatchDirection;
 
 /// One cell of a sweep: a site at a layer.
 type Cell = (usize, Site);
 
 /// Patches every selected site and layer, both ways, over the first prompts of `prompts`; then the per-position
-/// sweeps. Or says (`Ok(Err(reason))`) why there is nothing to recover: the models agree everywhere, or no
+/// sweeps. Or says ([`Outcome::Skipped`]) why there is nothing to recover: the models agree everywhere, or no
 /// position is finite.
 ///
 /// # Errors
 /// [`Error::Incompatible`] for models of different shapes; [`Error::Usage`] for layers or prompts out of range;
-/// tensor failures.
+/// [`Error::Interrupted`] when `progress` says stop; tensor failures.
 pub fn patch(
     pair: &ModelPair,
     prompts: &[EncodedPrompt],
     opts: &PatchOptions,
     progress: &dyn Progress,
-) -> Result<Result<PatchSection, String>> {
+) -> Result<Outcome<PatchSection>> {
     let (base, tuned) = (&pair.base, &pair.tuned);
     super::check_same_shape(base, tuned)?;
     let n = base.num_layers();
@@ -195,9 +143,13 @@ pub fn patch(
     let mut patched = vec![[KlSum::default(); 2]; cells.len()];
     let mut scored_positions = 0u64;
     let mut per_prompt: BTreeMap<usize, (f64, u64)> = BTreeMap::new();
-    let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum();
+    // One step per position for the clean runs and one per position, cell and way for the patched runs, so the
+    // bar moves within a batch.
+    let steps_per_position = 1 + 2 * cells.len() as u64;
+    let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum::<u64>() * steps_per_position;
     progress.begin("patching", total);
     for batch in batches(&prompts[..used], batch_tokens) {
+        checkpoint(progress)?;
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let runs = Runs::new(&sweep, &padded.ids, &cells, false)?;
         let refs = [
@@ -221,19 +173,21 @@ pub fn patch(
                 *entry = (entry.0 + v, entry.1 + 1);
             }
         }
+        let batch_positions: u64 = batch.iter().map(|&i| prompts[i].ids.len() as u64).sum();
+        progress.advance(batch_positions);
+        let cell_done = |cells: usize| progress.advance(batch_positions * cells as u64);
         for (w, way) in Way::BOTH.into_iter().enumerate() {
             divergence[w].add(&kl[w], &scored);
-            let sums = sweep.all_positions(way, &runs, &padded, &refs[w], &kl[w], &scored)?;
+            let sums = sweep.all_positions(way, &runs, &padded, &refs[w], &kl[w], &scored, progress, &cell_done)?;
             for (cell, sum) in patched.iter_mut().zip(sums) {
                 cell[w].merge(sum);
             }
         }
-        progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
     }
     progress.end();
     let denominators = divergence.map(|d| d.total().filter(|t| *t > 0.0));
     let [Some(d_tb), Some(d_bt)] = denominators else {
-        return Ok(Err(super::no_divergence(scored_positions)));
+        return Ok(Outcome::Skipped(super::no_divergence(scored_positions)));
     };
     let recovered = |sum: KlSum, total: f64| sum.total().map(|s| (total - s) / total);
     let report_cells = cells
@@ -241,7 +195,7 @@ pub fn patch(
         .zip(&patched)
         .map(|(&(layer, site), [tb, bt])| PatchCell {
             hook: site.hook(layer).to_string(),
-            site: site.name().to_string(),
+            site,
             layer,
             tuned_into_base: recovered(*tb, d_tb),
             base_into_tuned: recovered(*bt, d_bt),
@@ -253,12 +207,18 @@ pub fn patch(
         PositionPrompts::MostDivergent(k) => most_divergent(&per_prompt, *k),
     };
     let mut position_sweeps = Vec::with_capacity(chosen.len());
-    for prompt in chosen {
-        position_sweeps.push(sweep.per_position(pair, prompts, prompt, &layers, &sites, opts.batch_tokens)?);
+    if !chosen.is_empty() {
+        // One step per prompt, site, way and layer: a row of the per-position grid.
+        progress.begin("positions", (chosen.len() * sites.len() * 2 * layers.len()) as u64);
+        for prompt in chosen {
+            let swept = sweep.per_position(pair, prompts, prompt, &layers, &sites, opts.batch_tokens, progress)?;
+            position_sweeps.push(swept);
+        }
+        progress.end();
     }
     #[allow(clippy::cast_precision_loss, reason = "position counts are far below 2^52")]
     let mean = |t: f64| t / scored_positions.max(1) as f64;
-    Ok(Ok(PatchSection {
+    Ok(Outcome::Done(PatchSection {
         num_prompts: used,
         num_positions: scored_positions,
         max_positions: opts.max_positions,
@@ -370,7 +330,13 @@ impl<'a> Sweep<'a> {
         }
     }
 
-    /// Per cell, Σ KL(clean‖patched) over the scored positions, every position patched at once.
+    /// Per cell, Σ KL(clean‖patched) over the scored positions, every position patched at once. Calls
+    /// `cells_done` with the number of cells finished after each pass, and stops between passes when `progress`
+    /// says so.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "one batch's runs, references and scores, plus the observers"
+    )]
     fn all_positions(
         &mut self,
         way: Way,
@@ -379,6 +345,8 @@ impl<'a> Sweep<'a> {
         reference: &Reference,
         unpatched: &[f64],
         scored: &[bool],
+        progress: &dyn Progress,
+        cells_done: &dyn Fn(usize),
     ) -> Result<Vec<KlSum>> {
         let (clean, corrupt) = runs.sides(way);
         let model = self.corrupt(way);
@@ -397,11 +365,13 @@ impl<'a> Sweep<'a> {
                 // Copying an equal activation changes nothing: the patched run is the corrupt run.
                 self.work.identical_skipped += 1;
                 sums[i].add(unpatched, scored);
+                cells_done(1);
             } else {
                 by_stage.entry(site.stage(layer)).or_default().push(i);
             }
         }
         for (stage, members) in by_stage {
+            checkpoint(progress)?;
             let inputs = members
                 .iter()
                 .map(|&i| {
@@ -419,11 +389,17 @@ impl<'a> Sweep<'a> {
                 self.work.unembedded_rows += rows;
                 sums[i].add(&kl, scored);
             }
+            cells_done(members.len());
         }
         Ok(sums)
     }
 
-    /// Every selected site × layer × position of one prompt, one position at a time, both ways.
+    /// Every selected site × layer × position of one prompt, one position at a time, both ways; one `progress`
+    /// step per layer row.
+    #[allow(
+        clippy::too_many_arguments,
+        reason = "the prompt, the grid's axes and the batch size, plus progress"
+    )]
     fn per_position(
         &mut self,
         pair: &ModelPair,
@@ -432,6 +408,7 @@ impl<'a> Sweep<'a> {
         layers: &[usize],
         sites: &[Site],
         batch_tokens: usize,
+        progress: &dyn Progress,
     ) -> Result<PositionSweep> {
         let ids_vec = &prompts[prompt].ids;
         let seq = ids_vec.len();
@@ -462,6 +439,7 @@ impl<'a> Sweep<'a> {
                     .collect();
                 let mut grid = Vec::with_capacity(layers.len());
                 for &layer in layers {
+                    checkpoint(progress)?;
                     let point = site.hook(layer);
                     let (clean_act, corrupt_act) = (clean.get(point)?, corrupt.get(point)?);
                     let differs = differing_positions(clean_act, corrupt_act)?;
@@ -519,10 +497,11 @@ impl<'a> Sweep<'a> {
                         }
                     }
                     grid.push(row);
+                    progress.advance(1);
                 }
                 grids.push(PositionGrid {
-                    site: site.name().to_string(),
-                    direction: way.name().to_string(),
+                    site,
+                    direction: way,
                     layers: layers.to_vec(),
                     recovered: grid,
                 });

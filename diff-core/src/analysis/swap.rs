@@ -11,46 +11,12 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::{Captured, Family, HookPoint, Hooks, Model, Part, Piece, Stage};
-use crate::progress::Progress;
-use crate::report::{CumulativeSwap, SwapRow, SwapSection};
+use crate::progress::{Progress, checkpoint};
+use crate::report::{CumulativeSwap, Granularity, SwapRow, SwapSection};
 
 use super::batch::{PaddedBatch, batches, prompts_within};
 use super::scoring::{Direction, KlSum, Reference, reference_batch_tokens};
-use super::{EncodedPrompt, ModelPair};
-
-/// What one swap row puts back: parts of a block, or whole blocks.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Granularity {
-    /// Attention and MLP (each with its norm) per layer.
-    Component,
-    /// Each projection and norm per layer.
-    Tensor,
-}
-
-impl Granularity {
-    /// `component` or `tensor`.
-    #[must_use]
-    pub fn name(self) -> &'static str {
-        match self {
-            Self::Component => "component",
-            Self::Tensor => "tensor",
-        }
-    }
-}
-
-impl std::str::FromStr for Granularity {
-    type Err = Error;
-
-    fn from_str(s: &str) -> Result<Self> {
-        match s {
-            "component" => Ok(Self::Component),
-            "tensor" => Ok(Self::Tensor),
-            _ => Err(Error::Usage(format!(
-                "unknown swap granularity \"{s}\"; expected component or tensor"
-            ))),
-        }
-    }
-}
+use super::{EncodedPrompt, ModelPair, Outcome};
 
 /// Knobs of the swap analysis.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -96,17 +62,17 @@ enum Swapped {
 }
 
 /// Swaps every part (and the cumulative block ranges) both ways over the first prompts of `prompts`; or says
-/// (`Ok(Err(reason))`) why there is nothing to share out: the models agree everywhere, or no position is finite.
+/// ([`Outcome::Skipped`]) why there is nothing to share out: the models agree everywhere, or no position is finite.
 ///
 /// # Errors
-/// [`Error::Incompatible`] for models of different shapes; [`Error::Usage`] for layers out of range; tensor
-/// failures.
+/// [`Error::Incompatible`] for models of different shapes; [`Error::Usage`] for layers out of range;
+/// [`Error::Interrupted`] when `progress` says stop; tensor failures.
 pub fn swap(
     pair: &ModelPair,
     prompts: &[EncodedPrompt],
     opts: &SwapOptions,
     progress: &dyn Progress,
-) -> Result<Result<SwapSection, String>> {
+) -> Result<Outcome<SwapSection>> {
     let (base, tuned) = (&pair.base, &pair.tuned);
     super::check_same_shape(base, tuned)?;
     let n = base.num_layers();
@@ -118,9 +84,12 @@ pub fn swap(
     let mut divergence = KlSum::default();
     let mut scored_positions = 0u64;
     let mut sums = vec![[KlSum::default(); 2]; runs.len()];
-    let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum();
+    // One step per position and swapped run (plus the hosts' own runs), so the bar moves within a batch.
+    let steps_per_position = runs.len() as u64 + 1;
+    let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum::<u64>() * steps_per_position;
     progress.begin("swap", total);
     for batch in batches(&prompts[..used], batch_tokens) {
+        checkpoint(progress)?;
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let hosts = [Host::run(tuned, base, &padded)?, Host::run(base, tuned, &padded)?];
         let reference = Reference::new(base, &padded.real_rows(&hosts[1].normalized)?)?;
@@ -134,20 +103,23 @@ pub fn swap(
         let scored: Vec<bool> = kl.iter().map(|v| v.is_finite()).collect();
         scored_positions += scored.iter().filter(|s| **s).count() as u64;
         divergence.add(&kl, &scored);
+        let batch_positions: u64 = batch.iter().map(|&i| prompts[i].ids.len() as u64).sum();
+        progress.advance(batch_positions);
         for (run, sum) in runs.iter().zip(&mut sums) {
+            checkpoint(progress)?;
             for (way, host) in WAYS.iter().zip(&hosts) {
                 let (model, out) = host.swapped(*run, &padded.ids)?;
                 let kl = reference.kl(&model, &padded.real_rows(&out)?, 0, Direction::RunToReference)?;
                 sum[*way as usize].add(&kl, &scored);
             }
+            progress.advance(batch_positions);
         }
-        progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
     }
     progress.end();
     #[allow(clippy::cast_precision_loss, reason = "position counts are far below 2^52")]
     let mean = |s: KlSum| s.total().map(|t| t / scored_positions.max(1) as f64);
     let Some(d) = mean(divergence).filter(|d| *d > 0.0) else {
-        return Ok(Err(super::no_divergence(scored_positions)));
+        return Ok(Outcome::Skipped(super::no_divergence(scored_positions)));
     };
     let share = |s: KlSum, way: Way| {
         mean(s).map(|kl| match way {
@@ -195,11 +167,11 @@ pub fn swap(
             }
         }
     }
-    Ok(Ok(SwapSection {
+    Ok(Outcome::Done(SwapSection {
         num_prompts: used,
         num_positions: scored_positions,
         max_positions: opts.max_positions,
-        granularity: opts.granularity.name().to_string(),
+        granularity: opts.granularity,
         kl_tuned_base: d,
         rows,
         cumulative,

@@ -16,7 +16,7 @@ mod rope;
 mod transplant;
 
 pub use config::{Activation, Family, ModelConfig, RopeConfig, RopeScaling, SUPPORTED};
-pub use device::{device_name, parse_device, parse_dtype};
+pub use device::{DeviceSpec, RunDtype, device_name, parse_device, parse_dtype};
 pub use hooks::{Captured, HookPoint, Hooks, Replacement};
 pub use kernels::with_f32_values;
 pub use rope::{Rope, RopeTables, inverse_frequencies};

@@ -29,8 +29,8 @@ pub use io::write_report;
 pub use io::{SCHEMA_MAJOR, SCHEMA_VERSION, json_schema, parse_report, read_report};
 pub use layout::to_readable_json;
 pub use lens::{LensPoint, LensPosition, LensSection};
-pub use patch::{PatchCell, PatchSection, PatchWork, PositionGrid, PositionSweep};
-pub use swap::{CumulativeSwap, SwapRow, SwapSection};
+pub use patch::{PatchCell, PatchDirection, PatchSection, PatchWork, PositionGrid, PositionSweep, Site};
+pub use swap::{CumulativeSwap, Granularity, SwapRow, SwapSection};
 pub use weights::{
     Component, ComponentRollup, DtypeMismatch, LayerComponentRollup, LayerRollup, NonFinite, RollupStats,
     ShapeMismatch, SkippedTensor, Spectrum, SpectrumSettings, TensorDiff, WeightTotals, WeightsSection,
@@ -76,6 +76,19 @@ pub struct Report {
     /// Wall-clock time per stage in milliseconds. The only field that differs between identical runs.
     #[serde(default)]
     pub timings_ms: BTreeMap<String, f64>,
+    /// Set when the run was stopped before every method finished (schema 1.6): the sections present are complete,
+    /// the methods listed here are missing. Absent from a finished run's report.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub incomplete: Option<Incomplete>,
+}
+
+/// What an interrupted run left out.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub struct Incomplete {
+    /// Methods that were running or had not started when the run stopped, in run order.
+    pub unfinished: Vec<Method>,
+    /// Why the run stopped, e.g. `interrupted by SIGINT`.
+    pub reason: String,
 }
 
 /// The base and the tuned model.
@@ -249,9 +262,10 @@ pub enum Method {
 }
 
 impl Method {
-    /// What `compare` runs when `--methods` is not given: every method but the crosscoder, which trains a model
-    /// and is asked for by name.
-    pub const DEFAULT: [Self; 5] = [Self::Weights, Self::Kl, Self::Swap, Self::Patch, Self::Lens];
+    /// What `compare` runs when `--methods` is not given: the methods that finish within a few times the KL run
+    /// (docs/benchmarks.md, "The default run"). Swap and patching run the models again for every part or cell,
+    /// and the crosscoder trains a model, so they are asked for by name.
+    pub const DEFAULT: [Self; 3] = [Self::Weights, Self::Kl, Self::Lens];
 
     /// Every method, in report order.
     pub const ALL: [Self; 6] = [
@@ -273,6 +287,26 @@ impl Method {
             Self::Patch => "patch",
             Self::Lens => "lens",
             Self::Crosscoder => "crosscoder",
+        }
+    }
+
+    /// Whether the method runs the two models on prompts (and so needs their configs, a tokenizer and prompts).
+    /// The one place that knows it: every other check asks here.
+    #[must_use]
+    pub fn runs_models(self) -> bool {
+        match self {
+            Self::Weights => false,
+            Self::Kl | Self::Swap | Self::Patch | Self::Lens | Self::Crosscoder => true,
+        }
+    }
+
+    /// Whether the method lines the two models up layer by layer (so needs one family, depth, width and
+    /// vocabulary).
+    #[must_use]
+    pub fn is_layerwise(self) -> bool {
+        match self {
+            Self::Weights | Self::Kl => false,
+            Self::Swap | Self::Patch | Self::Lens | Self::Crosscoder => true,
         }
     }
 

@@ -3,6 +3,83 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
+/// Where an activation is copied: `resid_pre`, `attn_out` or `mlp_out` (on the command line and in reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Site {
+    /// `blocks.{L}.hook_resid_pre`.
+    ResidPre,
+    /// `blocks.{L}.hook_attn_out`.
+    AttnOut,
+    /// `blocks.{L}.hook_mlp_out`.
+    MlpOut,
+}
+
+impl Site {
+    /// Every site, in forward order within a block.
+    pub const ALL: [Site; 3] = [Self::ResidPre, Self::AttnOut, Self::MlpOut];
+
+    /// `resid_pre`, `attn_out`, `mlp_out`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::ResidPre => "resid_pre",
+            Self::AttnOut => "attn_out",
+            Self::MlpOut => "mlp_out",
+        }
+    }
+}
+
+impl std::fmt::Display for Site {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Site {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        Self::ALL.into_iter().find(|site| site.name() == s).ok_or_else(|| {
+            Error::Usage(format!(
+                "unknown patching site \"{s}\"; expected resid_pre, attn_out or mlp_out"
+            ))
+        })
+    }
+}
+
+/// Which way activations are copied: `tuned_into_base` (clean = tuned, corrupt = base) or `base_into_tuned`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum PatchDirection {
+    /// The tuned model's activations into the base's run.
+    TunedIntoBase,
+    /// The base's activations into the tuned model's run.
+    BaseIntoTuned,
+}
+
+impl PatchDirection {
+    /// Both directions, in report order.
+    pub const BOTH: [Self; 2] = [Self::TunedIntoBase, Self::BaseIntoTuned];
+
+    /// `tuned_into_base` or `base_into_tuned`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::TunedIntoBase => "tuned_into_base",
+            Self::BaseIntoTuned => "base_into_tuned",
+        }
+    }
+}
+
+impl std::fmt::Display for PatchDirection {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
 /// Which activations carry the change, found by copying them from one model's run into the other's
 /// (docs/methods.md, "Activation patching").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -32,7 +109,7 @@ pub struct PatchCell {
     /// TransformerLens name, `blocks.{L}.hook_mlp_out`.
     pub hook: String,
     /// `resid_pre`, `attn_out` or `mlp_out`.
-    pub site: String,
+    pub site: Site,
     /// The block.
     pub layer: usize,
     /// Base run with the tuned model's activation: (KL(tuned‖base) − KL(tuned‖patched)) / KL(tuned‖base), means
@@ -61,9 +138,9 @@ pub struct PositionSweep {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
 pub struct PositionGrid {
     /// `resid_pre`, `attn_out` or `mlp_out`.
-    pub site: String,
+    pub site: Site,
     /// `tuned_into_base` or `base_into_tuned`.
-    pub direction: String,
+    pub direction: PatchDirection,
     /// The layers of the rows.
     pub layers: Vec<usize>,
     /// `[layer][position]`; null where undefined (no divergence to recover, or a non-finite patched position).

@@ -3,6 +3,49 @@
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+use crate::error::{Error, Result};
+
+/// What one swap row puts back: `component` or `tensor` (on the command line and in reports).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Granularity {
+    /// Attention and MLP (each with its norm) per layer.
+    Component,
+    /// Each projection and norm per layer.
+    Tensor,
+}
+
+impl Granularity {
+    /// `component` or `tensor`.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Component => "component",
+            Self::Tensor => "tensor",
+        }
+    }
+}
+
+impl std::fmt::Display for Granularity {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+impl std::str::FromStr for Granularity {
+    type Err = Error;
+
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "component" => Ok(Self::Component),
+            "tensor" => Ok(Self::Tensor),
+            _ => Err(Error::Usage(format!(
+                "unknown swap granularity \"{s}\"; expected component or tensor"
+            ))),
+        }
+    }
+}
+
 /// Which parts of the tuned model carry the change, found by putting the base's weights back
 /// (docs/methods.md, "Weight swap").
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
@@ -14,7 +57,7 @@ pub struct SwapSection {
     /// The position budget (`--localize-positions`).
     pub max_positions: usize,
     /// `component` (attention and MLP per layer) or `tensor` (each projection and norm).
-    pub granularity: String,
+    pub granularity: Granularity,
     /// Mean KL(tuned‖base) over the scored positions: the divergence the scores are shares of.
     pub kl_tuned_base: f64,
     /// One row per part, in depth order: `embed`, the blocks' parts, `ln_final`, `lm_head`.

@@ -14,13 +14,14 @@ use rayon::prelude::*;
 
 use crate::checkpoint::{FloatDtype, Pair, Pairing, TensorSource};
 use crate::error::Result;
-use crate::progress::Progress;
+use crate::progress::{Progress, checkpoint};
 use crate::report::{SkippedTensor, TensorDiff, WeightTotals, WeightsSection};
 
 /// Diffs every pair, in parallel on rayon's pool; memory is bounded by the tensors in flight (one ΔW each).
 ///
 /// # Errors
-/// Read errors of either source (including a failed LoRA merge), or an internal error in the spectrum.
+/// Read errors of either source (including a failed LoRA merge), an internal error in the spectrum, or
+/// [`crate::Error::Interrupted`] when `progress` says stop.
 pub fn diff_weights(
     base: &dyn TensorSource,
     tuned: &dyn TensorSource,
@@ -34,6 +35,8 @@ pub fn diff_weights(
         .pairs
         .par_iter()
         .map(|pair| {
+            // A stop request skips the pairs not started yet; the first error below returns it.
+            checkpoint(progress)?;
             let outcome = diff_pair(base, tuned, pair, opts);
             progress.advance(pair.base.num_elements());
             outcome

@@ -104,8 +104,8 @@ impl PatchView {
     /// Derives the view of a patching section.
     #[must_use]
     pub fn new(p: &PatchSection) -> Self {
-        let sites = ordered_sites(p.cells.iter().map(|c| c.site.as_str()));
-        let placed = p.cells.iter().enumerate().map(|(i, c)| (i, c.site.as_str(), c.layer));
+        let sites = ordered_sites(p.cells.iter().map(|c| c.site.name()));
+        let placed = p.cells.iter().enumerate().map(|(i, c)| (i, c.site.name(), c.layer));
         Self {
             grid: LayerGrid::new(&p.cells, sites, placed),
             by_recovered: by_share(&p.cells, PatchDirection::TunedIntoBase),
@@ -117,7 +117,7 @@ impl PatchView {
 
 impl SweepView {
     fn new(sweep: &PositionSweep) -> Self {
-        let sites = ordered_sites(sweep.grids.iter().map(|g| g.site.as_str()));
+        let sites = ordered_sites(sweep.grids.iter().map(|g| g.site.name()));
         let num_positions = sweep
             .grids
             .iter()
@@ -159,7 +159,7 @@ impl SweepView {
         sweep
             .grids
             .iter()
-            .find(|g| g.site == *site && g.direction == direction.name())
+            .find(|g| g.site.name() == *site && g.direction.name() == direction.name())
     }
 
     /// The grid as an image: one pixel per (layer, position), layer rows top to bottom, on the diverging scale

@@ -156,7 +156,7 @@ mod tests {
             num_prompts: 1,
             num_positions: 10,
             max_positions: 10,
-            granularity: "tensor".into(),
+            granularity: mdiff_core::report::Granularity::Tensor,
             kl_tuned_base: 1.0,
             rows,
             cumulative: vec![CumulativeSwap {

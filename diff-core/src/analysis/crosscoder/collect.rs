@@ -6,7 +6,7 @@ use candle_core::Tensor;
 
 use crate::error::{Error, Result};
 use crate::model::{HookPoint, Hooks, with_f32_values};
-use crate::progress::Progress;
+use crate::progress::{Progress, checkpoint};
 
 use super::super::batch::{PaddedBatch, batches};
 use super::super::{EncodedPrompt, ModelPair};
@@ -94,6 +94,7 @@ pub fn collect(
             }
         }
         progress.advance(batch.iter().map(|&i| prompts[i].ids.len() as u64).sum());
+        checkpoint(progress)?;
     }
     progress.end();
     let sequences: Vec<Vec<u32>> = prompts.iter().map(|p| p.ids.clone()).collect();

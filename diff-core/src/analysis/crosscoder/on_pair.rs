@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::progress::Progress;
 use crate::report::CrosscoderSection;
 
-use super::super::{EncodedPrompt, ModelPair};
+use super::super::{EncodedPrompt, ModelPair, Outcome};
 use super::activations::ActivationSet;
 use super::analyze::{AnalyzeOptions, analyze};
 use super::collect::{CollectOptions, collect};
@@ -54,7 +54,7 @@ impl Default for CrosscoderOptions {
 }
 
 /// Collects the pair's activations at the middle block's output on `prompts`, trains a BatchTopK crosscoder and
-/// analyses it. `Ok(Err(reason))` when the pair cannot have one (different widths).
+/// analyses it. [`Outcome::Skipped`] when the pair cannot have one (different widths).
 ///
 /// # Errors
 /// As [`collect`], [`train`] and [`analyze`]; [`Error::Write`] for the directory.
@@ -63,9 +63,9 @@ pub fn crosscoder(
     prompts: &[EncodedPrompt],
     opts: &CrosscoderOptions,
     progress: &dyn Progress,
-) -> Result<std::result::Result<CrosscoderSection, String>> {
+) -> Result<Outcome<CrosscoderSection>> {
     if let Some(reason) = super::super::layerwise_mismatch(pair.base.config(), pair.tuned.config()) {
-        return Ok(Err(reason));
+        return Ok(Outcome::Skipped(reason));
     }
     let temp;
     let dir = match &opts.dir {
@@ -109,5 +109,5 @@ pub fn crosscoder(
         kept,
         progress,
     )?;
-    Ok(Ok(section))
+    Ok(Outcome::Done(section))
 }

@@ -13,7 +13,7 @@ use candle_core::Device;
 use rayon::prelude::*;
 
 use crate::error::{Error, Result};
-use crate::progress::Progress;
+use crate::progress::{Progress, checkpoint};
 use crate::rng::SplitMix64;
 
 use super::activations::ActivationSet;
@@ -155,6 +155,7 @@ pub fn train(
     progress.advance(first_step);
     let started = Instant::now();
     while trainer.step < config.steps {
+        checkpoint(progress)?;
         let x = stream.next_batch(config.batch_size)?;
         trainer.step(&x)?;
         progress.advance(1);
