@@ -82,6 +82,9 @@ impl PairPlan {
         };
         let base_config = ModelConfig::load(base_config)?;
         let tuned_config = ModelConfig::load(tuned_config)?;
+        // Now, not at load time: later preparation allocates by these numbers (one entry per layer, ...).
+        base_config.check_against(base.source().tensors(), &base.path().display().to_string())?;
+        tuned_config.check_against(tuned.source().tensors(), &tuned.path().display().to_string())?;
         check_compatible(&base_config, &tuned_config)?;
         let tokenizer = Tokenizer::load(tokenizer_path)?;
         if opts.tokenizer.is_none() {
