@@ -225,14 +225,15 @@ impl<'de> serde::de::Visitor<'de> for KeyVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
         let mut seen = std::collections::BTreeSet::new();
+        let mut first = None;
+        // The whole object is read even after a duplicate: the parser rejects a map left half-consumed.
         while let Some(key) = map.next_key::<String>()? {
             map.next_value::<serde::de::IgnoredAny>()?;
-            if seen.contains(&key) {
-                return Ok(FirstDuplicateKey(Some(key)));
+            if first.is_none() && !seen.insert(key.clone()) {
+                first = Some(key);
             }
-            seen.insert(key);
         }
-        Ok(FirstDuplicateKey(None))
+        Ok(FirstDuplicateKey(first))
     }
 }
 
