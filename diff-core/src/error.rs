@@ -305,8 +305,8 @@ pub enum Error {
 
     /// Downloading a Hub id failed.
     #[error(
-        "could not download {id} from the Hugging Face Hub: {reason}; check the connection (or HF_TOKEN for a \
-         gated model), or download it with `{download}` and run again"
+        "{id} is not a file or folder here, and downloading it from the Hugging Face Hub failed: {reason}; check \
+         the path or the connection, or download it with `{download}` and run again"
     )]
     HubDownload {
         /// The id as given.

@@ -154,14 +154,28 @@ fn is_commit_hash(revision: &str) -> bool {
     revision.len() == 40 && revision.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Whether a file of the repository is one mdiff reads: weights, configs, tokenizer and chat template at the top
-/// level (subfolders hold other formats: `onnx/`, `runs/`, ...).
+/// The files of a repository that mdiff reads: configs, tokenizer and chat template at the top level (subfolders
+/// hold other formats: `onnx/`, `runs/`, ...), and the weights it would open: the `transformers` or PEFT files
+/// when the repository has them (Mistral's repositories also carry a `consolidated.safetensors` copy of every
+/// weight), else every top-level `.safetensors`.
 #[cfg_attr(not(feature = "hub-download"), allow(dead_code))]
-fn wanted(file: &str) -> bool {
-    !file.contains('/')
-        && [".json", ".safetensors", ".jinja"]
-            .iter()
-            .any(|ext| file.ends_with(ext))
+fn wanted<'a>(files: &[&'a str]) -> Vec<&'a str> {
+    let standard = |f: &str| {
+        f == "model.safetensors"
+            || f == "adapter_model.safetensors"
+            || (f.starts_with("model-") && f.ends_with(".safetensors"))
+    };
+    let has_standard = files.iter().any(|f| standard(f));
+    files
+        .iter()
+        .copied()
+        .filter(|f| !f.contains('/'))
+        .filter(|f| {
+            f.ends_with(".json")
+                || f.ends_with(".jinja")
+                || (f.ends_with(".safetensors") && (!has_standard || standard(f)))
+        })
+        .collect()
 }
 
 #[cfg(not(feature = "hub-download"))]
@@ -199,25 +213,39 @@ fn download(id: &HubId, cache: &Path, _missing: String) -> Result<PathBuf> {
         RepoType::Model,
         id.revision().to_string(),
     ));
-    let info = repo.info().map_err(|e| failed(e.to_string()))?;
-    let files: Vec<&str> = info
-        .siblings
-        .iter()
-        .map(|s| s.rfilename.as_str())
-        .filter(|f| wanted(f))
-        .collect();
+    let info = repo.info().map_err(|e| failed(explain(&e, id)))?;
+    let all: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
+    let files = wanted(&all);
     if !files.iter().any(|f| f.ends_with(".safetensors")) {
-        let all: Vec<&str> = info.siblings.iter().map(|s| s.rfilename.as_str()).collect();
         return Err(failed(format!(
             "the repository has no .safetensors weights (it holds {}); mdiff reads safetensors only",
             all.join(", ")
         )));
     }
     for file in files {
-        repo.get(file).map_err(|e| failed(format!("{file}: {e}")))?;
+        repo.get(file)
+            .map_err(|e| failed(format!("{file}: {}", explain(&e, id))))?;
     }
     // The download wrote refs/<revision> and snapshots/<commit>/; read them back as an offline run would.
     cached_snapshot(id, cache).map_err(failed)
+}
+
+/// The Hub answers 401 for a repository that does not exist as well as for a private one.
+#[cfg(feature = "hub-download")]
+fn explain(error: &hf_hub::api::sync::ApiError, id: &HubId) -> String {
+    use hf_hub::api::sync::ApiError;
+    match error {
+        ApiError::RequestError(e) => match e.as_ref() {
+            ureq::Error::Status(401 | 403 | 404, _) => format!(
+                "the Hub has no model {} at revision {} that this machine may read (a typo, a local path that does \
+                 not exist, or a gated model: set HF_TOKEN)",
+                id.repo,
+                id.revision()
+            ),
+            other => other.to_string(),
+        },
+        other => other.to_string(),
+    }
 }
 
 #[cfg(test)]
@@ -270,9 +298,30 @@ mod tests {
 
     #[test]
     fn only_the_files_mdiff_reads_are_downloaded() {
-        assert!(
-            wanted("model-00001-of-00002.safetensors") && wanted("tokenizer.json") && wanted("chat_template.jinja")
+        let mistral = [
+            "config.json",
+            "consolidated.safetensors",
+            "model-00001-of-00002.safetensors",
+            "model-00002-of-00002.safetensors",
+            "model.safetensors.index.json",
+            "pytorch_model.bin",
+            "onnx/model.json",
+            "tokenizer.json",
+            "chat_template.jinja",
+            "model.gguf",
+        ];
+        assert_eq!(
+            wanted(&mistral),
+            [
+                "config.json",
+                "model-00001-of-00002.safetensors",
+                "model-00002-of-00002.safetensors",
+                "model.safetensors.index.json",
+                "tokenizer.json",
+                "chat_template.jinja"
+            ]
         );
-        assert!(!wanted("pytorch_model.bin") && !wanted("onnx/model.json") && !wanted("model.gguf"));
+        // Weights under another name are all a folder has: take them.
+        assert_eq!(wanted(&["weights.safetensors", "README.md"]), ["weights.safetensors"]);
     }
 }
