@@ -82,9 +82,6 @@ impl PairPlan {
         };
         let base_config = ModelConfig::load(base_config)?;
         let tuned_config = ModelConfig::load(tuned_config)?;
-        // Now, not at load time: later preparation allocates by these numbers (one entry per layer, ...).
-        base_config.check_against(base.source().tensors(), &base.path().display().to_string())?;
-        tuned_config.check_against(tuned.source().tensors(), &tuned.path().display().to_string())?;
         check_compatible(&base_config, &tuned_config)?;
         let tokenizer = Tokenizer::load(tokenizer_path)?;
         if opts.tokenizer.is_none() {
@@ -106,6 +103,18 @@ impl PairPlan {
             tokenizer,
             warnings,
         }))
+    }
+
+    /// Checks both configs against the tensors they describe (layer count, sizes): call it before anything is
+    /// sized by the configs (per-layer plans, the models), since a config of 10^12 layers would abort there.
+    ///
+    /// # Errors
+    /// [`Error::ConfigContradictsWeights`].
+    pub fn check_fit(&self, base: &Checkpoint, tuned: &Checkpoint) -> Result<()> {
+        self.base_config
+            .check_against(base.source().tensors(), &base.path().display().to_string())?;
+        self.tuned_config
+            .check_against(tuned.source().tensors(), &tuned.path().display().to_string())
     }
 
     /// Notes for the report (e.g. a config borrowed from the base).
