@@ -366,6 +366,7 @@ impl Behavioural {
         let (encoded, mut warnings) =
             prepare_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;
         warnings.splice(0..0, plan.warnings().iter().cloned());
+        plan.check_fit(base, tuned)?;
         let mismatch = layerwise_mismatch(plan.base_config(), plan.tuned_config());
         let localizes = methods.iter().any(|m| matches!(m, Method::Swap | Method::Patch));
         if localizes && mismatch.is_none() {

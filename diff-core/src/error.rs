@@ -222,6 +222,101 @@ pub enum Error {
     #[error("{0}")]
     Device(String),
 
+    // ---- inputs: what a path really is, and config against weights (issue #15) -----------------------------
+    /// A path that exists but cannot be a checkpoint as it is: a directory where a file belongs, a symbolic link
+    /// loop, a link to nothing.
+    #[error("{}: {what}", path.display())]
+    UnusablePath {
+        /// The path as given or found.
+        path: PathBuf,
+        /// What it really is, and what to do.
+        what: String,
+    },
+
+    /// A GGUF file (llama.cpp's format), recognised by its magic bytes.
+    #[error(
+        "{}: a GGUF file (llama.cpp's format), which mdiff does not read yet (issue #21); pass the Hugging Face \
+         checkpoint it was made from (a folder with config.json and .safetensors weights)",
+        path.display()
+    )]
+    GgufCheckpoint {
+        /// The GGUF file.
+        path: PathBuf,
+    },
+
+    /// A PEFT adapter's weights file passed instead of its folder.
+    #[error(
+        "{}: this is the weights file of a PEFT adapter; pass its folder {} (with adapter_config.json) as TUNED and \
+         the base model as BASE",
+        file.display(),
+        folder.display()
+    )]
+    AdapterFileNotFolder {
+        /// The `adapter_model.safetensors` (or other LoRA weights) file.
+        file: PathBuf,
+        /// The folder that holds it and its `adapter_config.json`.
+        folder: PathBuf,
+    },
+
+    /// LoRA tensors with no `adapter_config.json` to say how to merge them.
+    #[error(
+        "{}: holds LoRA tensors ({tensor}) but no adapter_config.json beside them; pass the PEFT adapter folder as \
+         save_pretrained wrote it, adapter_config.json included",
+        path.display()
+    )]
+    AdapterConfigMissing {
+        /// The file or folder given.
+        path: PathBuf,
+        /// One LoRA tensor name found.
+        tensor: String,
+    },
+
+    /// A `config.json` whose sizes disagree with the tensors of the checkpoint it describes.
+    #[error(
+        "{}: does not match the weights in {weights}: {reason}; pass the config.json that belongs to these weights \
+         (--config FILE)",
+        config.display()
+    )]
+    ConfigContradictsWeights {
+        /// The config file.
+        config: PathBuf,
+        /// The checkpoint, as the user named it.
+        weights: String,
+        /// Which value disagrees with which tensor.
+        reason: String,
+    },
+
+    /// A Hugging Face Hub id that is neither a local path nor in the local Hub cache, and cannot be downloaded now.
+    #[error(
+        "{id} is not a file or folder here, and the Hugging Face Hub cache {} has no snapshot of it ({reason}); \
+         download it with `{download}`, or check the path",
+        cache.display()
+    )]
+    HubNotCached {
+        /// The id as given (`org/name` or `org/name@revision`).
+        id: String,
+        /// The cache directory searched.
+        cache: PathBuf,
+        /// What was missing, and why it was not downloaded.
+        reason: String,
+        /// The command that downloads it.
+        download: String,
+    },
+
+    /// Downloading a Hub id failed.
+    #[error(
+        "{id} is not a file or folder here, and downloading it from the Hugging Face Hub failed: {reason}; check \
+         the path or the connection, or download it with `{download}` and run again"
+    )]
+    HubDownload {
+        /// The id as given.
+        id: String,
+        /// What went wrong.
+        reason: String,
+        /// The command that downloads it by hand.
+        download: String,
+    },
+
     // ---- reports -------------------------------------------------------------------------------------------
     /// A report written by a newer mdiff with an incompatible schema.
     #[error(

@@ -29,21 +29,19 @@ struct TensorRow {
 
 /// Runs `mdiff inspect`.
 pub fn run(args: &InspectArgs) -> anyhow::Result<()> {
+    let path = mdiff_core::checkpoint::resolve_hub_id(&args.checkpoint)?;
     // An adapter directory is inspected as its weight file plus its config.
-    let adapter_config_path = args.checkpoint.join("adapter_config.json");
+    let adapter_config_path = path.join("adapter_config.json");
     let (checkpoint, adapter_config) = if adapter_config_path.is_file() {
         let text = std::fs::read_to_string(&adapter_config_path)
             .with_context(|| format!("reading {}", adapter_config_path.display()))?;
         let config: serde_json::Value = serde_json::from_str(&text).map_err(|e| mdiff_core::Error::InvalidAdapter {
-            path: args.checkpoint.clone(),
+            path: path.clone(),
             reason: format!("adapter_config.json: {e}"),
         })?;
-        (
-            Checkpoint::open(&args.checkpoint.join("adapter_model.safetensors"))?,
-            Some(config),
-        )
+        (Checkpoint::open_adapter_weights(&path)?, Some(config))
     } else {
-        (Checkpoint::open(&args.checkpoint)?, None)
+        (Checkpoint::open(&path)?, None)
     };
     let tensors: BTreeMap<String, TensorInfo> = checkpoint.source().tensors().clone();
     let inspection = Inspection {

@@ -107,6 +107,18 @@ impl PairPlan {
         }))
     }
 
+    /// Checks both configs against the tensors they describe (layer count, sizes): call it before anything is
+    /// sized by the configs (per-layer plans, the models), since a config of 10^12 layers would abort there.
+    ///
+    /// # Errors
+    /// [`Error::ConfigContradictsWeights`].
+    pub fn check_fit(&self, base: &Checkpoint, tuned: &Checkpoint) -> Result<()> {
+        self.base_config
+            .check_against(base.source().tensors(), &base.path().display().to_string())?;
+        self.tuned_config
+            .check_against(tuned.source().tensors(), &tuned.path().display().to_string())
+    }
+
     /// Notes for the report (e.g. a config borrowed from the base).
     #[must_use]
     pub fn warnings(&self) -> &[String] {

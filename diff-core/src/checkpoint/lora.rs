@@ -27,7 +27,7 @@ use crate::error::{Error, Result};
 use crate::report::{LoraModule, LoraSummary};
 
 const ADAPTER_CONFIG: &str = "adapter_config.json";
-const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
+pub(super) const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 
 /// `target_modules`: names matched as suffixes, or one regular expression matched against the whole module name.
 #[derive(Debug, Clone, PartialEq, Deserialize)]
@@ -127,6 +127,11 @@ enum Part {
     Bias,
     /// A LoRA tensor name we do not recognize.
     Unknown,
+}
+
+/// Whether `key` names a LoRA factor as PEFT writes them (`…q_proj.lora_A.weight`, `…lora_embedding_A`, ...).
+pub(super) fn is_lora_key(key: &str) -> bool {
+    parse_lora_key(key).is_some()
 }
 
 /// Splits `model.layers.0.self_attn.q_proj.lora_A.weight` into the module and the part.

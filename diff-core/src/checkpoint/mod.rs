@@ -5,13 +5,16 @@
 
 mod config;
 mod dtype;
+pub mod hub;
 mod lora;
 mod pairing;
+mod paths;
 mod safetensors_file;
 mod sharded;
 
 pub use config::{find_beside, read_config_summary};
 pub use dtype::{FloatDtype, TensorData};
+pub use hub::resolve as resolve_hub_id;
 pub use lora::{AdapterConfig, LoraSource, TargetModules};
 pub use pairing::{Pair, Pairing, canonical_name, pair_tensors};
 pub use safetensors_file::SafetensorsFile;
@@ -80,27 +83,39 @@ const ADAPTER_CONFIG: &str = "adapter_config.json";
 
 impl Checkpoint {
     /// Opens a full checkpoint: a `.safetensors` file, or a directory with `model.safetensors`, a shard index,
-    /// or exactly one other `.safetensors` file.
+    /// or exactly one other `.safetensors` file; or a Hugging Face Hub id ([`hub::resolve`]).
     ///
     /// # Errors
     /// Bad paths and malformed files give input errors ([`Error::is_input_error`]); an adapter directory gives
-    /// [`Error::Usage`] (it needs a base: use [`Checkpoint::open_tuned`]).
+    /// [`Error::Usage`] (it needs a base: use [`Checkpoint::open_tuned`]); LoRA weights without their
+    /// `adapter_config.json` give [`Error::AdapterFileNotFolder`] or [`Error::AdapterConfigMissing`].
     pub fn open(path: &Path) -> Result<Self> {
-        let meta = std::fs::metadata(path).map_err(|source| Error::Read {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        let checkpoint = Self::open_local(&hub::resolve(path)?)?;
+        checkpoint.refuse_bare_lora()?;
+        Ok(checkpoint)
+    }
+
+    /// The weights file of the PEFT adapter folder `dir` as stored (`lora_A`/`lora_B` factors, not merged), for
+    /// listing its tensors.
+    ///
+    /// # Errors
+    /// As [`Checkpoint::open`].
+    pub fn open_adapter_weights(dir: &Path) -> Result<Self> {
+        Self::open_file(&dir.join(lora::ADAPTER_WEIGHTS))
+    }
+
+    fn open_local(path: &Path) -> Result<Self> {
+        let meta = paths::metadata(path)?;
         if meta.is_file() {
             return Self::open_file(path);
         }
-        if path.join(ADAPTER_CONFIG).is_file() {
+        if paths::file_in(path, ADAPTER_CONFIG)?.is_some() {
             return Err(Error::Usage(format!(
                 "{} is a PEFT adapter; pass it as the tuned side with its base model as the base",
                 path.display()
             )));
         }
-        let index = path.join(INDEX_FILE);
-        if index.is_file() {
+        if let Some(index) = paths::file_in(path, INDEX_FILE)? {
             let sharded = ShardedSource::open(&index)?;
             let files = sharded.files().iter().map(input_file).collect();
             return Ok(Self::with_source(
@@ -111,8 +126,7 @@ impl Checkpoint {
                 path,
             ));
         }
-        let single = path.join(SINGLE_FILE);
-        if single.is_file() {
+        if let Some(single) = paths::file_in(path, SINGLE_FILE)? {
             return Self::open_file(&single).map(|c| Self {
                 path: path.to_path_buf(),
                 ..c
@@ -124,12 +138,7 @@ impl Checkpoint {
                 path: path.to_path_buf(),
                 ..c
             }),
-            [] => match list_with_extension(path, "bin")?.into_iter().next() {
-                Some(bin) => Err(Error::PickleCheckpoint { path: bin }),
-                None => Err(Error::NoWeights {
-                    path: path.to_path_buf(),
-                }),
-            },
+            [] => Err(Self::why_no_weights(path)?),
             many => Err(Error::AmbiguousWeights {
                 path: path.to_path_buf(),
                 count: many.len(),
@@ -137,13 +146,66 @@ impl Checkpoint {
         }
     }
 
+    /// The error for a folder with no safetensors weights: the files it holds instead (pickles, GGUF, a folder or
+    /// broken link named `*.safetensors`), else [`Error::NoWeights`].
+    fn why_no_weights(dir: &Path) -> Result<Error> {
+        if let Some(bin) = list_with_extension(dir, "bin")?.into_iter().next() {
+            return Ok(Error::PickleCheckpoint { path: bin });
+        }
+        if let Some(gguf) = list_with_extension(dir, "gguf")?.into_iter().next() {
+            return Ok(Error::GgufCheckpoint { path: gguf });
+        }
+        if let Some(error) = entries_with_extension(dir, "safetensors")?
+            .iter()
+            .find_map(|p| paths::unusable(p))
+        {
+            return Ok(error);
+        }
+        if dir.extension().is_some_and(|e| e == "safetensors") {
+            return Ok(Error::UnusablePath {
+                path: dir.to_path_buf(),
+                what: "a folder, not a safetensors file, and it holds no weights; pass the weights file or the \
+                       model folder"
+                    .into(),
+            });
+        }
+        Ok(Error::NoWeights {
+            path: dir.to_path_buf(),
+        })
+    }
+
+    /// Refuses LoRA factors opened as if they were a model: without `adapter_config.json` they cannot be merged,
+    /// and compared as they are they share no tensor with any model.
+    fn refuse_bare_lora(&self) -> Result<()> {
+        let Some(tensor) = self.source.tensors().keys().find(|n| lora::is_lora_key(n)) else {
+            return Ok(());
+        };
+        if self.path.is_file() {
+            let folder = match self.path.parent() {
+                Some(p) if !p.as_os_str().is_empty() => p,
+                _ => Path::new("."),
+            };
+            if folder.join(ADAPTER_CONFIG).is_file() {
+                return Err(Error::AdapterFileNotFolder {
+                    file: self.path.clone(),
+                    folder: folder.to_path_buf(),
+                });
+            }
+        }
+        Err(Error::AdapterConfigMissing {
+            path: self.path.clone(),
+            tensor: tensor.clone(),
+        })
+    }
+
     /// Opens the tuned side: a full checkpoint as in [`Checkpoint::open`], or a PEFT LoRA adapter directory,
-    /// which is merged onto `base` tensor by tensor as it is read.
+    /// which is merged onto `base` tensor by tensor as it is read. Either may be a Hugging Face Hub id.
     ///
     /// # Errors
     /// As [`Checkpoint::open`], plus adapter validation errors.
     pub fn open_tuned(path: &Path, base: &Checkpoint) -> Result<Self> {
-        if !path.join(ADAPTER_CONFIG).is_file() {
+        let path = &hub::resolve(path)?;
+        if paths::file_in(path, ADAPTER_CONFIG)?.is_none() {
             return Self::open(path);
         }
         let lora = Arc::new(LoraSource::open(path, Arc::clone(&base.source))?);
@@ -266,7 +328,15 @@ fn input_file(file: &SafetensorsFile) -> InputFile {
     }
 }
 
+/// The files of `dir` ending in `.{ext}`, sorted.
 fn list_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
+    let mut found = entries_with_extension(dir, ext)?;
+    found.retain(|p| p.is_file());
+    Ok(found)
+}
+
+/// Every entry of `dir` ending in `.{ext}`, files or not, sorted.
+fn entries_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let read_err = |source| Error::Read {
         path: dir.to_path_buf(),
         source,
@@ -274,7 +344,7 @@ fn list_with_extension(dir: &Path, ext: &str) -> Result<Vec<PathBuf>> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir(dir).map_err(read_err)? {
         let path = entry.map_err(read_err)?.path();
-        if path.is_file() && path.extension().is_some_and(|e| e == ext) {
+        if path.extension().is_some_and(|e| e == ext) {
             found.push(path);
         }
     }

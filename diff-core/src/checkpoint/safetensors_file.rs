@@ -41,12 +41,32 @@ impl SafetensorsFile {
         let file = File::open(path).map_err(read_err)?;
         let size_bytes = file.metadata().map_err(read_err)?.len();
         let mmap = map(&file).map_err(read_err)?;
-        let (header_len, metadata) =
-            safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| Error::InvalidSafetensors {
+        // A GGUF file would fail below as a "truncated" safetensors file; say what it is instead.
+        if mmap.starts_with(GGUF_MAGIC) {
+            return Err(Error::GgufCheckpoint {
+                path: path.to_path_buf(),
+            });
+        }
+        let (header_len, metadata) = safetensors::SafeTensors::read_metadata(&mmap).map_err(|e| {
+            // Only after the header fails to parse: a valid header length could begin with these bytes.
+            if mmap.starts_with(ZIP_MAGIC) {
+                return Error::PickleCheckpoint {
+                    path: path.to_path_buf(),
+                };
+            }
+            Error::InvalidSafetensors {
                 path: path.to_path_buf(),
                 reason: explain(&e, size_bytes),
-            })?;
+            }
+        })?;
         let data_start = 8 + header_len;
+        // The crate builds a map from the header, so of two entries with one name it silently keeps one.
+        if let Some(name) = mmap.get(8..data_start).and_then(first_duplicate_key) {
+            return Err(Error::InvalidSafetensors {
+                path: path.to_path_buf(),
+                reason: format!("tensor {name} is named twice in the header, so which one is meant is ambiguous"),
+            });
+        }
         let mut tensors = BTreeMap::new();
         let mut ranges = BTreeMap::new();
         for (name, info) in metadata.tensors() {
@@ -174,6 +194,49 @@ fn map(file: &File) -> std::io::Result<Mmap> {
     unsafe { Mmap::map(file) }
 }
 
+/// The first bytes of a GGUF file (llama.cpp's format).
+const GGUF_MAGIC: &[u8] = b"GGUF";
+/// The first bytes of a zip archive, which is what `torch.save` writes (a pickle inside).
+const ZIP_MAGIC: &[u8] = b"PK\x03\x04";
+
+/// The first key that a JSON object (`header`) holds twice; `None` when every key is unique or the header does not
+/// parse (the safetensors crate has already said why).
+fn first_duplicate_key(header: &[u8]) -> Option<String> {
+    serde_json::from_slice::<FirstDuplicateKey>(header).ok()?.0
+}
+
+/// Reads a JSON object's keys in file order without building a map, which would drop a repeated key.
+struct FirstDuplicateKey(Option<String>);
+
+impl<'de> serde::Deserialize<'de> for FirstDuplicateKey {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> std::result::Result<Self, D::Error> {
+        deserializer.deserialize_map(KeyVisitor)
+    }
+}
+
+struct KeyVisitor;
+
+impl<'de> serde::de::Visitor<'de> for KeyVisitor {
+    type Value = FirstDuplicateKey;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> std::result::Result<Self::Value, A::Error> {
+        let mut seen = std::collections::BTreeSet::new();
+        let mut first = None;
+        // The whole object is read even after a duplicate: the parser rejects a map left half-consumed.
+        while let Some(key) = map.next_key::<String>()? {
+            map.next_value::<serde::de::IgnoredAny>()?;
+            if first.is_none() && !seen.insert(key.clone()) {
+                first = Some(key);
+            }
+        }
+        Ok(FirstDuplicateKey(first))
+    }
+}
+
 /// Turns the safetensors crate's terse errors into what a user can act on.
 fn explain(err: &SafeTensorError, size_bytes: u64) -> String {
     match err {
@@ -232,5 +295,15 @@ mod tests {
         assert_eq!(header_hash(&bytes), header_hash(&file_bytes("w", &[3.0, -4.0])));
         assert_ne!(header_hash(&bytes), header_hash(&file_bytes("v", &[1.0, 2.0])));
         assert_ne!(header_hash(&bytes), header_hash(&file_bytes("w", &[1.0, 2.0, 3.0])));
+    }
+
+    #[test]
+    fn duplicate_keys_are_found_in_file_order() {
+        assert_eq!(first_duplicate_key(br#"{"a":1,"b":{"a":2},"c":3}  "#), None);
+        assert_eq!(
+            first_duplicate_key(br#"{"a":1,"b":2,"a":3,"b":4}"#).as_deref(),
+            Some("a")
+        );
+        assert_eq!(first_duplicate_key(b"not json"), None);
     }
 }

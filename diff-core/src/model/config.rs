@@ -198,10 +198,23 @@ impl ModelConfig {
                 self.hidden_size, self.num_heads
             )));
         }
-        if [self.vocab_size, self.hidden_size, self.num_layers, self.context_len].contains(&0) {
-            return Err(bad(
-                "vocab size, width, layer count and context length must be positive".into(),
-            ));
+        let gpt2 = self.family == Family::Gpt2;
+        let sizes = [
+            (if gpt2 { "n_layer" } else { "num_hidden_layers" }, self.num_layers),
+            (if gpt2 { "n_embd" } else { "hidden_size" }, self.hidden_size),
+            ("vocab_size", self.vocab_size),
+            (
+                if gpt2 { "n_inner" } else { "intermediate_size" },
+                self.intermediate_size,
+            ),
+            ("head_dim", self.head_dim),
+            (
+                if gpt2 { "n_positions" } else { "max_position_embeddings" },
+                self.context_len,
+            ),
+        ];
+        if let Some((key, _)) = sizes.iter().find(|(_, size)| *size == 0) {
+            return Err(bad(format!("\"{key}\" is 0; every size of a model must be positive")));
         }
         Ok(self)
     }
@@ -251,6 +264,17 @@ impl Fields<'_> {
                 .as_f64()
                 .map(Some)
                 .ok_or_else(|| self.error(format!("\"{key}\" must be a number, found {v}"))),
+        }
+    }
+
+    /// A number that must be finite and above 0 (`rope_theta`, norm epsilons, RoPE scaling factors): 0 or below
+    /// turns activations into NaN, which would then be blamed on the weights.
+    fn positive_f64_in(&self, map: &Map<String, Value>, key: &str) -> Result<Option<f64>> {
+        match self.f64_in(map, key)? {
+            Some(v) if !(v.is_finite() && v > 0.0) => Err(self.error(format!(
+                "\"{key}\" must be a finite number above 0, found {v}; the model would compute NaN"
+            ))),
+            other => Ok(other),
         }
     }
 
@@ -311,7 +335,7 @@ impl Fields<'_> {
             num_kv_heads: self.usize("num_key_value_heads")?.unwrap_or(num_heads),
             head_dim,
             intermediate_size: self.required("intermediate_size")?,
-            norm_eps: self.f64_in(self.map, "rms_norm_eps")?.unwrap_or(1e-6),
+            norm_eps: self.positive_f64_in(self.map, "rms_norm_eps")?.unwrap_or(1e-6),
             rope: Some(self.rope()?),
             context_len: self.usize("max_position_embeddings")?.unwrap_or(default_context),
             tie_word_embeddings: self.bool("tie_word_embeddings", false)?,
@@ -331,12 +355,12 @@ impl Fields<'_> {
         let nested = self.map.get("rope_parameters").and_then(Value::as_object);
         let scaling = nested.or_else(|| self.map.get("rope_scaling").and_then(Value::as_object));
         let theta = match nested {
-            Some(p) => self.f64_in(p, "rope_theta")?,
+            Some(p) => self.positive_f64_in(p, "rope_theta")?,
             None => None,
         };
         let theta = match theta {
             Some(t) => t,
-            None => self.f64_in(self.map, "rope_theta")?.unwrap_or(10_000.0),
+            None => self.positive_f64_in(self.map, "rope_theta")?.unwrap_or(10_000.0),
         };
         let Some(scaling) = scaling else {
             return Ok(RopeConfig {
@@ -350,7 +374,7 @@ impl Fields<'_> {
             .and_then(Value::as_str)
             .unwrap_or("default");
         let number = |key: &str| {
-            self.f64_in(scaling, key)?
+            self.positive_f64_in(scaling, key)?
                 .ok_or_else(|| self.error(format!("rope scaling \"{rope_type}\" needs \"{key}\"")))
         };
         let scaling = match rope_type {
@@ -395,8 +419,13 @@ impl Fields<'_> {
             num_heads,
             num_kv_heads: num_heads,
             head_dim: hidden_size.checked_div(num_heads).unwrap_or(0),
-            intermediate_size: self.usize("n_inner")?.unwrap_or(4 * hidden_size),
-            norm_eps: self.f64_in(self.map, "layer_norm_epsilon")?.unwrap_or(1e-5),
+            intermediate_size: match self.usize("n_inner")? {
+                Some(inner) => inner,
+                None => hidden_size
+                    .checked_mul(4)
+                    .ok_or_else(|| self.error(format!("\"n_embd\" {hidden_size} is too large")))?,
+            },
+            norm_eps: self.positive_f64_in(self.map, "layer_norm_epsilon")?.unwrap_or(1e-5),
             rope: None,
             context_len: self.usize("n_positions")?.unwrap_or(1024),
             tie_word_embeddings: self.bool("tie_word_embeddings", true)?,
@@ -513,5 +542,32 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.to_string().contains("\"yarn\" is not supported"), "{e}");
+    }
+
+    #[test]
+    fn theta_and_epsilons_must_be_finite_and_positive() {
+        const SIZES: &str = r#""model_type":"llama","hidden_size":64,"intermediate_size":1,"num_attention_heads":4,
+            "num_hidden_layers":1,"vocab_size":8"#;
+        for (extra, key) in [
+            (r#""rope_theta":0"#, "rope_theta"),
+            (r#""rope_parameters":{"rope_theta":-1.0}"#, "rope_theta"),
+            (r#""rms_norm_eps":-1e-6"#, "rms_norm_eps"),
+            (r#""rope_scaling":{"type":"linear","factor":0}"#, "factor"),
+        ] {
+            let e = parse(&format!("{{{SIZES},{extra}}}")).unwrap_err().to_string();
+            assert!(e.contains(&format!("\"{key}\" must be a finite number above 0")), "{e}");
+        }
+        let e = parse(
+            r#"{"model_type":"gpt2","n_embd":8,"n_head":2,"n_layer":1,"vocab_size":8,
+            "layer_norm_epsilon":0.0}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("layer_norm_epsilon"), "{e}");
+        let e = parse(&format!(
+            "{{{}}}",
+            SIZES.replace("\"intermediate_size\":1", "\"intermediate_size\":0")
+        ))
+        .unwrap_err();
+        assert!(e.to_string().contains("\"intermediate_size\" is 0"), "{e}");
     }
 }

@@ -1,14 +1,30 @@
 //! Reads a model's tensors by their Hugging Face names, checks their shapes against `config.json`, and places them
 //! on the device in the run's dtype, one tensor at a time.
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Device, Tensor};
 
 use super::layers::{Linear, Norm};
-use crate::checkpoint::TensorSource;
+use crate::checkpoint::{TensorInfo, TensorSource};
 use crate::error::{Error, Result};
 
 /// Prefixes that checkpoints add or omit around the module names (`model.` for Llama, `transformer.` for GPT-2).
 const PREFIXES: [&str; 2] = ["model.", "transformer."];
+
+/// The name under which `tensors` holds `name`, trying it with and without the usual prefixes.
+pub(crate) fn resolve_name(tensors: &BTreeMap<String, TensorInfo>, name: &str) -> Option<String> {
+    if tensors.contains_key(name) {
+        return Some(name.to_string());
+    }
+    PREFIXES.iter().find_map(|prefix| {
+        let candidate = match name.strip_prefix(prefix) {
+            Some(stripped) => stripped.to_string(),
+            None => format!("{prefix}{name}"),
+        };
+        tensors.contains_key(&candidate).then_some(candidate)
+    })
+}
 
 pub(crate) struct Loader<'a> {
     pub source: &'a dyn TensorSource,
@@ -26,24 +42,9 @@ impl Loader<'_> {
         }
     }
 
-    /// The name under which the source holds `name`, trying it with and without the usual prefixes.
-    fn resolve(&self, name: &str) -> Option<String> {
-        let tensors = self.source.tensors();
-        if tensors.contains_key(name) {
-            return Some(name.to_string());
-        }
-        PREFIXES.iter().find_map(|prefix| {
-            let candidate = match name.strip_prefix(prefix) {
-                Some(stripped) => stripped.to_string(),
-                None => format!("{prefix}{name}"),
-            };
-            tensors.contains_key(&candidate).then_some(candidate)
-        })
-    }
-
     /// Reads `name`, which must have `shape` (as stored on disk).
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
-        let resolved = self.resolve(name).ok_or_else(|| {
+        let resolved = resolve_name(self.source.tensors(), name).ok_or_else(|| {
             self.error(
                 name,
                 "is missing; is config.json the one that belongs to these weights?".to_string(),

@@ -6,6 +6,7 @@
 
 mod config;
 mod device;
+mod fit;
 mod gpt2;
 mod hooks;
 mod kernels;
@@ -140,6 +141,7 @@ impl Model {
     /// in error messages.
     ///
     /// # Errors
+    /// [`Error::ConfigContradictsWeights`] when the config's layer count or sizes disagree with the tensors;
     /// [`Error::ModelWeights`] when a tensor is missing or has the wrong shape; read errors.
     pub fn load(
         source: &dyn TensorSource,
@@ -148,6 +150,8 @@ impl Model {
         dtype: DType,
         label: &str,
     ) -> Result<Self> {
+        // Before any allocation sized by the config: a wrong config.json must not abort or run a truncated model.
+        config.check_against(source.tensors(), label)?;
         let loader = Loader {
             source,
             label,
