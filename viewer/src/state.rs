@@ -13,11 +13,13 @@ use crate::colors::Scale;
 
 mod crosscoder;
 mod layer_grid;
+mod overview;
 mod patching;
 mod swap;
 
 pub use crosscoder::{ClassFilter, CrosscoderSelection, CrosscoderView, LatentColumn};
 pub use layer_grid::{LayerGrid, ShareDirection};
+pub use overview::{DriftLine, OverviewView, PartBar, TOP_PARTS};
 pub use patching::{PatchDirection, PatchView, SweepKey, SweepView};
 pub use swap::{SwapDirection, SwapView};
 
@@ -37,6 +39,8 @@ pub struct Document {
     pub patching: Option<PatchView>,
     /// Derived data of the `crosscoder` section, when present.
     pub crosscoder: Option<CrosscoderView>,
+    /// The overview's lens line and localization bars.
+    pub overview: OverviewView,
 }
 
 impl Document {
@@ -57,6 +61,7 @@ impl Document {
         let swap = report.swap.as_ref().map(SwapView::new);
         let patching = report.patching.as_ref().map(PatchView::new);
         let crosscoder = report.crosscoder.as_ref().map(CrosscoderView::new);
+        let overview = OverviewView::new(&report);
         Self {
             source,
             report,
@@ -65,6 +70,7 @@ impl Document {
             swap,
             patching,
             crosscoder,
+            overview,
         }
     }
 }
@@ -234,6 +240,13 @@ impl WeightsView {
             cell_tensors,
             outside_tensors,
         }
+    }
+
+    /// The heatmap's texture, uploaded on the first call (the weights panel and the overview share it).
+    pub fn texture_id(&mut self, ctx: &egui::Context) -> TextureId {
+        self.texture
+            .get_or_insert_with(|| ctx.load_texture("weights-heatmap", self.image.clone(), TextureOptions::NEAREST))
+            .id()
     }
 
     /// Relative change of a cell, when it has tensors.

@@ -110,7 +110,7 @@ fn block_part(row: &SwapRow, layer: usize) -> String {
 }
 
 /// `layers.3.mlp` → `layer 3 mlp`; other names as they are (the CLI's wording).
-fn describe_part(part: &str) -> String {
+pub(super) fn describe_part(part: &str) -> String {
     match part.strip_prefix("layers.").and_then(|rest| rest.split_once('.')) {
         Some((layer, piece)) => format!("layer {layer} {piece}"),
         None => part.to_string(),
