@@ -138,7 +138,7 @@ pub fn summary(report: &Report, top: usize) -> String {
         super::localize_summary::write_swap(&mut out, swap, top);
     }
     if let Some(patching) = &report.patching {
-        super::localize_summary::write_patch(&mut out, patching, top);
+        super::localize_summary::write_patch(&mut out, patching, report.behaviour.as_ref(), top);
     }
     if let Some(lens) = &report.lens {
         super::lens_summary::write(&mut out, lens);

@@ -11,7 +11,7 @@ use crate::error::{Error, Result};
 pub const SCHEMA_MAJOR: u32 = 1;
 
 /// Full `MAJOR.MINOR` version written into reports. Bump the minor on additive changes.
-pub const SCHEMA_VERSION: &str = "1.5";
+pub const SCHEMA_VERSION: &str = "1.6";
 
 /// Writes `report` as JSON (indented, per-token rows folded: [`to_readable_json`](super::to_readable_json)) to
 /// `path`, atomically (temp file in the same directory, then rename).

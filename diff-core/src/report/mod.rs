@@ -6,6 +6,7 @@
 
 mod behaviour;
 mod crosscoder;
+pub mod headlines;
 mod io;
 mod layout;
 mod lens;
