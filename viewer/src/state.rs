@@ -7,6 +7,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use egui::{Color32, ColorImage, TextureHandle, TextureId, TextureOptions};
+use mdiff_core::report::headlines::Headlines;
 use mdiff_core::report::{BehaviourSection, Component, Method, Report, WeightsSection, parse_report};
 
 use crate::colors::Scale;
@@ -21,7 +22,7 @@ pub use crosscoder::{ClassFilter, CrosscoderSelection, CrosscoderView, LatentCol
 pub use layer_grid::{LayerGrid, ShareDirection};
 pub use overview::{DriftLine, OverviewView, PartBar, TOP_PARTS};
 pub use patching::{PatchDirection, PatchView, SweepKey, SweepView};
-pub use swap::{SwapDirection, SwapView};
+pub use swap::{SwapDirection, SwapView, sentence};
 
 /// A loaded report and what is derived from it.
 pub struct Document {
@@ -41,6 +42,8 @@ pub struct Document {
     pub crosscoder: Option<CrosscoderView>,
     /// The overview's lens line and localization bars.
     pub overview: OverviewView,
+    /// Each section's headline answer, as the CLI and the gate word it (diff-core's `report::headlines`).
+    pub headlines: Headlines,
 }
 
 impl Document {
@@ -62,6 +65,7 @@ impl Document {
         let patching = report.patching.as_ref().map(PatchView::new);
         let crosscoder = report.crosscoder.as_ref().map(CrosscoderView::new);
         let overview = OverviewView::new(&report);
+        let headlines = Headlines::new(&report);
         Self {
             source,
             report,
@@ -71,6 +75,7 @@ impl Document {
             patching,
             crosscoder,
             overview,
+            headlines,
         }
     }
 }

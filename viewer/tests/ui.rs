@@ -90,7 +90,7 @@ fn overview_shows_inputs_and_headline_numbers() {
     harness.get_by_label("Top-1 agreement");
     // The swap, patching and crosscoder answers, one line each.
     harness.get_by_label_contains("The change is spread out");
-    harness.get_by_label_contains("recovers the most");
+    harness.get_by_label_contains("largest block outputs on their own");
     harness.get_by_label_contains("tuned-only latents (");
 }
 
@@ -113,7 +113,10 @@ fn the_overview_draws_the_kl_histogram_heatmap_lens_line_and_localized_parts() {
     assert!(doc.overview.drift.as_ref().is_some_and(|d| !d.drift.is_empty()));
     harness.get_by_label("layer 2 mlp");
     harness.get_by_label("layer 2 mlp_out");
-    harness.get_by_label_contains("blocks.2.hook_mlp_out recovers the most of any block output");
+    // The headline is diff-core's (report::headlines): the block outputs it names lead the bars too.
+    let patching = doc.headlines.patching.as_ref().unwrap();
+    assert_eq!(patching.top_outputs[0].hook, doc.overview.patch_bars[0].name);
+    harness.get_by_label_contains("largest block outputs on their own: blocks.2.hook_mlp_out");
     assert!(harness.query_by_label_contains("No lens section").is_none());
 }
 

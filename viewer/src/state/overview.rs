@@ -2,10 +2,10 @@
 //! and the top localized parts (weight swap, activation patching) as bars. The KL histogram and the weights
 //! heatmap are the behaviour's and weights' views, drawn smaller.
 
+use mdiff_core::report::headlines::describe_part;
 use mdiff_core::report::{LensSection, PatchCell, Report, SwapRow};
 
 use super::layer_grid::{ShareDirection, by_share};
-use super::swap::describe_part;
 use super::{PatchDirection, SwapDirection};
 
 /// Bars shown per localization method.

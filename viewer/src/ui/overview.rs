@@ -11,9 +11,8 @@ use super::format::{bytes, count, number, percent};
 use super::heatmap::{GridPlot, grid_plot_ui};
 use super::histogram::kl_histogram_ui;
 use super::methods_with;
-use super::shares::share_text;
 use crate::colors;
-use crate::state::{Document, DriftLine, PartBar};
+use crate::state::{Document, DriftLine, PartBar, sentence};
 
 /// Height of each picture, in points: four fit one screen under the headline.
 const PICTURE_HEIGHT: f32 = 190.0;
@@ -249,95 +248,90 @@ fn missing_picture_ui(ui: &mut Ui, doc: &Document, title: &str, method: Method) 
     });
 }
 
-/// The one-glance answer: how much the weights moved, how much behaviour did, where the change sits, and how many
-/// crosscoder latents only the tuned model uses.
+/// The one-glance answer, a line per section, from diff-core's headlines: the CLI's summary and the gate's
+/// Markdown word the same facts with the same thresholds.
 fn headline_ui(ui: &mut Ui, doc: &Document) {
     let report = &doc.report;
+    let h = &doc.headlines;
     Grid::new("headline")
         .num_columns(2)
         .spacing([24.0, 6.0])
         .show(ui, |ui| {
-            if let Some(w) = &report.weights {
-                let t = &w.totals;
+            if let Some(w) = &h.weights {
                 ui.label("Weights changed");
                 ui.label(
                     RichText::new(format!(
                         "{} of {} tensors · {} of {} parameters · ‖ΔW‖/‖W‖ = {}",
-                        count(t.num_changed as u64),
-                        count(t.num_tensors as u64),
-                        count(t.num_changed_parameters),
-                        count(t.num_parameters),
-                        number(t.relative)
+                        count(w.num_changed as u64),
+                        count(w.num_tensors as u64),
+                        count(w.num_changed_parameters),
+                        count(w.num_parameters),
+                        number(w.relative)
                     ))
                     .strong(),
                 );
                 ui.end_row();
-                if let Some(top) = w
-                    .layers
-                    .iter()
-                    .max_by(|a, b| a.stats.relative.total_cmp(&b.stats.relative))
-                    && top.stats.relative > 0.0
-                {
-                    ui.label("Most changed layer");
-                    ui.label(format!("layer {} (relative {})", top.layer, number(top.stats.relative)));
-                    ui.end_row();
+                if let Some((layer, relative)) = w.top_layer {
+                    row(ui, "Most changed layer", &format!("layer {layer} (relative {})", number(relative)));
                 }
             }
-            if let Some(b) = &report.behaviour {
-                if let Some(kl) = &b.summary.kl_tuned_base {
+            if let (Some(b), Some(section)) = (&h.behaviour, &report.behaviour) {
+                if let Some(kl) = &b.kl {
                     ui.label("KL(tuned‖base) per token");
                     ui.label(RichText::new(distribution_line(kl)).strong());
                     ui.end_row();
                 }
-                if let Some(a) = b.summary.top1_agreement {
-                    ui.label("Top-1 agreement");
-                    ui.label(percent(a));
-                    ui.end_row();
+                if let Some(a) = b.top1_agreement {
+                    row(ui, "Top-1 agreement", &percent(a));
                 }
-                if let Some(top) = b.top_positions.first() {
-                    ui.label("Largest divergence");
-                    ui.label(format!(
-                        "{} nats at {:?} (prompt {}, position {})",
-                        number(top.kl_tuned_base),
-                        top.token,
-                        top.prompt,
-                        top.position
-                    ));
-                    ui.end_row();
+                if let Some(top) = &b.largest {
+                    row(
+                        ui,
+                        "Largest divergence",
+                        &format!(
+                            "{} nats at {:?} (prompt {}, position {})",
+                            number(top.kl_tuned_base),
+                            top.token,
+                            top.prompt,
+                            top.position
+                        ),
+                    );
                 }
-                ui.label("Prompts");
-                ui.label(format!(
-                    "{} prompts, {} positions, from {}",
-                    count(b.num_prompts as u64),
-                    count(b.num_positions),
-                    b.prompts_source
-                ));
-                ui.end_row();
+                let folded = if b.folded_positions > 0 {
+                    format!(
+                        " ({} positions of repeated prompt prefixes counted once)",
+                        count(b.folded_positions)
+                    )
+                } else {
+                    String::new()
+                };
+                row(
+                    ui,
+                    "Prompts",
+                    &format!(
+                        "{} prompts, {} positions, from {}{folded}",
+                        count(b.num_prompts as u64),
+                        count(b.num_positions),
+                        section.prompts_source
+                    ),
+                );
             }
-            if let Some(headline) = doc.swap.as_ref().and_then(|v| v.headline.as_ref()) {
-                ui.label("Weight swap");
-                ui.label(headline);
-                ui.end_row();
+            if let Some(s) = &h.swap {
+                row(ui, "Weight swap", &sentence(&s.sentence()));
             }
-            // Where the divergence enters: the block output that recovers the most (a late `resid_pre` recovers
-            // nearly everything by construction, so it is not the answer).
-            if let Some(p) = &report.patching
-                && let Some(top) = doc.overview.patch_bars.first()
-                && let Some(cell) = p.cells.iter().find(|c| c.hook == top.name)
-            {
-                ui.label("Activation patching");
-                ui.label(format!(
-                    "{} recovers the most of any block output: {} tuned → base, {} base → tuned",
-                    cell.hook,
-                    share_text(cell.tuned_into_base),
-                    share_text(cell.base_into_tuned)
-                ));
-                ui.end_row();
+            if let Some(p) = &h.patching {
+                row(ui, "Activation patching", &sentence(&p.sentence()));
+            }
+            if let Some(l) = &h.lens {
+                let text = if l.onset_hook.is_some() {
+                    format!("The two models' lenses start {}.", l.onset_phrase())
+                } else {
+                    "The two models' lenses show no drift.".to_string()
+                };
+                row(ui, "Logit lens", &text);
             }
             if let Some(c) = &report.crosscoder {
-                ui.label("Crosscoder");
-                ui.label(crosscoder::headline(c));
-                ui.end_row();
+                row(ui, "Crosscoder", &crosscoder::headline(c));
             }
         });
 }
