@@ -268,6 +268,23 @@ fn serve_prints_the_address_and_the_tunnel_and_serves_bundle_and_report() {
     assert_eq!(request(port, "POST", "/report.json").status, 405);
 }
 
+/// A report name with spaces and brackets: the printed address escapes it, and the report is found however the
+/// browser escapes the request.
+#[test]
+fn serve_escapes_a_report_name_and_matches_it_decoded() {
+    let sb = Sandbox::new();
+    let name = "my report (v2).json";
+    let report = sb.copy_fixture("reports/tiny-llama-lora.json", name);
+    let bundle = bundle_in(&sb.join("dist"));
+    let server = serve(sb.path(), &[OsStr::new(name), "--web-dir".as_ref(), bundle.as_os_str()], &[]);
+    assert!(server.url.ends_with("/?url=my%20report%20%28v2%29.json"), "{}", server.url);
+    let bytes = std::fs::read(&report).unwrap();
+    for target in ["/my%20report%20%28v2%29.json", "/my%20report%20(v2).json"] {
+        let response = get(server.port, target);
+        assert_eq!((response.status, response.body == bytes), (200, true), "{target}");
+    }
+}
+
 /// Nothing outside the bundle is served, however the path is spelled; nor any report but the one named.
 #[test]
 fn serve_refuses_paths_outside_the_bundle_and_other_reports() {

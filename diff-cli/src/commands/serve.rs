@@ -53,7 +53,7 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
     let port = listener.local_addr().context("reading the bound address")?.port();
     let site = Arc::new(Site {
         bundle: bundle.clone(),
-        report_path: format!("/{}", percent_encode(&report_name)),
+        report_name: report_name.clone(),
         report: report_bytes,
     });
     crate::commands::print(&format!(
@@ -140,8 +140,8 @@ fn served_name(report: &Path, bundle: &Path) -> String {
 struct Site {
     /// The bundle folder.
     bundle: PathBuf,
-    /// The URL path of the report (`/name.json`, percent-encoded).
-    report_path: String,
+    /// The name the report is served under, at the root (`/name.json`).
+    report_name: String,
     /// The report as checked at start.
     report: Vec<u8>,
 }
@@ -201,16 +201,17 @@ fn answer(site: &Site, method: &str, target: &str) -> Response {
         return Response::text("405 Method Not Allowed", "only GET and HEAD");
     }
     let path = target.split(['?', '#']).next().unwrap_or_default();
-    if path == site.report_path {
+    // Compared decoded: browsers escape a name's characters differently (`(` stays, a space becomes `%20`).
+    let Some(decoded) = percent_decode(path) else {
+        return Response::text("400 Bad Request", "bad path");
+    };
+    if decoded.strip_prefix('/') == Some(site.report_name.as_str()) {
         return Response {
             status: "200 OK",
             content_type: "application/json",
             body: site.report.clone(),
         };
     }
-    let Some(decoded) = percent_decode(path) else {
-        return Response::text("400 Bad Request", "bad path");
-    };
     let relative = if decoded == "/" { "/index.html" } else { decoded.as_str() };
     match bundle_file(&site.bundle, relative) {
         Some(file) => match std::fs::read(&file) {

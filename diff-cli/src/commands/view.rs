@@ -30,10 +30,11 @@ const HOW_TO_GET_IT: &str = "build it with `cargo build --release -p viewer` (it
 pub fn run(args: &ViewArgs) -> anyhow::Result<()> {
     // A missing, corrupt or too-new report fails here, with the usual one line, before any window opens.
     read_report(&args.report)?;
-    let viewer = find_viewer(args.viewer.as_deref())?;
+    // Before looking for the viewer: on a server without a display, the web route is the answer either way.
     if let Some(missing) = missing_display() {
         return Err(usage(format!("{missing}; {}", web_route(&args.report))));
     }
+    let viewer = find_viewer(args.viewer.as_deref())?;
     // The viewer's stderr is held until it exits, so that a window that cannot open ends in one line (ours).
     let output = Command::new(&viewer)
         .arg(&args.report)
