@@ -61,7 +61,10 @@ fn view_without_a_display_exits_2_and_offers_mdiff_serve() {
         ("WAYLAND_DISPLAY", None),
     ];
     let run = sb.run(mdiff_bin(), &["view", REPORT], &env);
-    run.assert_fails_cleanly(2, &["no display", "DISPLAY", "WAYLAND_DISPLAY", "mdiff serve report.json"]);
+    run.assert_fails_cleanly(
+        2,
+        &["no display", "DISPLAY", "WAYLAND_DISPLAY", "mdiff serve report.json"],
+    );
     assert!(!viewer_ran(&viewer), "no window can open: the viewer is not started");
     // An empty DISPLAY is no display either.
     let env = [
@@ -92,7 +95,10 @@ fn a_viewer_that_cannot_open_a_window_becomes_one_line_with_the_web_route() {
     let run = sb.run(mdiff_bin(), &["view", REPORT], &env);
     run.assert_fails_cleanly(
         2,
-        &["could not open a window (failed to open X display)", "mdiff serve report.json"],
+        &[
+            "could not open a window (failed to open X display)",
+            "mdiff serve report.json",
+        ],
     );
     assert!(viewer_ran(&viewer));
 }
@@ -213,7 +219,14 @@ fn request(port: u16, method: &str, target: &str) -> Response {
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
     let head = String::from_utf8(raw[..split].to_vec()).unwrap();
     let mut lines = head.lines();
-    let status = lines.next().unwrap().split_whitespace().nth(1).unwrap().parse().unwrap();
+    let status = lines
+        .next()
+        .unwrap()
+        .split_whitespace()
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
     let headers = lines
         .filter_map(|l| l.split_once(':'))
         .map(|(n, v)| (n.trim().to_string(), v.trim().to_string()))
@@ -234,10 +247,18 @@ fn serve_prints_the_address_and_the_tunnel_and_serves_bundle_and_report() {
     let sb = Sandbox::new();
     let report = with_report(&sb);
     let bundle = bundle_in(&sb.join("dist"));
-    let server = serve(sb.path(), &[OsStr::new(REPORT), "--web-dir".as_ref(), bundle.as_os_str()], &[]);
+    let server = serve(
+        sb.path(),
+        &[OsStr::new(REPORT), "--web-dir".as_ref(), bundle.as_os_str()],
+        &[],
+    );
     let port = server.port;
     assert_eq!(server.url, format!("http://127.0.0.1:{port}/?url=report.json"));
-    assert!(server.printed.contains(&format!("ssh -L {port}:127.0.0.1:{port}")), "{}", server.printed);
+    assert!(
+        server.printed.contains(&format!("ssh -L {port}:127.0.0.1:{port}")),
+        "{}",
+        server.printed
+    );
 
     let index = get(port, "/");
     assert_eq!(index.status, 200);
@@ -276,8 +297,16 @@ fn serve_escapes_a_report_name_and_matches_it_decoded() {
     let name = "my report (v2).json";
     let report = sb.copy_fixture("reports/tiny-llama-lora.json", name);
     let bundle = bundle_in(&sb.join("dist"));
-    let server = serve(sb.path(), &[OsStr::new(name), "--web-dir".as_ref(), bundle.as_os_str()], &[]);
-    assert!(server.url.ends_with("/?url=my%20report%20%28v2%29.json"), "{}", server.url);
+    let server = serve(
+        sb.path(),
+        &[OsStr::new(name), "--web-dir".as_ref(), bundle.as_os_str()],
+        &[],
+    );
+    assert!(
+        server.url.ends_with("/?url=my%20report%20%28v2%29.json"),
+        "{}",
+        server.url
+    );
     let bytes = std::fs::read(&report).unwrap();
     for target in ["/my%20report%20%28v2%29.json", "/my%20report%20(v2).json"] {
         let response = get(server.port, target);
@@ -294,7 +323,11 @@ fn serve_refuses_paths_outside_the_bundle_and_other_reports() {
     let bundle = bundle_in(&sb.join("dist"));
     #[cfg(unix)]
     std::os::unix::fs::symlink(sb.join("secret.txt"), bundle.join("link.txt")).unwrap();
-    let server = serve(sb.path(), &[OsStr::new(REPORT), "--web-dir".as_ref(), bundle.as_os_str()], &[]);
+    let server = serve(
+        sb.path(),
+        &[OsStr::new(REPORT), "--web-dir".as_ref(), bundle.as_os_str()],
+        &[],
+    );
     let port = server.port;
     for target in [
         "/../secret.txt",
@@ -332,7 +365,11 @@ fn ctrl_c_stops_serve() {
     let sb = Sandbox::new();
     with_report(&sb);
     let bundle = bundle_in(&sb.join("dist"));
-    let mut server = serve(sb.path(), &[OsStr::new(REPORT), "--web-dir".as_ref(), bundle.as_os_str()], &[]);
+    let mut server = serve(
+        sb.path(),
+        &[OsStr::new(REPORT), "--web-dir".as_ref(), bundle.as_os_str()],
+        &[],
+    );
     assert_eq!(get(server.port, "/").status, 200);
     let status = Command::new("kill")
         .args(["-INT", &server.child.id().to_string()])
@@ -356,8 +393,16 @@ fn serve_finds_the_bundle_in_the_env_then_beside_mdiff() {
     let sb = Sandbox::new();
     with_report(&sb);
     let from_env = bundle_in(&sb.join("env-dist"));
-    let server = serve(sb.path(), &[OsStr::new(REPORT)], &[("MDIFF_WEB_DIR", Some(from_env.as_os_str()))]);
-    assert!(server.printed.contains(from_env.to_str().unwrap()), "{}", server.printed);
+    let server = serve(
+        sb.path(),
+        &[OsStr::new(REPORT)],
+        &[("MDIFF_WEB_DIR", Some(from_env.as_os_str()))],
+    );
+    assert!(
+        server.printed.contains(from_env.to_str().unwrap()),
+        "{}",
+        server.printed
+    );
     assert_eq!(get(server.port, "/").body, BUNDLE[0].1);
     drop(server);
 
@@ -375,7 +420,9 @@ fn serve_finds_the_bundle_in_the_env_then_beside_mdiff() {
         .stderr(Stdio::null());
     let mut child = command.spawn().unwrap();
     let mut first = String::new();
-    BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+    BufReader::new(child.stdout.take().unwrap())
+        .read_line(&mut first)
+        .unwrap();
     let _ = child.kill();
     let _ = child.wait();
     assert!(first.contains(beside.to_str().unwrap()), "{first}");
@@ -391,12 +438,23 @@ fn serve_without_a_built_bundle_says_how_to_build_it() {
     std::fs::create_dir(&empty).unwrap();
     let run = sb.run(
         mdiff_bin(),
-        &[OsStr::new("serve"), OsStr::new(REPORT), "--web-dir".as_ref(), empty.as_os_str()],
+        &[
+            OsStr::new("serve"),
+            OsStr::new(REPORT),
+            "--web-dir".as_ref(),
+            empty.as_os_str(),
+        ],
         &[],
     );
     run.assert_fails_cleanly(
         2,
-        &[empty.to_str().unwrap(), "--web-dir", "not a built web viewer", "mdiff_viewer_bg.wasm", "viewer/build-web.sh"],
+        &[
+            empty.to_str().unwrap(),
+            "--web-dir",
+            "not a built web viewer",
+            "mdiff_viewer_bg.wasm",
+            "viewer/build-web.sh",
+        ],
     );
     let run = sb.run(
         mdiff_bin(),
@@ -414,7 +472,12 @@ fn serve_checks_the_report_first() {
     let serve_report = |name: &str| -> Run {
         sb.run(
             mdiff_bin(),
-            &[OsStr::new("serve"), OsStr::new(name), "--web-dir".as_ref(), bundle.as_os_str()],
+            &[
+                OsStr::new("serve"),
+                OsStr::new(name),
+                "--web-dir".as_ref(),
+                bundle.as_os_str(),
+            ],
             &[],
         )
     };
@@ -449,7 +512,13 @@ fn serve_on_a_port_in_use_says_pick_another() {
 fn serve_help_shows_examples_and_the_tunnel() {
     let run = Sandbox::new().mdiff(&["serve", "--help"]);
     run.assert_ok();
-    for needle in ["mdiff serve mdiff-report.json", "--web-dir", "--port", "ssh -L", "viewer/build-web.sh"] {
+    for needle in [
+        "mdiff serve mdiff-report.json",
+        "--web-dir",
+        "--port",
+        "ssh -L",
+        "viewer/build-web.sh",
+    ] {
         assert!(run.stdout.contains(needle), "{needle}: {}", run.stdout);
     }
 }

@@ -107,8 +107,14 @@ fn the_overview_draws_the_kl_histogram_heatmap_lens_line_and_localized_parts() {
     // The fixture's full fine-tune changed layer 2's MLP most (fixtures/README.md): it heads both bar lists, and
     // the patching line names where the divergence enters, not a late resid_pre.
     let doc = harness.state().state.document.as_ref().unwrap();
-    assert_eq!(doc.overview.swap_bars.first().map(|b| b.label.as_str()), Some("layer 2 mlp"));
-    assert_eq!(doc.overview.patch_bars.first().map(|b| b.label.as_str()), Some("layer 2 mlp_out"));
+    assert_eq!(
+        doc.overview.swap_bars.first().map(|b| b.label.as_str()),
+        Some("layer 2 mlp")
+    );
+    assert_eq!(
+        doc.overview.patch_bars.first().map(|b| b.label.as_str()),
+        Some("layer 2 mlp_out")
+    );
     assert!(doc.overview.patch_bars.iter().all(|b| !b.name.contains("resid_pre")));
     assert!(doc.overview.drift.as_ref().is_some_and(|d| !d.drift.is_empty()));
     harness.get_by_label("layer 2 mlp");

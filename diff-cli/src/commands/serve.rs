@@ -35,11 +35,10 @@ const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Runs `mdiff serve`.
 pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
-    let report_bytes =
-        std::fs::read(&args.report).map_err(|source| mdiff_core::Error::Read {
-            path: args.report.clone(),
-            source,
-        })?;
+    let report_bytes = std::fs::read(&args.report).map_err(|source| mdiff_core::Error::Read {
+        path: args.report.clone(),
+        source,
+    })?;
     // A missing, corrupt or too-new report fails here, with the usual one line, before anything listens.
     parse_report(&report_bytes, &args.report)?;
     let bundle = find_bundle(args.web_dir.as_deref())?;
@@ -119,10 +118,7 @@ fn default_candidates() -> Vec<PathBuf> {
 
 /// The bundle files `dir` lacks, joined for a message; `None` when it has them all.
 fn missing_files(dir: &Path) -> Option<String> {
-    let missing: Vec<&str> = BUNDLE_FILES
-        .into_iter()
-        .filter(|f| !dir.join(f).is_file())
-        .collect();
+    let missing: Vec<&str> = BUNDLE_FILES.into_iter().filter(|f| !dir.join(f).is_file()).collect();
     (!missing.is_empty()).then(|| missing.join(", "))
 }
 
@@ -212,7 +208,11 @@ fn answer(site: &Site, method: &str, target: &str) -> Response {
             body: site.report.clone(),
         };
     }
-    let relative = if decoded == "/" { "/index.html" } else { decoded.as_str() };
+    let relative = if decoded == "/" {
+        "/index.html"
+    } else {
+        decoded.as_str()
+    };
     match bundle_file(&site.bundle, relative) {
         Some(file) => match std::fs::read(&file) {
             Ok(body) => Response {
@@ -339,7 +339,10 @@ mod tests {
     fn wasm_is_served_as_application_wasm() {
         assert_eq!(content_type(Path::new("x/mdiff_viewer_bg.wasm")), "application/wasm");
         assert_eq!(content_type(Path::new("index.html")), "text/html; charset=utf-8");
-        assert_eq!(content_type(Path::new("mdiff_viewer.js")), "text/javascript; charset=utf-8");
+        assert_eq!(
+            content_type(Path::new("mdiff_viewer.js")),
+            "text/javascript; charset=utf-8"
+        );
         assert_eq!(content_type(Path::new("LICENSE")), "application/octet-stream");
     }
 }

@@ -33,7 +33,11 @@ impl OverviewView {
         Self {
             drift: report.lens.as_ref().map(DriftLine::new),
             swap_bars: report.swap.as_ref().map(|s| swap_bars(&s.rows)).unwrap_or_default(),
-            patch_bars: report.patching.as_ref().map(|p| patch_bars(&p.cells)).unwrap_or_default(),
+            patch_bars: report
+                .patching
+                .as_ref()
+                .map(|p| patch_bars(&p.cells))
+                .unwrap_or_default(),
         }
     }
 }

@@ -83,7 +83,12 @@ fn weights_picture_ui(ui: &mut Ui, doc: &mut Document) {
     let texture = view.texture_id(ui.ctx());
     let view = &*view;
     let column_label = |layer: usize| layer.to_string();
-    let row_label = |row: usize| view.components.get(row).map(|c| c.name().to_string()).unwrap_or_default();
+    let row_label = |row: usize| {
+        view.components
+            .get(row)
+            .map(|c| c.name().to_string())
+            .unwrap_or_default()
+    };
     let hover = |row: usize, layer: usize| {
         let component = view.components.get(row)?;
         Some(match view.cell(layer, *component) {
@@ -110,7 +115,11 @@ fn weights_picture_ui(ui: &mut Ui, doc: &mut Document) {
         },
     );
     ui.label(
-        RichText::new(format!("dark: unchanged · yellow: {} (the largest)", number(view.max_relative))).small(),
+        RichText::new(format!(
+            "dark: unchanged · yellow: {} (the largest)",
+            number(view.max_relative)
+        ))
+        .small(),
     );
 }
 
@@ -173,7 +182,11 @@ fn parts_picture_ui(ui: &mut Ui, doc: &Document) {
     ui.allocate_ui(Vec2::new(ui.available_width(), PICTURE_HEIGHT), |ui| {
         ui.set_min_height(PICTURE_HEIGHT);
         if doc.report.swap.is_some() {
-            bars_ui(ui, "Weight swap: share of KL removed by swapping the part back", &bars.swap_bars);
+            bars_ui(
+                ui,
+                "Weight swap: share of KL removed by swapping the part back",
+                &bars.swap_bars,
+            );
         }
         if doc.report.patching.is_some() {
             ui.add_space(6.0);
@@ -272,7 +285,11 @@ fn headline_ui(ui: &mut Ui, doc: &Document) {
                 );
                 ui.end_row();
                 if let Some((layer, relative)) = w.top_layer {
-                    row(ui, "Most changed layer", &format!("layer {layer} (relative {})", number(relative)));
+                    row(
+                        ui,
+                        "Most changed layer",
+                        &format!("layer {layer} (relative {})", number(relative)),
+                    );
                 }
             }
             if let (Some(b), Some(section)) = (&h.behaviour, &report.behaviour) {
