@@ -266,13 +266,16 @@ fn missing_picture_ui(ui: &mut Ui, doc: &Document, title: &str, method: Method) 
 fn headline_ui(ui: &mut Ui, doc: &Document) {
     let report = &doc.report;
     let h = &doc.headlines;
+    // Long answers wrap within the panel rather than widening it (and the pictures under them).
+    let value_width = (ui.available_width() - 200.0).max(200.0);
     Grid::new("headline")
         .num_columns(2)
         .spacing([24.0, 6.0])
+        .max_col_width(value_width)
         .show(ui, |ui| {
             if let Some(w) = &h.weights {
                 ui.label("Weights changed");
-                ui.label(
+                ui.add(egui::Label::new(
                     RichText::new(format!(
                         "{} of {} tensors · {} of {} parameters · ‖ΔW‖/‖W‖ = {}",
                         count(w.num_changed as u64),
@@ -282,7 +285,7 @@ fn headline_ui(ui: &mut Ui, doc: &Document) {
                         number(w.relative)
                     ))
                     .strong(),
-                );
+                ).wrap());
                 ui.end_row();
                 if let Some((layer, relative)) = w.top_layer {
                     row(
@@ -295,7 +298,7 @@ fn headline_ui(ui: &mut Ui, doc: &Document) {
             if let (Some(b), Some(section)) = (&h.behaviour, &report.behaviour) {
                 if let Some(kl) = &b.kl {
                     ui.label("KL(tuned‖base) per token");
-                    ui.label(RichText::new(distribution_line(kl)).strong());
+                    ui.add(egui::Label::new(RichText::new(distribution_line(kl)).strong()).wrap());
                     ui.end_row();
                 }
                 if let Some(a) = b.top1_agreement {
@@ -435,7 +438,7 @@ fn input_ui(ui: &mut Ui, title: &str, input: &ModelInput) {
 
 fn row(ui: &mut Ui, key: &str, value: &str) {
     ui.label(key);
-    ui.label(value);
+    ui.add(egui::Label::new(value).wrap());
     ui.end_row();
 }
 
