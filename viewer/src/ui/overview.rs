@@ -275,17 +275,20 @@ fn headline_ui(ui: &mut Ui, doc: &Document) {
         .show(ui, |ui| {
             if let Some(w) = &h.weights {
                 ui.label("Weights changed");
-                ui.add(egui::Label::new(
-                    RichText::new(format!(
-                        "{} of {} tensors · {} of {} parameters · ‖ΔW‖/‖W‖ = {}",
-                        count(w.num_changed as u64),
-                        count(w.num_tensors as u64),
-                        count(w.num_changed_parameters),
-                        count(w.num_parameters),
-                        number(w.relative)
-                    ))
-                    .strong(),
-                ).wrap());
+                ui.add(
+                    egui::Label::new(
+                        RichText::new(format!(
+                            "{} of {} tensors · {} of {} parameters · ‖ΔW‖/‖W‖ = {}",
+                            count(w.num_changed as u64),
+                            count(w.num_tensors as u64),
+                            count(w.num_changed_parameters),
+                            count(w.num_parameters),
+                            number(w.relative)
+                        ))
+                        .strong(),
+                    )
+                    .wrap(),
+                );
                 ui.end_row();
                 if let Some((layer, relative)) = w.top_layer {
                     row(
