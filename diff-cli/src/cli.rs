@@ -31,6 +31,9 @@ pub enum Command {
     /// Open a report in the native viewer (the separate `mdiff-viewer` binary).
     #[command(after_help = VIEW_EXAMPLES)]
     View(ViewArgs),
+    /// Serve the web viewer and a report on 127.0.0.1 (no display needed; reach it over `ssh -L`).
+    #[command(after_help = SERVE_EXAMPLES)]
+    Serve(ServeArgs),
     /// Crosscoders on both models' residual streams: collect paired activations, train, analyse.
     #[command(subcommand)]
     Crosscoder(CrosscoderCommand),
@@ -251,6 +254,17 @@ The report is checked first; then mdiff-viewer is looked for: --viewer, else $MD
 else on PATH. `cargo build --release -p viewer` puts it next to mdiff; `cargo install --path viewer` puts it on
 PATH.";
 
+const SERVE_EXAMPLES: &str = "\
+Examples:
+  mdiff serve mdiff-report.json                    # then open the printed http://127.0.0.1:8080/?url=… address
+  mdiff serve report.json --port 6006
+  mdiff serve report.json --web-dir ~/mdiff-web   # a bundle built elsewhere with viewer/build-web.sh
+  ssh -L 8080:127.0.0.1:8080 gpu-box               # on your laptop, to reach a report on a remote machine
+
+The report is checked first. The web viewer is looked for: --web-dir, else $MDIFF_WEB_DIR, else web/ beside mdiff,
+else viewer/dist of the source tree mdiff was built from (viewer/build-web.sh writes it). Only 127.0.0.1 listens,
+and only the bundle and this one report are served. Ctrl-C stops.";
+
 /// `mdiff compare`.
 #[derive(Debug, Args)]
 pub struct CompareArgs {
@@ -445,6 +459,19 @@ where
     text.parse().map_err(|e: mdiff_core::Error| e.to_string())
 }
 
+/// `mdiff serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// The JSON report to serve (as written by `mdiff compare`).
+    pub report: PathBuf,
+    /// The port on 127.0.0.1 (0 picks a free one).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The built web viewer [default: $MDIFF_WEB_DIR, else web/ beside mdiff, else the source tree's viewer/dist].
+    #[arg(long, value_name = "DIR")]
+    pub web_dir: Option<PathBuf>,
+}
+
 fn parse_method(name: &str) -> Result<Method, String> {
     Method::ALL
         .into_iter()
@@ -498,5 +525,21 @@ mod tests {
         assert_eq!(args.viewer, Some(PathBuf::from("bin/v")));
         assert!(Cli::try_parse_from(["mdiff", "view"]).is_err());
         assert!(Cli::try_parse_from(["mdiff", "view", "a.json", "b.json"]).is_err());
+    }
+
+    #[test]
+    fn serve_takes_one_report_a_port_and_a_web_dir() {
+        let cli = Cli::try_parse_from(["mdiff", "serve", "r.json", "--port", "0", "--web-dir", "w"]).unwrap();
+        let Command::Serve(args) = cli.command else {
+            panic!("not serve")
+        };
+        assert_eq!(args.report, PathBuf::from("r.json"));
+        assert_eq!(args.port, 0);
+        assert_eq!(args.web_dir, Some(PathBuf::from("w")));
+        let Command::Serve(args) = Cli::try_parse_from(["mdiff", "serve", "r.json"]).unwrap().command else {
+            panic!("not serve")
+        };
+        assert_eq!((args.port, args.web_dir), (8080, None));
+        assert!(Cli::try_parse_from(["mdiff", "serve", "r.json", "--port", "65536"]).is_err());
     }
 }

@@ -33,6 +33,7 @@ fn main() -> ExitCode {
         Command::Inspect(args) => commands::inspect::run(&args),
         Command::Gate(args) => commands::gate::run(&args),
         Command::View(args) => commands::view::run(&args),
+        Command::Serve(args) => commands::serve::run(&args),
         Command::Crosscoder(cli::CrosscoderCommand::Collect(args)) => commands::crosscoder::collect(&args),
         Command::Crosscoder(cli::CrosscoderCommand::Train(args)) => commands::crosscoder::train(&args),
         Command::Crosscoder(cli::CrosscoderCommand::Analyze(args)) => commands::crosscoder::analyze(&args),

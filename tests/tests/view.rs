@@ -33,10 +33,14 @@ fn view(sb: &Sandbox, args: &[&OsStr], env_viewer: Option<&Path>) -> Run {
     view_with(sb, mdiff_bin(), args, &[(VIEWER_ENV, env_viewer.map(Path::as_os_str))])
 }
 
+/// `bin view ARGS…` with `env`, on a display (a made-up one: the viewers here open no window), so that these cases
+/// also run where there is none; `first_hour_viewer.rs` tests the case without.
 fn view_with(sb: &Sandbox, bin: &Path, args: &[&OsStr], env: &[(&str, Option<&OsStr>)]) -> Run {
     let mut all: Vec<&OsStr> = vec![OsStr::new("view")];
     all.extend_from_slice(args);
-    sb.run(bin, &all, env)
+    let mut with_display: Vec<(&str, Option<&OsStr>)> = vec![("DISPLAY", Some(OsStr::new(":mdiff-test")))];
+    with_display.extend_from_slice(env);
+    sb.run(bin, &all, &with_display)
 }
 
 /// A stand-in viewer at `path`: it writes its argument count and arguments, one per line, to `<path>.args` and

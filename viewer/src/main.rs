@@ -17,8 +17,21 @@ Open a report given here, with File > Open..., or by dropping it on the window.
   --frame-stats SECONDS  redraw continuously for SECONDS after the report shows, then print frame-time
                          statistics and quit (drive the window meanwhile, e.g. with xdotool; docs/benchmarks.md)
 
+Exit codes: 0 closed, 2 bad arguments, 4 no window could be opened (no display: try `mdiff serve REPORT`).
+
 Example:
   mdiff compare base tuned -o report.json && mdiff-viewer report.json";
+
+/// The exit code for "no window could be opened" (`mdiff view` turns it into a pointer to `mdiff serve`).
+const NO_WINDOW_EXIT: u8 = 4;
+
+/// Why `mdiff-viewer` stopped.
+enum Failure {
+    /// The command line was wrong.
+    Usage(anyhow::Error),
+    /// eframe could not open a window (no display, no GL/Vulkan driver).
+    NoWindow(anyhow::Error),
+}
 
 struct Args {
     report: Option<PathBuf>,
@@ -73,7 +86,7 @@ fn parse_args() -> Result<Option<Args>> {
     Ok(Some(args))
 }
 
-fn run(args: Args, launched: Instant) -> Result<()> {
+fn run(args: Args, launched: Instant) -> Result<(), Failure> {
     let options = eframe::NativeOptions {
         viewport: egui::ViewportBuilder::default()
             .with_title("mdiff")
@@ -98,8 +111,12 @@ fn run(args: Args, launched: Instant) -> Result<()> {
             })
         }),
     )
-    .map_err(|e| anyhow::anyhow!("{e}"))
-    .context("cannot open a window (is a display available? see docs/viewer.md)")
+    // `mdiff view` reads this line back (up to " (no display?"): keep its shape.
+    .map_err(|e| {
+        Failure::NoWindow(anyhow::anyhow!(
+            "cannot open a window: {e} (no display? `mdiff serve REPORT` shows the report in a browser)"
+        ))
+    })
 }
 
 /// The app under a benchmark mode.
@@ -207,11 +224,18 @@ impl eframe::App for Timed {
 
 fn main() -> ExitCode {
     let launched = Instant::now();
-    match parse_args().and_then(|args| args.map_or(Ok(()), |a| run(a, launched))) {
+    let result = parse_args()
+        .map_err(Failure::Usage)
+        .and_then(|args| args.map_or(Ok(()), |a| run(a, launched)));
+    match result {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
+        Err(Failure::Usage(e)) => {
             eprintln!("mdiff-viewer: {e:#}");
             ExitCode::from(2)
+        }
+        Err(Failure::NoWindow(e)) => {
+            eprintln!("mdiff-viewer: {e:#}");
+            ExitCode::from(NO_WINDOW_EXIT)
         }
     }
 }

@@ -7,19 +7,22 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use egui::{Color32, ColorImage, TextureHandle, TextureId, TextureOptions};
+use mdiff_core::report::headlines::Headlines;
 use mdiff_core::report::{BehaviourSection, Component, Method, Report, WeightsSection, parse_report};
 
 use crate::colors::Scale;
 
 mod crosscoder;
 mod layer_grid;
+mod overview;
 mod patching;
 mod swap;
 
 pub use crosscoder::{ClassFilter, CrosscoderSelection, CrosscoderView, LatentColumn};
 pub use layer_grid::{LayerGrid, ShareDirection};
+pub use overview::{DriftLine, OverviewView, PartBar, TOP_PARTS};
 pub use patching::{PatchDirection, PatchView, SweepKey, SweepView};
-pub use swap::{SwapDirection, SwapView};
+pub use swap::{SwapDirection, SwapView, sentence};
 
 /// A loaded report and what is derived from it.
 pub struct Document {
@@ -37,6 +40,10 @@ pub struct Document {
     pub patching: Option<PatchView>,
     /// Derived data of the `crosscoder` section, when present.
     pub crosscoder: Option<CrosscoderView>,
+    /// The overview's lens line and localization bars.
+    pub overview: OverviewView,
+    /// Each section's headline answer, as the CLI and the gate word it (diff-core's `report::headlines`).
+    pub headlines: Headlines,
 }
 
 impl Document {
@@ -57,6 +64,8 @@ impl Document {
         let swap = report.swap.as_ref().map(SwapView::new);
         let patching = report.patching.as_ref().map(PatchView::new);
         let crosscoder = report.crosscoder.as_ref().map(CrosscoderView::new);
+        let overview = OverviewView::new(&report);
+        let headlines = Headlines::new(&report);
         Self {
             source,
             report,
@@ -65,6 +74,8 @@ impl Document {
             swap,
             patching,
             crosscoder,
+            overview,
+            headlines,
         }
     }
 }
@@ -234,6 +245,13 @@ impl WeightsView {
             cell_tensors,
             outside_tensors,
         }
+    }
+
+    /// The heatmap's texture, uploaded on the first call (the weights panel and the overview share it).
+    pub fn texture_id(&mut self, ctx: &egui::Context) -> TextureId {
+        self.texture
+            .get_or_insert_with(|| ctx.load_texture("weights-heatmap", self.image.clone(), TextureOptions::NEAREST))
+            .id()
     }
 
     /// Relative change of a cell, when it has tensors.

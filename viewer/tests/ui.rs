@@ -90,8 +90,77 @@ fn overview_shows_inputs_and_headline_numbers() {
     harness.get_by_label("Top-1 agreement");
     // The swap, patching and crosscoder answers, one line each.
     harness.get_by_label_contains("The change is spread out");
-    harness.get_by_label_contains("recovers the most");
+    harness.get_by_label_contains("largest block outputs on their own");
     harness.get_by_label_contains("tuned-only latents (");
+}
+
+/// Issue #15: the overview's four pictures, on a report with every section.
+#[test]
+fn the_overview_draws_the_kl_histogram_heatmap_lens_line_and_localized_parts() {
+    let harness = open_fixture("tiny-llama-full-ft.json");
+    harness.get_by_label("KL(tuned‖base) over all positions");
+    harness.get_by_label("Weight change ‖ΔW‖/‖W‖ per layer and component");
+    harness.get_by_label("Lens drift per layer");
+    harness.get_by_label("Where the change sits");
+    harness.get_by_label_contains("Weight swap: share of KL removed");
+    harness.get_by_label_contains("Activation patching: share of KL(tuned‖base) recovered");
+    // The fixture's full fine-tune changed layer 2's MLP most (fixtures/README.md): it heads both bar lists, and
+    // the patching line names where the divergence enters, not a late resid_pre.
+    let doc = harness.state().state.document.as_ref().unwrap();
+    assert_eq!(
+        doc.overview.swap_bars.first().map(|b| b.label.as_str()),
+        Some("layer 2 mlp")
+    );
+    assert_eq!(
+        doc.overview.patch_bars.first().map(|b| b.label.as_str()),
+        Some("layer 2 mlp_out")
+    );
+    assert!(doc.overview.patch_bars.iter().all(|b| !b.name.contains("resid_pre")));
+    assert!(doc.overview.drift.as_ref().is_some_and(|d| !d.drift.is_empty()));
+    harness.get_by_label("layer 2 mlp");
+    harness.get_by_label("layer 2 mlp_out");
+    // The headline is diff-core's (report::headlines): the block outputs it names lead the bars too.
+    let patching = doc.headlines.patching.as_ref().unwrap();
+    assert_eq!(patching.top_outputs[0].hook, doc.overview.patch_bars[0].name);
+    harness.get_by_label_contains("largest block outputs on their own: blocks.2.hook_mlp_out");
+    assert!(harness.query_by_label_contains("No lens section").is_none());
+}
+
+/// Issue #15: a report with only the weights section still has an overview; each missing picture says which
+/// `--methods` adds it, and why it was skipped when the report says.
+#[test]
+fn an_overview_without_sections_names_the_methods_that_add_them() {
+    let mut report = fixture("tiny-llama-full-ft.json");
+    report.behaviour = None;
+    report.lens = None;
+    report.swap = None;
+    report.patching = None;
+    report.crosscoder = None;
+    report
+        .settings
+        .methods
+        .retain(|m| *m == mdiff_core::report::Method::Weights);
+    report.skipped.push(mdiff_core::report::SkippedSection {
+        section: "lens".into(),
+        method: mdiff_core::report::Method::Lens,
+        reason: "the tokenizer is missing".into(),
+    });
+    let harness = harness(report.clone());
+    harness.get_by_label("Weight change ‖ΔW‖/‖W‖ per layer and component");
+    harness.get_by_label("No behaviour section");
+    harness.get_by_label("add it with mdiff compare … --methods weights,kl");
+    harness.get_by_label("No lens section");
+    harness.get_by_label("Skipped: the tokenizer is missing");
+    harness.get_by_label("add it with mdiff compare … --methods weights,lens");
+    harness.get_by_label("No weight swap or patching section");
+    harness.get_by_label("add it with mdiff compare … --methods weights,swap (or weights,patch)");
+
+    // And with no section at all, the weights picture says so too.
+    report.weights = None;
+    report.settings.methods.clear();
+    let harness = harness_named("empty.json", report);
+    harness.get_by_label("No weights section");
+    harness.get_by_label("add it with mdiff compare … --methods weights");
 }
 
 #[test]
@@ -619,6 +688,13 @@ mod snapshots {
     fn overview() {
         let mut harness = open_fixture("tiny-llama-lora.json");
         snapshot(&mut harness, "overview");
+    }
+
+    /// Every section: the four pictures drawn (docs/viewer.md's native screenshot is this image).
+    #[test]
+    fn overview_full() {
+        let mut harness = open_fixture("tiny-llama-full-ft.json");
+        snapshot(&mut harness, "overview-full");
     }
 
     #[test]

@@ -7,16 +7,21 @@
 //   - index.html?url=<report>.json: waits for the console line `mdiff-viewer: loaded <name>`, checks
 //     document.title is `mdiff — <name>`, takes a screenshot and checks the canvas was drawn (many colours);
 //   - a truncated (corrupt) report and a missing one: waits for `mdiff-viewer: error: ...`;
-//   - index.html with no report: the app starts and draws, with no error.
+//   - index.html with no report: the app starts and draws, with no error;
+//   - `mdiff serve <first report> --web-dir <dist> --port 0` (the binary in MDIFF_BIN): the address it prints
+//     opens the viewer with the report loaded, drawn, with the right title (a screenshot of the overview).
 // Any uncaught exception or Rust panic on a page fails it. Exits non-zero with a message on failure.
 //
 // Environment:
 //   MDIFF_WEB_DIST        the built viewer, default viewer/dist
+//   MDIFF_BIN             the mdiff binary for the `mdiff serve` page, default target/debug/mdiff
 //   BROWSER_TEST_OUT      where screenshots go, default target/browser-test
 //   CHROMIUM              the browser, default /usr/bin/chromium
 //   BROWSER_TEST_TIMEOUT  seconds per page, default 60
 import { chromium } from "playwright-core";
 import { createServer } from "node:http";
+import { spawn } from "node:child_process";
+import { createInterface } from "node:readline";
 import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync, copyFileSync, cpSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { basename, dirname, extname, join, resolve, sep } from "node:path";
@@ -28,6 +33,7 @@ const root = resolve(here, "..", "..");
 const dist = resolve(process.env.MDIFF_WEB_DIST ?? join(root, "viewer", "dist"));
 const outDir = resolve(process.env.BROWSER_TEST_OUT ?? join(root, "target", "browser-test"));
 const browserPath = process.env.CHROMIUM ?? "/usr/bin/chromium";
+const mdiffBin = resolve(process.env.MDIFF_BIN ?? join(root, "target", "debug", "mdiff"));
 const timeoutMs = Number(process.env.BROWSER_TEST_TIMEOUT ?? 60) * 1000;
 // A drawn egui report has hundreds of colours (text antialiasing, plots); a blank or
 // "loading…" page has a handful to a few dozen.
@@ -51,6 +57,7 @@ const log = (msg) => console.log(`browser-test: ${msg}`);
 for (const f of ["index.html", "mdiff_viewer.js", "mdiff_viewer_bg.wasm"]) {
   if (!existsSync(join(dist, f))) fail(`${join(dist, f)} is missing: run viewer/build-web.sh first`);
 }
+if (!existsSync(mdiffBin)) fail(`no mdiff at ${mdiffBin} for the \`mdiff serve\` page: cargo build -p diff-cli, or set MDIFF_BIN`);
 if (!existsSync(browserPath)) fail(`no browser at ${browserPath} (apt-get install chromium, or set CHROMIUM)`);
 
 let reports = process.argv.slice(2).map((p) => resolve(p));
@@ -154,8 +161,9 @@ mkdirSync(outDir, { recursive: true });
 const browser = await chromium.launch({ executablePath: browserPath, headless: true, args: CHROMIUM_ARGS });
 const failures = [];
 
-/** Opens `query` on a fresh page and runs `check(page, ctx)`; records a failure with the console log. */
-async function runPage(label, query, check) {
+/** Opens `query` under `at` (default: the test's own server) on a fresh page and runs `check(page, ctx)`;
+ * records a failure with the console log. */
+async function runPage(label, query, check, at = base) {
   const t0 = Date.now();
   const context = await browser.newContext({ viewport: { width: 1280, height: 800 } });
   const page = await context.newPage();
@@ -190,7 +198,7 @@ async function runPage(label, query, check) {
       timer = setTimeout(() => no(new Error(`timed out after ${timeoutMs / 1000} s`)), timeoutMs);
     });
     const work = (async () => {
-      await page.goto(base + query, { waitUntil: "load" });
+      await page.goto(at + query, { waitUntil: "load" });
       await check(page, ctx);
     })();
     work.catch(() => {}); // on a timeout it fails later, when the page closes
@@ -221,18 +229,21 @@ async function waitDrawn(page, ctx) {
   }
 }
 
+/** Checks a page opened on report `name`: loaded (console line), titled after it, drawn. */
+const loadsReport = (name) => async (page, ctx) => {
+  const line = await ctx.waitForLine(/^mdiff-viewer: (loaded|error:) /);
+  if (!line.startsWith("mdiff-viewer: loaded ")) throw new Error(`load failed: ${line}`);
+  const source = line.slice("mdiff-viewer: loaded ".length).trim();
+  if (!source.includes(basename(name, ".json"))) throw new Error(`loaded "${source}", expected a name with ${name}`);
+  const title = await page.title();
+  if (title !== `mdiff — ${source}`) throw new Error(`document.title is "${title}", expected "mdiff — ${source}"`);
+  if (await page.locator("#status").count()) throw new Error(`the "loading…" text is still on the page`);
+  const colours = await waitDrawn(page, ctx);
+  log(`     ${name}: "${title}", ${colours} colours -> ${ctx.shot}`);
+};
+
 for (const { name } of served) {
-  await runPage(`report-${basename(name, ".json")}`, `index.html?url=${encodeURIComponent(name)}`, async (page, ctx) => {
-    const line = await ctx.waitForLine(/^mdiff-viewer: (loaded|error:) /);
-    if (!line.startsWith("mdiff-viewer: loaded ")) throw new Error(`load failed: ${line}`);
-    const source = line.slice("mdiff-viewer: loaded ".length).trim();
-    if (!source.includes(basename(name, ".json"))) throw new Error(`loaded "${source}", expected a name with ${name}`);
-    const title = await page.title();
-    if (title !== `mdiff — ${source}`) throw new Error(`document.title is "${title}", expected "mdiff — ${source}"`);
-    if (await page.locator("#status").count()) throw new Error(`the "loading…" text is still on the page`);
-    const colours = await waitDrawn(page, ctx);
-    log(`     ${name}: "${title}", ${colours} colours -> ${ctx.shot}`);
-  });
+  await runPage(`report-${basename(name, ".json")}`, `index.html?url=${encodeURIComponent(name)}`, loadsReport(name));
 }
 
 for (const [label, file] of [["corrupt", "corrupt-report.json"], ["not-a-report", "not-a-report.json"], ["missing", "missing-report.json"]]) {
@@ -251,6 +262,28 @@ await runPage("no-report", "", async (page, ctx) => {
   if (bad) throw new Error(`unexpected: ${bad}`);
   log(`     start page: ${colours} colours -> ${ctx.shot}`);
 });
+
+// `mdiff serve`: the address it prints opens the viewer with the report, served from the same bundle.
+const serveReport = reports[0];
+const mdiff = spawn(mdiffBin, ["serve", serveReport, "--web-dir", dist, "--port", "0"], { stdio: ["ignore", "pipe", "pipe"] });
+let serveStderr = "";
+mdiff.stderr.on("data", (d) => { serveStderr += d; });
+const serveUrl = await new Promise((ok) => {
+  const timer = setTimeout(() => ok(null), timeoutMs);
+  mdiff.on("exit", () => { clearTimeout(timer); ok(null); });
+  createInterface({ input: mdiff.stdout }).on("line", (line) => {
+    const m = /^Open:\s+(http:\/\/127\.0\.0\.1:\d+\/\S*)$/.exec(line.trim());
+    if (m) { clearTimeout(timer); ok(m[1]); }
+  });
+});
+if (!serveUrl) {
+  failures.push("mdiff-serve");
+  console.error(`browser-test: FAIL mdiff-serve: no address printed by ${mdiffBin} serve (stderr: ${serveStderr.trim()})`);
+} else {
+  log(`mdiff serve: ${serveUrl}`);
+  await runPage(`serve-${basename(serveReport, ".json")}`, "", loadsReport(basename(serveReport)), serveUrl);
+}
+mdiff.kill("SIGINT");
 
 await browser.close();
 server.close();

@@ -18,6 +18,14 @@ pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
         b.chat_templated_prompts,
         b.dtype
     );
+    if b.folded_positions > 0 {
+        let _ = writeln!(
+            out,
+            "  {} left out of the figures below: an earlier prompt has the same tokens up to them (shared template \
+             prefixes count once)",
+            plural(b.folded_positions, "position")
+        );
+    }
     let s = &b.summary;
     let rows: Vec<Vec<String>> = [
         ("KL(tuned‖base)", &s.kl_tuned_base),
@@ -90,7 +98,7 @@ pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
             .as_deref()
             .map_or_else(String::new, |t| format!(" → {}", shown(t)));
         table.row(vec![
-            p.prompt.to_string(),
+            b.prompt_label(p.prompt),
             p.position.to_string(),
             format!("{}[{}]{next}", shown(&context), shown(&p.token)),
             num(p.kl_tuned_base),

@@ -282,7 +282,7 @@ fn section_summary(report: &Report, method: Method, top: usize) -> String {
         }
         Method::Patch => {
             if let Some(patching) = &report.patching {
-                super::localize_summary::write_patch(&mut out, patching, top);
+                super::localize_summary::write_patch(&mut out, patching, report.behaviour.as_ref(), top);
             }
         }
         Method::Lens => {

@@ -5,6 +5,7 @@ use std::fmt::Write;
 
 use mdiff_core::gate::{Outcome, RuleResult, Status, number};
 use mdiff_core::report::Report;
+use mdiff_core::report::headlines::{Headlines, percent};
 
 /// How many prompts the divergent-prompt table lists.
 const PROMPTS: usize = 5;
@@ -67,33 +68,50 @@ fn limits(rule: &RuleResult) -> String {
     limits.join(", ")
 }
 
-/// The numbers a reviewer looks at first, from whichever sections the report has.
+/// The numbers a reviewer looks at first: the report's headlines ([`Headlines`]), as the CLI and the viewer show
+/// them.
 fn headline(out: &mut String, report: &Report) {
+    let h = Headlines::new(report);
     let mut rows: Vec<(String, String)> = Vec::new();
-    if let Some(w) = &report.weights {
-        let t = &w.totals;
+    if let Some(w) = &h.weights {
         rows.push((
             "changed tensors".into(),
             format!(
                 "{} of {} (‖ΔW‖/‖W‖ = {})",
-                t.num_changed,
-                t.num_tensors,
-                number(t.relative)
+                w.num_changed,
+                w.num_tensors,
+                number(w.relative)
             ),
         ));
-    }
-    if let Some(b) = &report.behaviour {
-        if let Some(kl) = &b.summary.kl_tuned_base {
-            let p99 = kl.percentiles.get("p99").map_or_else(|| "–".into(), |v| number(*v));
+        if let Some((layer, relative)) = w.top_layer {
             rows.push((
-                "KL(tuned‖base) per token".into(),
-                format!("mean {} nats, p99 {p99}, max {}", number(kl.mean), number(kl.max)),
+                "most changed layer".into(),
+                format!("{layer} (‖ΔW‖/‖W‖ = {})", number(relative)),
             ));
         }
-        if let Some(agreement) = b.summary.top1_agreement {
-            rows.push(("top-1 agreement".into(), format!("{:.1}%", 100.0 * agreement)));
+        if let Some((name, relative)) = &w.top_tensor {
+            let relative = relative.map_or_else(|| "–".into(), number);
+            rows.push((
+                "most changed tensor".into(),
+                format!("`{}` (‖ΔW‖/‖W‖ = {relative})", code(name)),
+            ));
         }
-        for (name, group) in &b.groups {
+    }
+    if let Some(b) = &h.behaviour {
+        if let Some(kl) = b.kl_phrase() {
+            let folded = if b.folded_positions > 0 {
+                format!(" ({} positions of shared prefixes counted once)", b.folded_positions)
+            } else {
+                String::new()
+            };
+            rows.push(("KL(tuned‖base) per token".into(), format!("{kl}{folded}")));
+        }
+        if let Some(agreement) = b.top1_agreement {
+            rows.push(("top-1 agreement".into(), percent(agreement)));
+        }
+    }
+    if let Some(behaviour) = &report.behaviour {
+        for (name, group) in &behaviour.groups {
             if let Some(kl) = &group.summary.kl_tuned_base {
                 rows.push((
                     format!("KL in group `{}`", code(name)),
@@ -102,45 +120,26 @@ fn headline(out: &mut String, report: &Report) {
             }
         }
     }
-    if let Some(swap) = &report.swap
-        && let Some(top) = swap
-            .rows
-            .iter()
-            .filter(|r| r.removed.is_some())
-            .max_by(|a, b| a.removed.unwrap_or(0.0).total_cmp(&b.removed.unwrap_or(0.0)))
-    {
-        rows.push((
-            "weight swap: part carrying most change".into(),
-            format!(
-                "`{}` ({:.0}% removed)",
-                code(&top.part),
-                100.0 * top.removed.unwrap_or(0.0)
-            ),
-        ));
+    if let Some(swap) = &h.swap {
+        rows.push(("weight swap".into(), cell(&swap.sentence())));
     }
-    if let Some(lens) = &report.lens
-        && let Some(drift) = lens.points.last().and_then(|p| p.drift.as_ref())
+    if let Some(patching) = &h.patching {
+        rows.push(("activation patching".into(), cell(&patching.sentence())));
+    }
+    if let Some(lens) = &h.lens
+        && let Some(drift) = lens.final_drift
     {
-        let onset = lens
-            .onset
-            .and_then(|i| lens.points.get(i))
-            .map_or_else(|| "no onset".into(), |p| format!("parting at `{}`", p.hook));
         rows.push((
             "logit-lens drift".into(),
-            format!("{} nats at the last layer, {onset}", number(drift.mean)),
-        ));
-    }
-    if let Some(cc) = &report.crosscoder {
-        rows.push((
-            "crosscoder latents".into(),
             format!(
-                "{} tuned-only ({:.1}% of live), {} base-only, {} shared",
-                cc.classes.tuned_only,
-                100.0 * cc.tuned_only_share,
-                cc.classes.base_only,
-                cc.classes.shared
+                "{} nats at the last layer, {}",
+                number(drift),
+                cell(&lens.onset_phrase())
             ),
         ));
+    }
+    if let Some(cc) = &h.crosscoder {
+        rows.push(("crosscoder latents".into(), cc.classes_phrase()));
     }
     if rows.is_empty() {
         return;
@@ -170,17 +169,20 @@ fn divergent_prompts(out: &mut String, report: &Report) {
     if prompts.is_empty() {
         return;
     }
-    out.push_str("\n### Most divergent prompts\n\n| prompt | group | mean KL | max KL | text |\n| ---: | --- | ---: | ---: | --- |\n");
+    out.push_str("\n### Most divergent prompts\n\n| prompt | group | mean KL | max KL | text |\n| --- | --- | ---: | ---: | --- |\n");
     for p in prompts.into_iter().take(PROMPTS) {
-        let text: String = p.tokens.concat();
-        let mut shown: String = text.chars().take(PROMPT_CHARS).collect();
+        // The part other prompts share (a template's system prompt) would make every row read the same.
+        let skipped = p.shared_prefix_tokens.min(p.tokens.len());
+        let text: String = p.tokens.iter().skip(skipped).map(String::as_str).collect();
+        let mut shown: String = if skipped > 0 { "…".into() } else { String::new() };
+        shown.extend(text.chars().take(PROMPT_CHARS));
         if text.chars().count() > PROMPT_CHARS {
             shown.push('…');
         }
         let _ = writeln!(
             out,
             "| {} | {} | {} | {} | {} |",
-            p.index,
+            cell(&behaviour.prompt_label(p.index)),
             p.group.as_deref().map_or_else(String::new, cell),
             number(p.mean_kl_tuned_base.unwrap_or(0.0)),
             p.max_kl_tuned_base.map_or_else(|| "–".into(), number),

@@ -2,13 +2,14 @@
 
 use std::fmt::Write;
 
-use mdiff_core::report::{PatchSection, SwapSection};
+use mdiff_core::report::headlines::{PatchHeadline, SwapHeadline, percent};
+use mdiff_core::report::{BehaviourSection, PatchSection, SwapSection};
 
 use crate::format::{Table, num};
 
 /// A share as a percentage, or a dash when undefined.
 fn pct(share: Option<f64>) -> String {
-    share.map_or_else(|| "–".into(), |s| format!("{:.1}%", 100.0 * s))
+    share.map_or_else(|| "–".into(), percent)
 }
 
 /// Appends the weight-swap summary to `out`: the parts whose swap removes the most divergence.
@@ -36,51 +37,17 @@ pub fn write_swap(out: &mut String, swap: &SwapSection, top: usize) {
         "  removed: the tuned model with the base's part; introduced: the base with the tuned model's part"
     );
     out.push_str(&table.render("  "));
-    match rows.first() {
-        Some(best) if best.removed.is_some_and(|r| r >= 0.5) => {
-            let _ = writeln!(
-                out,
-                "  most of the change sits in {}: swapping it back removes {} of the KL",
-                describe_part(&best.part),
-                pct(best.removed)
-            );
+    if let Some(headline) = SwapHeadline::new(swap) {
+        let _ = writeln!(out, "  {}", headline.sentence());
+        if let Some(line) = headline.cumulative_sentence() {
+            let _ = writeln!(out, "  {line}");
         }
-        Some(best) => {
-            let _ = writeln!(
-                out,
-                "  the change is spread out: no single part removes half of the KL (at most {}, {})",
-                pct(best.removed),
-                describe_part(&best.part)
-            );
-        }
-        None => {}
-    }
-    // Where the cumulative sweep first removes half: how concentrated the change is along the depth.
-    if let Some(half) = swap
-        .cumulative
-        .iter()
-        .find(|c| c.prefix_removed.is_some_and(|r| r >= 0.5))
-    {
-        let _ = writeln!(
-            out,
-            "  blocks 0–{} swapped together remove {}; all blocks remove {}",
-            half.layer,
-            pct(half.prefix_removed),
-            pct(swap.cumulative.first().and_then(|c| c.suffix_removed))
-        );
     }
 }
 
-/// `layers.3.mlp` → `layer 3 mlp`; other names as they are.
-fn describe_part(part: &str) -> String {
-    match part.strip_prefix("layers.").and_then(|rest| rest.split_once('.')) {
-        Some((layer, piece)) => format!("layer {layer} {piece}"),
-        None => part.to_string(),
-    }
-}
-
-/// Appends the activation-patching summary to `out`: the cells that recover the most, and the work saved.
-pub fn write_patch(out: &mut String, patch: &PatchSection, top: usize) {
+/// Appends the activation-patching summary to `out`: where the divergence enters, the cells that recover the most,
+/// and the work saved. `behaviour` names the swept prompts by their ids.
+pub fn write_patch(out: &mut String, patch: &PatchSection, behaviour: Option<&BehaviourSection>, top: usize) {
     let _ = writeln!(
         out,
         "\nactivation patching: {} positions of the first {} prompts; KL(tuned‖base) = {}, KL(base‖tuned) = {}",
@@ -94,7 +61,8 @@ pub fn write_patch(out: &mut String, patch: &PatchSection, top: usize) {
     cells.sort_by(|a, b| key(b).total_cmp(&key(a)));
     let _ = writeln!(
         out,
-        "  share of the divergence recovered; tuned→base: the tuned activation in the base's run, base→tuned: the \
+        "  share of the divergence recovered (late resid_pre cells carry nearly all of it by construction); \
+         tuned→base: the tuned activation in the base's run, base→tuned: the \
          reverse"
     );
     let mut table = Table::new(&["hook", "tuned→base", "base→tuned"]);
@@ -106,11 +74,14 @@ pub fn write_patch(out: &mut String, patch: &PatchSection, top: usize) {
         ]);
     }
     out.push_str(&table.render("  "));
+    if let Some(headline) = PatchHeadline::new(patch) {
+        let _ = writeln!(out, "  {}", headline.sentence());
+    }
     for sweep in &patch.position_sweeps {
         let _ = writeln!(
             out,
             "  per-position sweep on prompt {} ({} tokens, {} grids): see the report or the viewer",
-            sweep.prompt,
+            behaviour.map_or_else(|| sweep.prompt.to_string(), |b| b.prompt_label(sweep.prompt)),
             sweep.tokens.len(),
             sweep.grids.len()
         );

@@ -10,6 +10,7 @@ mod gate_markdown;
 pub mod inspect;
 mod lens_summary;
 mod localize_summary;
+pub mod serve;
 pub mod view;
 
 use std::io::Write;

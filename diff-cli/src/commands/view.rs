@@ -3,10 +3,13 @@
 //! The viewer is a separate binary, `mdiff-viewer` (crate `viewer`), started as a child process. Linking egui into
 //! `mdiff` would pull the GUI stack (winit, glow, X11/Wayland client libraries) into the binary that runs in CI and
 //! on servers, and lengthen its build; a child process keeps `mdiff` headless and small.
+//!
+//! Without a display (a GPU server over ssh) no window can open: `mdiff view` says so in one line and points at
+//! `mdiff serve`, which shows the same viewer in a browser, before or after trying the viewer.
 
 use std::ffi::OsString;
 use std::path::{Path, PathBuf};
-use std::process::Command;
+use std::process::{Command, Stdio};
 
 use anyhow::Context;
 use mdiff_core::report::read_report;
@@ -27,17 +30,62 @@ const HOW_TO_GET_IT: &str = "build it with `cargo build --release -p viewer` (it
 pub fn run(args: &ViewArgs) -> anyhow::Result<()> {
     // A missing, corrupt or too-new report fails here, with the usual one line, before any window opens.
     read_report(&args.report)?;
+    // Before looking for the viewer: on a server without a display, the web route is the answer either way.
+    if let Some(missing) = missing_display() {
+        return Err(usage(format!("{missing}; {}", web_route(&args.report))));
+    }
     let viewer = find_viewer(args.viewer.as_deref())?;
-    let status = Command::new(&viewer)
+    // The viewer's stderr is held until it exits, so that a window that cannot open ends in one line (ours).
+    let output = Command::new(&viewer)
         .arg(&args.report)
-        .status()
+        .stdin(Stdio::inherit())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .output()
         .with_context(|| format!("starting {}", viewer.display()))?;
-    if status.success() {
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if output.status.code() == Some(NO_WINDOW_EXIT) {
+        // The viewer's line is `mdiff-viewer: cannot open a window: REASON (no display? …)`; keep REASON.
+        let line = stderr.lines().rev().find(|l| !l.trim().is_empty()).unwrap_or_default();
+        let reason = line.trim().trim_start_matches("mdiff-viewer: ");
+        let reason = reason.trim_start_matches("cannot open a window: ");
+        let reason = reason.split(" (no display?").next().unwrap_or(reason);
+        return Err(usage(format!(
+            "{VIEWER} could not open a window ({reason}); {}",
+            web_route(&args.report)
+        )));
+    }
+    eprint!("{stderr}");
+    if output.status.success() {
         Ok(())
     } else {
         // Not an input error: the report was valid, so the viewer failed on its own (exit code 3).
-        Err(anyhow::anyhow!("{VIEWER} exited with {status}"))
+        Err(anyhow::anyhow!("{VIEWER} exited with {}", output.status))
     }
+}
+
+/// The exit code with which `mdiff-viewer` says it could not open a window (see its `--help`).
+const NO_WINDOW_EXIT: i32 = 4;
+
+/// Why no window can open here, when that is known before trying: on Linux and the BSDs a window needs an X11 or
+/// Wayland display, named by `DISPLAY` or `WAYLAND_DISPLAY`. macOS and Windows always have one.
+fn missing_display() -> Option<&'static str> {
+    if cfg!(all(unix, not(target_os = "macos"))) {
+        let set = |name: &str| std::env::var_os(name).is_some_and(|v| !v.is_empty());
+        if !set("DISPLAY") && !set("WAYLAND_DISPLAY") {
+            return Some("no display to open the viewer's window on (DISPLAY and WAYLAND_DISPLAY are unset)");
+        }
+    }
+    None
+}
+
+/// The way to see the report without a window here: the web viewer, served by `mdiff serve`.
+fn web_route(report: &Path) -> String {
+    format!(
+        "look at it in a browser instead: `mdiff serve {}` prints the address to open (over `ssh -L` from a remote \
+         machine)",
+        report.display()
+    )
 }
 
 /// The viewer to start: `--viewer`, else `$MDIFF_VIEWER`, else `mdiff-viewer` beside this executable, else the

@@ -18,7 +18,9 @@ use crate::report::{
     BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, GroupBehaviour, NonFiniteLogits,
     PromptBehaviour, TokenProb,
 };
-use crate::stats::{PositionStats, RunningMean, Summary, compare_chunk, percentile_label, summarize, top_k};
+use crate::stats::{
+    PositionStats, RunningMean, Summary, compare_chunk, percentile_label, shared_prefix_lengths, summarize, top_k,
+};
 use crate::text::Tokenizer;
 
 use super::batch::{PaddedBatch, batches};
@@ -172,7 +174,8 @@ impl Chunk<'_> {
             };
             out.positions[p][pos] = Some(stats);
             out.tops[p][pos] = tops;
-            if out.would_rank(stats.kl_tuned_base, p, pos) {
+            // A position an earlier prompt already has (same tokens up to it) would list the same values again.
+            if !out.is_folded(p, pos) && out.would_rank(stats.kl_tuned_base, p, pos) {
                 let top = |l: &[f32]| token_probs(tokenizer, &top_k(&l[j * vocab..(j + 1) * vocab], opts.top_k));
                 out.rank(Ranked {
                     kl: stats.kl_tuned_base,
@@ -249,11 +252,14 @@ struct Collected {
     non_finite_at: Vec<(usize, usize)>,
     ranked: Vec<Ranked>,
     keep: usize,
+    /// Per prompt, the leading positions an earlier prompt shares ([`shared_prefix_lengths`]).
+    shared: Vec<usize>,
 }
 
 impl Collected {
     fn new(prompts: &[EncodedPrompt], keep: usize) -> Self {
         Self {
+            shared: shared_prefix_lengths(prompts.iter().map(|p| p.ids.as_slice())),
             positions: prompts.iter().map(|p| vec![None; p.ids.len()]).collect(),
             tops: prompts
                 .iter()
@@ -278,6 +284,11 @@ impl Collected {
             self.non_finite.infinite_kl_positions += 1;
         }
         self.non_finite_at.push((prompt, position));
+    }
+
+    /// Whether position `position` of prompt `prompt` repeats an earlier prompt's.
+    fn is_folded(&self, prompt: usize, position: usize) -> bool {
+        self.shared.get(prompt).is_some_and(|&shared| position < shared)
     }
 
     fn would_rank(&self, kl: f64, prompt: usize, position: usize) -> bool {
@@ -313,9 +324,12 @@ impl Collected {
             .enumerate()
             .map(|(index, ((prompt, stats), tokens))| prompt_row(index, prompt, stats, tokens))
             .collect();
+        for (row, &shared) in rows.iter_mut().zip(&self.shared) {
+            row.shared_prefix_tokens = shared;
+        }
         let token_strings = attach_tops(&mut rows, tops, tokenizer, opts.token_top_k);
         let all_prompts: Vec<usize> = (0..prompts.len()).collect();
-        let summary = summary_of(&all_prompts, &self.positions, &rows);
+        let (summary, folded_positions) = summary_of(&all_prompts, prompts, &self.positions, &rows);
         let mut members = BTreeMap::<&str, Vec<usize>>::new();
         for (index, prompt) in prompts.iter().enumerate() {
             if let Some(group) = &prompt.group {
@@ -325,10 +339,12 @@ impl Collected {
         let groups = members
             .into_iter()
             .map(|(name, indices)| {
+                let (summary, folded_positions) = summary_of(&indices, prompts, &self.positions, &rows);
                 let group = GroupBehaviour {
                     num_prompts: indices.len(),
                     num_positions: indices.iter().map(|&i| self.positions[i].len() as u64).sum(),
-                    summary: summary_of(&indices, &self.positions, &rows),
+                    summary,
+                    folded_positions,
                 };
                 (name.to_string(), group)
             })
@@ -369,6 +385,7 @@ impl Collected {
             warnings,
             token_top_k: opts.token_top_k,
             token_strings,
+            folded_positions,
         }
     }
 }
@@ -419,13 +436,21 @@ pub(crate) fn distribution(s: Summary) -> Distribution {
     }
 }
 
-/// The headline statistics over the finite positions of the prompts `indices` (all of them, or one group).
+/// The headline statistics over the finite positions of the prompts `indices` (all of them, or one group), each
+/// distinct token prefix among them counted once; with the number of positions so left out.
 fn summary_of(
     indices: &[usize],
+    prompts: &[EncodedPrompt],
     positions: &[Vec<Option<PositionStats>>],
     rows: &[PromptBehaviour],
-) -> BehaviourSummary {
-    let all: Vec<&PositionStats> = indices.iter().flat_map(|&i| positions[i].iter().flatten()).collect();
+) -> (BehaviourSummary, u64) {
+    let shared = shared_prefix_lengths(indices.iter().map(|&i| prompts[i].ids.as_slice()));
+    let folded = shared.iter().map(|&n| n as u64).sum();
+    let all: Vec<&PositionStats> = indices
+        .iter()
+        .zip(&shared)
+        .flat_map(|(&i, &shared)| positions[i].iter().skip(shared).flatten())
+        .collect();
     let values = |f: &dyn Fn(&PositionStats) -> Option<f64>| -> Option<Distribution> {
         summarize(&all.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map(distribution)
     };
@@ -433,7 +458,7 @@ fn summary_of(
     #[allow(clippy::cast_precision_loss)]
     let agreement =
         (!all.is_empty()).then(|| all.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / all.len() as f64);
-    BehaviourSummary {
+    let summary = BehaviourSummary {
         kl_tuned_base: values(&|s| Some(s.kl_tuned_base)),
         kl_base_tuned: values(&|s| Some(s.kl_base_tuned)),
         kl_tuned_base_per_prompt: summarize(&per_prompt).map(distribution),
@@ -442,7 +467,8 @@ fn summary_of(
         delta_p_base_top: values(&|s| Some(s.p_tuned_of_base_top - s.p_base_of_base_top)),
         entropy_base: values(&|s| Some(s.entropy_base)),
         entropy_tuned: values(&|s| Some(s.entropy_tuned)),
-    }
+    };
+    (summary, folded)
 }
 
 fn prompt_row(
@@ -465,6 +491,8 @@ fn prompt_row(
     PromptBehaviour {
         index,
         line: prompt.line,
+        id: prompt.id.clone(),
+        shared_prefix_tokens: 0,
         group: prompt.group.clone(),
         chat_template: prompt.chat_template,
         tokens: tokens.to_vec(),
@@ -514,6 +542,7 @@ mod tests {
             ids: vec![1; len],
             truncated_tokens: 0,
             group: None,
+            id: None,
         }
     }
 

@@ -17,6 +17,8 @@ pub struct EncodedPrompt {
     pub truncated_tokens: usize,
     /// The prompt's group, when it has one.
     pub group: Option<String>,
+    /// The prompt's id, when the prompt file gives one.
+    pub id: Option<String>,
 }
 
 /// Encodes every prompt of `set` for models with `context_len` positions and `vocab_size` embedding rows.
@@ -64,6 +66,7 @@ pub fn prepare_prompts(
             ids,
             truncated_tokens,
             group: prompt.group.clone(),
+            id: prompt.id.clone(),
         });
     }
     Ok((prompts, warnings))

@@ -42,6 +42,38 @@ pub struct BehaviourSection {
     /// Display string of every token id named in the prompt rows' `top_base`/`top_tuned` lists.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub token_strings: BTreeMap<u32, String>,
+    /// Positions left out of `summary`, the groups' summaries and `top_positions` because an earlier prompt has
+    /// the same tokens up to and including them, so their values are copies (docs/methods.md, "Shared
+    /// prefixes"). The prompt rows keep every position.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folded_positions: u64,
+}
+
+impl BehaviourSection {
+    /// How people name prompt `index`: its `id` from the prompt file, else the index.
+    #[must_use]
+    pub fn prompt_label(&self, index: usize) -> String {
+        self.prompts
+            .get(index)
+            .and_then(|p| p.id.clone())
+            .unwrap_or_else(|| index.to_string())
+    }
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero(n: &u64) -> bool {
+    *n == 0
+}
+
+#[allow(
+    clippy::trivially_copy_pass_by_ref,
+    reason = "serde's skip_serializing_if passes a reference"
+)]
+fn is_zero_usize(n: &usize) -> bool {
+    *n == 0
 }
 
 /// Aggregates over every finite position (and over per-prompt means where named so).
@@ -74,6 +106,10 @@ pub struct GroupBehaviour {
     pub num_positions: u64,
     /// Aggregates over the group's finite positions, as the section's `summary`.
     pub summary: BehaviourSummary,
+    /// The group's positions left out of its `summary` because an earlier prompt of the group has the same
+    /// tokens up to and including them.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub folded_positions: u64,
 }
 
 /// Summary of a set of values.
@@ -101,6 +137,13 @@ pub struct PromptBehaviour {
     pub index: usize,
     /// 1-based line in the prompt file (or position in the built-in set).
     pub line: usize,
+    /// The prompt's `id` from the prompt file (JSONL, JSON or CSV), when it gives one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub id: Option<String>,
+    /// Leading positions whose whole token prefix an earlier prompt shares (a chat template's system prompt, say):
+    /// kept here, left out of the section's summaries.
+    #[serde(default, skip_serializing_if = "is_zero_usize")]
+    pub shared_prefix_tokens: usize,
     /// The prompt's group, when the prompt file gives one.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub group: Option<String>,

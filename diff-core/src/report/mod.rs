@@ -8,6 +8,7 @@
 pub mod atomic;
 mod behaviour;
 mod crosscoder;
+pub mod headlines;
 mod io;
 mod layout;
 mod lens;

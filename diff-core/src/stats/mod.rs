@@ -6,7 +6,9 @@
 
 mod kernels;
 mod position;
+mod prefix;
 mod summary;
 
 pub use position::{NextTokenProbs, NonFiniteSide, PositionStats, compare_chunk, compare_rows, top_k};
+pub use prefix::shared_prefix_lengths;
 pub use summary::{PERCENTILES, RunningMean, Summary, percentile_label, summarize};

@@ -20,6 +20,17 @@ use crate::{Error, Result};
 /// Name the template is registered under; minijinja's errors quote it (`in chat_template:3`).
 const TEMPLATE_NAME: &str = "chat_template";
 
+/// Template instructions one render may run, before [`FUEL_PER_MESSAGE`]: real templates (Llama 3, ChatML, Qwen's
+/// tool-calling one) use a few thousand per conversation, so this only stops templates that loop without end.
+const FUEL_BASE: u64 = 5_000_000;
+
+/// Instructions allowed per message on top of [`FUEL_BASE`], so long conversations still render.
+const FUEL_PER_MESSAGE: u64 = 100_000;
+
+/// Bytes one render may write beyond its messages' own text: a template adds role markers and a system prompt,
+/// never megabytes.
+const OUTPUT_OVERHEAD: usize = 4 << 20;
+
 /// A compiled chat template and the file it came from.
 #[derive(Debug)]
 pub(crate) struct ChatTemplate {
@@ -34,6 +45,8 @@ impl ChatTemplate {
     /// A one-line description of the syntax error.
     pub(crate) fn compile(source: &str, origin: &Path) -> std::result::Result<Self, String> {
         let mut env = Environment::new();
+        // A template is code from a download: bound its running time (fuel per instruction) as well as its output.
+        env.set_fuel(Some(FUEL_BASE));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
@@ -76,6 +89,9 @@ impl ChatTemplate {
         add_generation_prompt: bool,
         special_tokens: &[(&'static str, String)],
     ) -> Result<String> {
+        let text_bytes: usize = messages.iter().map(|m| m.role.len() + m.content.len()).sum::<usize>()
+            + special_tokens.iter().map(|(_, t)| t.len()).sum::<usize>();
+        let num_messages = messages.len() as u64;
         let messages: Vec<Value> = messages
             .iter()
             .map(|m| {
@@ -97,10 +113,36 @@ impl ChatTemplate {
                 .map(|(name, text)| (*name, Value::from(text.as_str()))),
         );
         let context: Value = context.into_iter().collect();
-        self.env
-            .get_template(TEMPLATE_NAME)
-            .and_then(|template| template.render(context))
-            .map_err(|err| self.render_error(&err))
+        let mut env = self.env.clone();
+        let fuel = FUEL_BASE.saturating_add(FUEL_PER_MESSAGE.saturating_mul(num_messages));
+        env.set_fuel(Some(fuel));
+        let mut out = BoundedOutput {
+            bytes: Vec::new(),
+            limit: text_bytes.saturating_mul(2).saturating_add(OUTPUT_OVERHEAD),
+            overflowed: false,
+        };
+        env.get_template(TEMPLATE_NAME)
+            .and_then(|template| template.render_captured_to(context, &mut out).map(drop))
+            .map_err(|err| match err.kind() {
+                ErrorKind::OutOfFuel => Error::ChatTemplate(format!(
+                    "{}: rendering one prompt ran past {fuel} template steps and was stopped; the template loops \
+                     far longer than a chat template should (check its for loops)",
+                    self.origin.display()
+                )),
+                ErrorKind::WriteFailure if out.overflowed => Error::ChatTemplate(format!(
+                    "{}: rendering one prompt wrote more than {} and was stopped; the template writes far more \
+                     than its messages (check its for loops)",
+                    self.origin.display(),
+                    crate::units::bytes(out.limit as u64)
+                )),
+                _ => self.render_error(&err),
+            })?;
+        String::from_utf8(out.bytes).map_err(|_| {
+            Error::ChatTemplate(format!(
+                "{}: the template rendered text that is not UTF-8",
+                self.origin.display()
+            ))
+        })
     }
 
     fn render_error(&self, err: &minijinja::Error) -> Error {
@@ -116,6 +158,30 @@ impl ChatTemplate {
             source = inner.source();
         }
         Error::ChatTemplate(format!("{at}: {}", one_line(err)))
+    }
+}
+
+/// The rendered text, refusing to grow past `limit` bytes (a template that loops writing text would otherwise fill
+/// the memory before its fuel runs out).
+struct BoundedOutput {
+    bytes: Vec<u8>,
+    limit: usize,
+    /// Set when a write was refused, so the render error is known to be ours.
+    overflowed: bool,
+}
+
+impl std::io::Write for BoundedOutput {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        if self.bytes.len().saturating_add(buf.len()) > self.limit {
+            self.overflowed = true;
+            return Err(std::io::Error::other("the rendered prompt is too large"));
+        }
+        self.bytes.extend_from_slice(buf);
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 

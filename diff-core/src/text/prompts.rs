@@ -5,7 +5,8 @@
 //!   tokens added as the tokenizer's post-processor does) or `{"messages": [{"role": "...", "content": "..."},
 //!   ...]}` (rendered with the model's chat template). An optional `"group"` (a non-empty string such as
 //!   `"safety"` or `"code"`) puts the prompt in a group that the report summarizes apart and `mdiff gate` rules
-//!   can address. Other keys (ids, labels) are ignored.
+//!   can address. An optional `"id"` (a string or a number) names the prompt in reports and tables (by default
+//!   its index). Other keys (labels, ...) are ignored.
 //! - `.json`: a JSON array of the same objects.
 //! - anything else (`.txt`, no extension, ...): one plain-text prompt per line, kept exactly as written except for
 //!   a trailing `\r` (use `.jsonl` for prompts that span lines).
@@ -74,6 +75,9 @@ pub struct Prompt {
     pub line: usize,
     /// The prompt's `"group"`, when it has one (plain-text files have none).
     pub group: Option<String>,
+    /// The prompt's `"id"` (a string, or a number written as it reads), when it has one: reports and tables name
+    /// the prompt by it.
+    pub id: Option<String>,
 }
 
 /// Where a [`PromptSet`] was read from.
@@ -268,6 +272,7 @@ fn parse_text_lines(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
                 content: PromptContent::Text(text.to_owned()),
                 line,
                 group: None,
+                id: None,
             });
         }
     }
@@ -289,8 +294,7 @@ fn parse_json_lines(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
                 e.column()
             ),
         })?;
-        let (content, group) = prompt_from_json(&value).map_err(|reason| LineError { line, reason })?;
-        prompts.push(Prompt { content, line, group });
+        prompts.push(prompt_from_json(&value, line).map_err(|reason| LineError { line, reason })?);
     }
     Ok(prompts)
 }
@@ -324,8 +328,7 @@ fn parse_json_array(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
         .enumerate()
         .map(|(idx, element)| {
             let line = starts.get(idx).map_or(1, |&offset| line_at(bytes, offset));
-            let (content, group) = prompt_from_json(element).map_err(|reason| LineError { line, reason })?;
-            Ok(Prompt { content, line, group })
+            prompt_from_json(element, line).map_err(|reason| LineError { line, reason })
         })
         .collect()
 }
@@ -390,8 +393,8 @@ fn snippet(value: &Value) -> String {
     }
 }
 
-/// Parses one prompt object into its content and group; the error says what is wrong and what is expected.
-fn prompt_from_json(value: &Value) -> std::result::Result<(PromptContent, Option<String>), String> {
+/// Parses one prompt object (found at `line`); the error says what is wrong and what is expected.
+fn prompt_from_json(value: &Value, line: usize) -> std::result::Result<Prompt, String> {
     let Value::Object(map) = value else {
         return Err(format!("{EXPECTED}, found {}", snippet(value)));
     };
@@ -424,7 +427,23 @@ fn prompt_from_json(value: &Value) -> std::result::Result<(PromptContent, Option
         )),
         (None, None) => Err(format!("{EXPECTED}, found {}", snippet(value))),
     }?;
-    Ok((content, group))
+    let id = match map.get("id") {
+        None | Some(Value::Null) => None,
+        Some(Value::String(id)) if !id.trim().is_empty() => Some(id.trim().to_string()),
+        Some(Value::Number(n)) => Some(n.to_string()),
+        Some(other) => {
+            return Err(format!(
+                r#""id" must be a non-empty string or a number, found {}"#,
+                snippet(other)
+            ));
+        }
+    };
+    Ok(Prompt {
+        content,
+        line,
+        group,
+        id,
+    })
 }
 
 fn message_from_json(value: &Value) -> std::result::Result<Message, String> {

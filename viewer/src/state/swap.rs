@@ -1,10 +1,10 @@
 //! Derived data of the `swap` section: the layer × part grid of both directions as images, the parts outside the
 //! blocks, the parts ordered by share removed, and the one-line answer.
 
+use mdiff_core::report::headlines::SwapHeadline;
 use mdiff_core::report::{SwapRow, SwapSection};
 
 use super::layer_grid::{LayerGrid, ShareDirection, by_share};
-use crate::ui::percent;
 
 /// A swap direction: which model gets the other's part.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,20 +76,13 @@ impl SwapView {
             }
         }
         let by_removed = by_share(&s.rows, SwapDirection::Removed);
-        let headline = by_removed.first().and_then(|&i| s.rows.get(i)).and_then(headline);
-        let cumulative_line = s
-            .cumulative
-            .iter()
-            .find(|c| c.prefix_removed.is_some_and(|r| r >= 0.5))
-            .map(|half| {
-                let all = s.cumulative.first().and_then(|c| c.suffix_removed);
-                format!(
-                    "Blocks 0–{} swapped together remove {}; all blocks remove {}.",
-                    half.layer,
-                    half.prefix_removed.map_or_else(|| "–".into(), percent),
-                    all.map_or_else(|| "–".into(), percent)
-                )
-            });
+        // The answer and its thresholds are diff-core's (`report::headlines`), shared with the CLI and the gate.
+        let answer = SwapHeadline::new(s);
+        let headline = answer.as_ref().map(|h| sentence(&h.sentence()));
+        let cumulative_line = answer
+            .as_ref()
+            .and_then(SwapHeadline::cumulative_sentence)
+            .map(|c| sentence(&c));
         Self {
             grid: LayerGrid::new(&s.rows, parts, placed),
             outside,
@@ -109,29 +102,13 @@ fn block_part(row: &SwapRow, layer: usize) -> String {
     }
 }
 
-/// `layers.3.mlp` → `layer 3 mlp`; other names as they are (the CLI's wording).
-fn describe_part(part: &str) -> String {
-    match part.strip_prefix("layers.").and_then(|rest| rest.split_once('.')) {
-        Some((layer, piece)) => format!("layer {layer} {piece}"),
-        None => part.to_string(),
+/// A headline phrase as a sentence: capital first letter, full stop.
+pub fn sentence(phrase: &str) -> String {
+    let mut chars = phrase.chars();
+    match chars.next() {
+        Some(first) => format!("{}{}.", first.to_uppercase(), chars.as_str()),
+        None => String::new(),
     }
-}
-
-/// The CLI's summary line for the part that removes the most.
-fn headline(best: &SwapRow) -> Option<String> {
-    let removed = best.removed?;
-    let part = describe_part(&best.part);
-    Some(if removed >= 0.5 {
-        format!(
-            "Most of the change sits in {part}: swapping it back removes {} of the KL.",
-            percent(removed)
-        )
-    } else {
-        format!(
-            "The change is spread out: no single part removes half of the KL (at most {}, {part}).",
-            percent(removed)
-        )
-    })
 }
 
 #[cfg(test)]

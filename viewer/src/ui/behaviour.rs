@@ -44,7 +44,7 @@ pub fn behaviour_ui(ui: &mut Ui, doc: &Document, selection: &mut Selection) {
             ui.columns(3, |cols| {
                 if let [details, histogram, top] = cols {
                     details_ui(details, section, selection);
-                    kl_histogram_ui(histogram, view, section.summary.kl_tuned_base.as_ref());
+                    kl_histogram_ui(histogram, view, section.summary.kl_tuned_base.as_ref(), None);
                     top_positions_ui(top, section, selection);
                 }
             });

@@ -13,8 +13,8 @@ use crate::state::{BehaviourView, KlRange};
 /// Percentiles marked on the histogram.
 const MARKED: [&str; 4] = ["p50", "p90", "p99", "p99.9"];
 
-/// The histogram of per-position KL(P_tuned‖P_base).
-pub fn kl_histogram_ui(ui: &mut Ui, view: &BehaviourView, kl: Option<&Distribution>) {
+/// The histogram of per-position KL(P_tuned‖P_base), `height` points high (default: the room there is).
+pub fn kl_histogram_ui(ui: &mut Ui, view: &BehaviourView, kl: Option<&Distribution>, height: Option<f32>) {
     ui.strong("KL(tuned‖base) over all positions");
     let h = &view.histogram;
     if h.counts.is_empty() {
@@ -28,8 +28,11 @@ pub fn kl_histogram_ui(ui: &mut Ui, view: &BehaviourView, kl: Option<&Distributi
     let bars = bars(h.start, h.width, &h.counts, |center| {
         scale.at(range.t(10f64.powf(center)))
     });
-    Plot::new("kl-histogram")
-        .allow_scroll(false)
+    let mut plot = Plot::new("kl-histogram");
+    if let Some(height) = height {
+        plot = plot.height(height);
+    }
+    plot.allow_scroll(false)
         .x_axis_label("KL (nats, log scale)")
         .y_axis_label("positions")
         .x_axis_formatter(|mark, _| number(10f64.powf(mark.value)))

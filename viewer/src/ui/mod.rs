@@ -163,7 +163,7 @@ pub fn missing_section_ui(ui: &mut Ui, doc: &Document, method: Method) {
 }
 
 /// The methods of this report plus `method`, as a `--methods` value.
-fn methods_with(doc: &Document, method: Method) -> String {
+pub(crate) fn methods_with(doc: &Document, method: Method) -> String {
     let mut methods = doc.report.settings.methods.clone();
     if !methods.contains(&method) {
         methods.push(method);

@@ -1,7 +1,7 @@
 //! The weights panel: a layer × component heatmap of relative ‖ΔW‖, the tensors of the chosen cell in a sortable
 //! table, and the singular values of the chosen tensor.
 
-use egui::{RichText, TextureOptions, Ui, Vec2};
+use egui::{RichText, Ui, Vec2};
 use egui_extras::{Column, TableBuilder};
 use egui_plot::{Bar, BarChart, Line, Plot, PlotImage, PlotPoint, PlotPoints};
 use mdiff_core::report::{Component, TensorDiff, WeightsSection};
@@ -67,13 +67,7 @@ pub fn weights_ui(ui: &mut Ui, doc: &mut Document, selection: &mut Selection) {
 
 /// The heatmap: a texture in a plot, so it pans, zooms, has axes and reports the value under the pointer.
 fn heatmap_ui(ui: &mut Ui, view: &mut WeightsView, selection: &mut Selection) {
-    let texture = view
-        .texture
-        .get_or_insert_with(|| {
-            ui.ctx()
-                .load_texture("weights-heatmap", view.image.clone(), TextureOptions::NEAREST)
-        })
-        .id();
+    let texture = view.texture_id(ui.ctx());
     #[allow(clippy::cast_precision_loss, reason = "layer and component counts are small")]
     let (width, height) = (view.num_layers as f64, view.components.len() as f64);
     let components = view.components.clone();
