@@ -167,7 +167,14 @@ fn f64s(v: &Value) -> Vec<Option<f64>> {
 fn shared_prefixes(want_prompts: &[Value]) -> Vec<usize> {
     let ids: Vec<Vec<u64>> = want_prompts
         .iter()
-        .map(|p| p["ids"].as_array().unwrap().iter().map(|v| v.as_u64().unwrap()).collect())
+        .map(|p| {
+            p["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect()
+        })
         .collect();
     (0..ids.len())
         .map(|i| {
@@ -245,7 +252,12 @@ fn per_token_kl_matches_torch() {
         let folded: usize = shared.iter().sum();
         assert_eq!(section["folded_positions"].as_u64().unwrap_or(0) as usize, folded);
         let mean = section["summary"]["kl_tuned_base"]["mean"].as_f64().unwrap();
-        let want_mean = mean(&unfolded(want_prompts, "kl_tuned_base").into_iter().flatten().collect::<Vec<_>>());
+        let want_mean = mean(
+            &unfolded(want_prompts, "kl_tuned_base")
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        );
         assert!(
             (mean - want_mean).abs() <= KL_TOLERANCE,
             "{family}-{tuned}: mean {mean} vs {want_mean}"
@@ -261,7 +273,12 @@ fn per_token_kl_matches_torch() {
             .iter()
             .zip(&shared)
             .flat_map(|(p, &shared)| {
-                p["top1_agree"].as_array().unwrap().iter().skip(shared).map(|b| b.as_bool().unwrap())
+                p["top1_agree"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .skip(shared)
+                    .map(|b| b.as_bool().unwrap())
             })
             .collect();
         #[allow(clippy::cast_precision_loss)]

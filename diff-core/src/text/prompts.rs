@@ -342,7 +342,10 @@ fn parse_json_array(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
 /// and `group` columns.
 fn parse_table(bytes: &[u8], delimiter: u8) -> std::result::Result<Vec<Prompt>, LineError> {
     let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
-    let mut reader = csv::ReaderBuilder::new().delimiter(delimiter).has_headers(true).from_reader(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .from_reader(bytes);
     let headers = reader.headers().map_err(|e| table_error(bytes, &e))?.clone();
     let column = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
     let Some(text_column) = column("text") else {
@@ -403,9 +406,9 @@ fn line_of(bytes: &[u8], position: &csv::Position) -> usize {
 fn table_error(bytes: &[u8], err: &csv::Error) -> LineError {
     let line = err.position().map_or(1, |p| line_of(bytes, p));
     let reason = match err.kind() {
-        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => format!(
-            "this row has {len} cells and the header {expected_len}; quote cells that hold the delimiter"
-        ),
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("this row has {len} cells and the header {expected_len}; quote cells that hold the delimiter")
+        }
         csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".to_owned(),
         _ => err.to_string(),
     };

@@ -368,9 +368,15 @@ fn csv_and_tsv_read_a_text_column_with_ids_and_groups() {
 fn csv_without_a_text_column_is_refused_with_the_reason() {
     let (line, reason) = line_error("p.csv", b"prompt,id\nhello,1\n");
     assert_eq!(line, 1);
-    assert!(reason.contains(r#"no "text" column (found "prompt", "id")"#), "{reason}");
+    assert!(
+        reason.contains(r#"no "text" column (found "prompt", "id")"#),
+        "{reason}"
+    );
     let (_, reason) = line_error("p.csv", b"messages\n\"[]\"\n");
-    assert!(reason.contains(r#"a "messages" column is not read from a table"#) && reason.contains(".jsonl"), "{reason}");
+    assert!(
+        reason.contains(r#"a "messages" column is not read from a table"#) && reason.contains(".jsonl"),
+        "{reason}"
+    );
     let (line, reason) = line_error("p.csv", b"text,id\nfine,1\ntoo,many,cells\n");
     assert_eq!(line, 3);
     assert!(reason.contains("3 cells and the header 2"), "{reason}");
@@ -393,5 +399,8 @@ fn json_ids_are_kept_as_written() {
     let set = read("p.json", "[{\"text\": \"a\", \"id\": 1.5}]");
     assert_eq!(set.prompts[0].id.as_deref(), Some("1.5"));
     let (_, reason) = line_error("p.jsonl", b"{\"text\": \"a\", \"id\": [1]}\n");
-    assert!(reason.contains(r#""id" must be a non-empty string or a number, found [1]"#), "{reason}");
+    assert!(
+        reason.contains(r#""id" must be a non-empty string or a number, found [1]"#),
+        "{reason}"
+    );
 }
