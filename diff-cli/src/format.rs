@@ -114,7 +114,7 @@ impl Table {
     }
 
     /// Renders within `width` characters: when the columns are wider, the widest text columns are narrowed (not
-    /// below [`MIN_COLUMN`]) and their cells [`shorten`]ed; numbers are never cut.
+    /// below [`MIN_COLUMN`]; the first column last) and their cells [`shorten`]ed; numbers are never cut.
     pub fn render_within(&self, indent: &str, width: usize) -> String {
         let mut widths: Vec<usize> = (0..self.headers.len())
             .map(|c| {
@@ -132,13 +132,17 @@ impl Table {
         let total = |widths: &[usize]| {
             indent.chars().count() + widths.iter().sum::<usize>() + 2 * widths.len().saturating_sub(1)
         };
-        while total(&widths) > width {
-            let widest = widths
+        // The first column names the row (a tensor, a metric): it is narrowed only once the others cannot be.
+        let narrowable = |widths: &[usize], first: bool| {
+            widths
                 .iter()
                 .enumerate()
-                .filter(|&(c, &w)| text_column.get(c).copied().unwrap_or(false) && w > MIN_COLUMN)
+                .filter(|&(c, &w)| (c == 0) == first && text_column.get(c).copied().unwrap_or(false) && w > MIN_COLUMN)
                 .max_by_key(|&(c, &w)| (w, std::cmp::Reverse(c)))
-                .map(|(c, _)| c);
+                .map(|(c, _)| c)
+        };
+        while total(&widths) > width {
+            let widest = narrowable(&widths, false).or_else(|| narrowable(&widths, true));
             match widest.and_then(|c| widths.get_mut(c)) {
                 Some(w) => *w -= 1,
                 None => break,
@@ -226,7 +230,10 @@ mod tests {
             assert!(line.chars().count() <= 60, "{line:?} in\n{fitted}");
         }
         assert!(fitted.contains("0.9568"), "numbers are never cut: {fitted}");
-        assert!(fitted.contains("layers.12.…") && fitted.contains("q_proj"), "{fitted}");
+        assert!(
+            fitted.contains(" layers.12.self_attn.q_proj") && fitted.contains("a l… goes on"),
+            "{fitted}"
+        );
         // Too narrow for the minimum: columns stop at MIN_COLUMN rather than vanish.
         let narrow = t.render_within("", 10);
         assert!(narrow.lines().nth(1).unwrap().starts_with("lay…n.q_proj"), "{narrow}");
