@@ -9,7 +9,7 @@ use mdiff_core::report::Method;
 
 /// What changed when a language model was fine-tuned.
 #[derive(Debug, Parser)]
-#[command(name = "mdiff", version, about, propagate_version = true)]
+#[command(name = "mdiff", version, about, propagate_version = true, max_term_width = 100)]
 pub struct Cli {
     /// The command to run.
     #[command(subcommand)]

@@ -162,6 +162,39 @@ fn f64s(v: &Value) -> Vec<Option<f64>> {
     v.as_array().unwrap().iter().map(Value::as_f64).collect()
 }
 
+/// Per golden prompt, its longest token prefix shared with an earlier one, from torch's token ids: the positions
+/// the summaries count once (docs/methods.md, "Shared prefixes").
+fn shared_prefixes(want_prompts: &[Value]) -> Vec<usize> {
+    let ids: Vec<Vec<u64>> = want_prompts
+        .iter()
+        .map(|p| {
+            p["ids"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|v| v.as_u64().unwrap())
+                .collect()
+        })
+        .collect();
+    (0..ids.len())
+        .map(|i| {
+            (0..i)
+                .map(|j| ids[i].iter().zip(&ids[j]).take_while(|(a, b)| a == b).count())
+                .max()
+                .unwrap_or(0)
+        })
+        .collect()
+}
+
+/// `values` of every golden prompt's `key`, without each prompt's shared prefix.
+fn unfolded(want_prompts: &[Value], key: &str) -> Vec<Option<f64>> {
+    want_prompts
+        .iter()
+        .zip(shared_prefixes(want_prompts))
+        .flat_map(|(p, shared)| f64s(&p[key]).into_iter().skip(shared))
+        .collect()
+}
+
 #[test]
 fn per_token_kl_matches_torch() {
     let sb = Sandbox::new();
@@ -192,7 +225,13 @@ fn per_token_kl_matches_torch() {
         let want_prompts = golden["prompts"].as_array().unwrap();
         assert_eq!(got_prompts.len(), want_prompts.len(), "{family}-{tuned}");
         let mut all = Vec::new();
+        let shared = shared_prefixes(want_prompts);
         for (i, (got, want)) in got_prompts.iter().zip(want_prompts).enumerate() {
+            assert_eq!(
+                got["shared_prefix_tokens"].as_u64().unwrap_or(0) as usize,
+                shared[i],
+                "{family}-{tuned} prompt {i}: shared prefix"
+            );
             for key in ["kl_tuned_base", "kl_base_tuned"] {
                 let (g, w) = (f64s(&got[key]), f64s(&want[key]));
                 assert_eq!(g.len(), w.len(), "{family}-{tuned} prompt {i} {key}: positions");
@@ -208,24 +247,39 @@ fn per_token_kl_matches_torch() {
                     );
                 }
             }
-            all.extend(f64s(&got["kl_tuned_base"]).into_iter().flatten());
+            all.extend(f64s(&got["kl_tuned_base"]).into_iter().skip(shared[i]).flatten());
         }
-        let mean = section["summary"]["kl_tuned_base"]["mean"].as_f64().unwrap();
-        let want_mean = golden["mean_kl_tuned_base"].as_f64().unwrap();
+        let folded: usize = shared.iter().sum();
+        assert_eq!(section["folded_positions"].as_u64().unwrap_or(0) as usize, folded);
+        let want_mean = mean(
+            &unfolded(want_prompts, "kl_tuned_base")
+                .into_iter()
+                .flatten()
+                .collect::<Vec<_>>(),
+        );
+        let got_mean = section["summary"]["kl_tuned_base"]["mean"].as_f64().unwrap();
         assert!(
-            (mean - want_mean).abs() <= KL_TOLERANCE,
-            "{family}-{tuned}: mean {mean} vs {want_mean}"
+            (got_mean - want_mean).abs() <= KL_TOLERANCE,
+            "{family}-{tuned}: mean {got_mean} vs {want_mean}"
         );
         #[allow(clippy::cast_precision_loss)]
         let ours = all.iter().sum::<f64>() / all.len() as f64;
         assert!(
-            (ours - mean).abs() <= 1e-12,
+            (ours - got_mean).abs() <= 1e-12,
             "summary mean is the mean of the per-position values"
         );
         let agreement = section["summary"]["top1_agreement"].as_f64().unwrap();
         let flags: Vec<bool> = want_prompts
             .iter()
-            .flat_map(|p| p["top1_agree"].as_array().unwrap().iter().map(|b| b.as_bool().unwrap()))
+            .zip(&shared)
+            .flat_map(|(p, &shared)| {
+                p["top1_agree"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .skip(shared)
+                    .map(|b| b.as_bool().unwrap())
+            })
             .collect();
         #[allow(clippy::cast_precision_loss)]
         let want_agreement = flags.iter().filter(|&&b| b).count() as f64 / flags.len() as f64;
@@ -247,12 +301,7 @@ fn mean(values: &[f64]) -> f64 {
 
 /// Entropy and Δp(next token) means against torch's per-position values.
 fn check_summary_means(section: &Value, want_prompts: &[Value], label: &str) {
-    let column = |key: &str| -> Vec<f64> {
-        want_prompts
-            .iter()
-            .flat_map(|p| f64s(&p[key]).into_iter().flatten())
-            .collect()
-    };
+    let column = |key: &str| -> Vec<f64> { unfolded(want_prompts, key).into_iter().flatten().collect() };
     for (ours, key) in [("entropy_base", "entropy_base"), ("entropy_tuned", "entropy_tuned")] {
         let got = section["summary"][ours]["mean"].as_f64().unwrap();
         let want = mean(&column(key));
@@ -263,10 +312,12 @@ fn check_summary_means(section: &Value, want_prompts: &[Value], label: &str) {
     }
     let deltas: Vec<f64> = want_prompts
         .iter()
-        .flat_map(|p| {
+        .zip(shared_prefixes(want_prompts))
+        .flat_map(|(p, shared)| {
             let (b, t) = (f64s(&p["p_next_base"]), f64s(&p["p_next_tuned"]));
             b.into_iter()
-                .zip(t)
+                .skip(shared)
+                .zip(t.into_iter().skip(shared))
                 .filter_map(|(b, t)| Some(t? - b?))
                 .collect::<Vec<_>>()
         })

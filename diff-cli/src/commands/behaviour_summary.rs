@@ -5,7 +5,7 @@ use std::fmt::Write;
 
 use mdiff_core::report::{BehaviourSection, Distribution, TokenProb};
 
-use crate::format::{Table, num};
+use crate::format::{Table, num, terminal_width, wrap};
 
 /// Appends the behaviour summary to `out`, listing at most `top` divergent positions.
 pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
@@ -19,12 +19,12 @@ pub fn write(out: &mut String, b: &BehaviourSection, device: &str, top: usize) {
         b.dtype
     );
     if b.folded_positions > 0 {
-        let _ = writeln!(
-            out,
-            "  {} left out of the figures below: an earlier prompt has the same tokens up to them (shared template \
+        let line = format!(
+            "{} left out of the figures below: an earlier prompt has the same tokens up to them (shared template \
              prefixes count once)",
             plural(b.folded_positions, "position")
         );
+        out.push_str(&wrap(&line, "  ", terminal_width()));
     }
     let s = &b.summary;
     let rows: Vec<Vec<String>> = [

@@ -5,7 +5,7 @@ use std::fmt::Write;
 use mdiff_core::report::headlines::{PatchHeadline, SwapHeadline, percent};
 use mdiff_core::report::{BehaviourSection, PatchSection, SwapSection};
 
-use crate::format::{Table, num};
+use crate::format::{Table, num, terminal_width, wrap};
 
 /// A share as a percentage, or a dash when undefined.
 fn pct(share: Option<f64>) -> String {
@@ -38,9 +38,9 @@ pub fn write_swap(out: &mut String, swap: &SwapSection, top: usize) {
     );
     out.push_str(&table.render("  "));
     if let Some(headline) = SwapHeadline::new(swap) {
-        let _ = writeln!(out, "  {}", headline.sentence());
+        out.push_str(&wrap(&headline.sentence(), "  ", terminal_width()));
         if let Some(line) = headline.cumulative_sentence() {
-            let _ = writeln!(out, "  {line}");
+            out.push_str(&wrap(&line, "  ", terminal_width()));
         }
     }
 }
@@ -59,12 +59,12 @@ pub fn write_patch(out: &mut String, patch: &PatchSection, behaviour: Option<&Be
     let mut cells: Vec<_> = patch.cells.iter().collect();
     let key = |c: &&mdiff_core::report::PatchCell| c.tuned_into_base.unwrap_or(f64::NEG_INFINITY);
     cells.sort_by(|a, b| key(b).total_cmp(&key(a)));
-    let _ = writeln!(
-        out,
-        "  share of the divergence recovered (late resid_pre cells carry nearly all of it by construction); \
-         tuned→base: the tuned activation in the base's run, base→tuned: the \
-         reverse"
-    );
+    out.push_str(&wrap(
+        "share of the divergence recovered (late resid_pre cells carry nearly all of it by construction); \
+         tuned→base: the tuned activation in the base's run, base→tuned: the reverse",
+        "  ",
+        terminal_width(),
+    ));
     let mut table = Table::new(&["hook", "tuned→base", "base→tuned"]);
     for cell in cells.iter().take(top) {
         table.row(vec![
@@ -75,7 +75,7 @@ pub fn write_patch(out: &mut String, patch: &PatchSection, behaviour: Option<&Be
     }
     out.push_str(&table.render("  "));
     if let Some(headline) = PatchHeadline::new(patch) {
-        let _ = writeln!(out, "  {}", headline.sentence());
+        out.push_str(&wrap(&headline.sentence(), "  ", terminal_width()));
     }
     for sweep in &patch.position_sweeps {
         let _ = writeln!(

@@ -20,12 +20,13 @@ use crate::{Error, Result};
 /// Name the template is registered under; minijinja's errors quote it (`in chat_template:3`).
 const TEMPLATE_NAME: &str = "chat_template";
 
-/// Template instructions one render may run, before [`FUEL_PER_MESSAGE`]: real templates (Llama 3, ChatML, Qwen's
-/// tool-calling one) use a few thousand per conversation, so this only stops templates that loop without end.
-const FUEL_BASE: u64 = 5_000_000;
+/// Template instructions one render may run, before [`FUEL_PER_MESSAGE`]: the Llama 3, ChatML and Zephyr templates
+/// of `testdata/` use 90–340 for a four-message conversation, so this is hundreds of times what a chat template
+/// needs and stops only templates that loop without end (in well under a second).
+const FUEL_BASE: u64 = 200_000;
 
 /// Instructions allowed per message on top of [`FUEL_BASE`], so long conversations still render.
-const FUEL_PER_MESSAGE: u64 = 100_000;
+const FUEL_PER_MESSAGE: u64 = 10_000;
 
 /// Bytes one render may write beyond its messages' own text: a template adds role markers and a system prompt,
 /// never megabytes.
@@ -45,8 +46,6 @@ impl ChatTemplate {
     /// A one-line description of the syntax error.
     pub(crate) fn compile(source: &str, origin: &Path) -> std::result::Result<Self, String> {
         let mut env = Environment::new();
-        // A template is code from a download: bound its running time (fuel per instruction) as well as its output.
-        env.set_fuel(Some(FUEL_BASE));
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
         env.set_keep_trailing_newline(false);
@@ -113,6 +112,8 @@ impl ChatTemplate {
                 .map(|(name, text)| (*name, Value::from(text.as_str()))),
         );
         let context: Value = context.into_iter().collect();
+        // A template is code from a download: bound its running time (fuel per instruction, scaled to the
+        // conversation) as well as its output. The environment is cheap to clone (templates are shared).
         let mut env = self.env.clone();
         let fuel = FUEL_BASE.saturating_add(FUEL_PER_MESSAGE.saturating_mul(num_messages));
         env.set_fuel(Some(fuel));

@@ -147,3 +147,48 @@ fn strftime_now_and_python_literals() {
     assert!(year.parse::<u32>().unwrap() >= 2025, "{rendered}");
     assert_eq!(rest, "True None False None");
 }
+
+/// Issue #15: a template with large nested loops rendered forever.
+#[test]
+fn a_template_that_loops_without_end_is_stopped_with_one_line() {
+    let source = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}";
+    let started = std::time::Instant::now();
+    let err = compile(source)
+        .render(&messages(&[("user", "x")]), true, &[])
+        .unwrap_err();
+    let text = err.to_string();
+    assert!(text.contains("template steps and was stopped"), "{text}");
+    assert!(!text.contains('\n'), "{text}");
+    assert!(
+        started.elapsed() < std::time::Duration::from_secs(60),
+        "{:?}",
+        started.elapsed()
+    );
+
+    // Output grows far faster than steps here: the size bound stops it.
+    let source = "{% for i in range(100000) %}{{ messages[0].content * 1000 }}{% endfor %}";
+    let text = compile(source)
+        .render(&messages(&[("user", "xxxxxxxxxx")]), true, &[])
+        .unwrap_err()
+        .to_string();
+    assert!(text.contains("wrote more than") && text.contains("MiB"), "{text}");
+
+    // A long conversation still renders: fuel grows with the messages.
+    let many: Vec<(&str, &str)> = (0..500)
+        .map(|i| {
+            if i % 2 == 0 {
+                ("user", "hi")
+            } else {
+                ("assistant", "ok")
+            }
+        })
+        .collect();
+    let rendered = compile(include_str!("testdata/chatml.jinja"))
+        .render(&messages(&many), true, &[])
+        .unwrap();
+    assert_eq!(
+        rendered.matches("<|im_start|>").count(),
+        502,
+        "a default system prompt, 500 messages and the generation prompt"
+    );
+}

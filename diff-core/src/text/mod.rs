@@ -1,6 +1,6 @@
 //! Text in and out of the models: tokenizers, chat templates and prompt files.
 //!
-//! - [`prompts`]: prompt files (`.txt`, `.jsonl`, `.json`) and the built-in prompt set.
+//! - [`prompts`]: prompt files (`.txt`, `.jsonl`, `.json`, `.csv`, `.tsv`) and the built-in prompt set.
 //! - [`tokenizer`]: `tokenizer.json` + `tokenizer_config.json` (+ `chat_template.jinja`), encoding prompts to ids
 //!   exactly as Hugging Face does, and the display string of each token for reports.
 //! - `chat_template`: renders a model's Jinja chat template the way `transformers` does (same whitespace

@@ -8,6 +8,9 @@
 //!   can address. An optional `"id"` (a string or a number) names the prompt in reports and tables (by default
 //!   its index). Other keys (labels, ...) are ignored.
 //! - `.json`: a JSON array of the same objects.
+//! - `.csv` / `.tsv`: a header row, then one prompt per row (RFC 4180 quoting, so a quoted cell may hold commas,
+//!   tabs and line breaks). The `text` column is the prompt; optional `id` and `group` columns as above; other
+//!   columns are ignored. Conversations (`messages`) need JSONL.
 //! - anything else (`.txt`, no extension, ...): one plain-text prompt per line, kept exactly as written except for
 //!   a trailing `\r` (use `.jsonl` for prompts that span lines).
 //!
@@ -220,6 +223,8 @@ pub fn read_prompt_file(path: &Path) -> Result<PromptSet> {
     let parsed = match extension.as_deref() {
         Some("jsonl" | "ndjson") => parse_json_lines(&bytes),
         Some("json") => parse_json_array(&bytes),
+        Some("csv") => parse_table(&bytes, b','),
+        Some("tsv") => parse_table(&bytes, b'\t'),
         _ => parse_text_lines(&bytes),
     };
     let prompts = parsed.map_err(|LineError { line, reason }| Error::PromptFile {
@@ -331,6 +336,83 @@ fn parse_json_array(bytes: &[u8]) -> std::result::Result<Vec<Prompt>, LineError>
             prompt_from_json(element, line).map_err(|reason| LineError { line, reason })
         })
         .collect()
+}
+
+/// Reads a `.csv` (`delimiter` `,`) or `.tsv` (`\t`) prompt file: a header naming a `text` column, optional `id`
+/// and `group` columns.
+fn parse_table(bytes: &[u8], delimiter: u8) -> std::result::Result<Vec<Prompt>, LineError> {
+    let bytes = bytes.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(bytes);
+    let mut reader = csv::ReaderBuilder::new()
+        .delimiter(delimiter)
+        .has_headers(true)
+        .from_reader(bytes);
+    let headers = reader.headers().map_err(|e| table_error(bytes, &e))?.clone();
+    let column = |name: &str| headers.iter().position(|h| h.trim().eq_ignore_ascii_case(name));
+    let Some(text_column) = column("text") else {
+        let found: Vec<String> = headers.iter().map(|h| format!("{:?}", h.trim())).collect();
+        let reason = if column("messages").is_some() {
+            "a \"messages\" column is not read from a table; write conversations as .jsonl, one \
+             {\"messages\": [{\"role\": \"...\", \"content\": \"...\"}, ...]} per line"
+                .to_owned()
+        } else {
+            format!(
+                "the header has no \"text\" column (found {}); name the prompt column \"text\" (optional \"id\" \
+                 and \"group\" columns)",
+                found.join(", ")
+            )
+        };
+        return Err(LineError { line: 1, reason });
+    };
+    let (id_column, group_column) = (column("id"), column("group"));
+    let mut prompts = Vec::new();
+    for record in reader.records() {
+        let record = record.map_err(|e| table_error(bytes, &e))?;
+        let line = record.position().map_or(1, |p| line_of(bytes, p));
+        let cell = |column: Option<usize>| {
+            column
+                .and_then(|c| record.get(c))
+                .map(str::trim)
+                .filter(|v| !v.is_empty())
+                .map(str::to_owned)
+        };
+        let text = record.get(text_column).unwrap_or_default();
+        if text.trim().is_empty() {
+            return Err(LineError {
+                line,
+                reason: "the \"text\" cell is empty".to_owned(),
+            });
+        }
+        prompts.push(Prompt {
+            content: PromptContent::Text(text.to_owned()),
+            line,
+            group: cell(group_column),
+            id: cell(id_column),
+        });
+    }
+    Ok(prompts)
+}
+
+/// The 1-based line where a CSV record starts, counted from its byte offset: the reader's own line count, and its
+/// offset, stop at the `\r` of a `\r\n` ending, so the line breaks at the offset are skipped first.
+fn line_of(bytes: &[u8], position: &csv::Position) -> usize {
+    let mut offset = usize::try_from(position.byte()).unwrap_or(usize::MAX);
+    while let Some(b'\r' | b'\n') = bytes.get(offset) {
+        offset += 1;
+    }
+    line_at(bytes, offset)
+}
+
+/// A CSV reader's error in `bytes` as a line and a reason.
+fn table_error(bytes: &[u8], err: &csv::Error) -> LineError {
+    let line = err.position().map_or(1, |p| line_of(bytes, p));
+    let reason = match err.kind() {
+        csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
+            format!("this row has {len} cells and the header {expected_len}; quote cells that hold the delimiter")
+        }
+        csv::ErrorKind::Utf8 { .. } => "not valid UTF-8; save the file as UTF-8".to_owned(),
+        _ => err.to_string(),
+    };
+    LineError { line, reason }
 }
 
 /// 1-based line number of byte `offset`.

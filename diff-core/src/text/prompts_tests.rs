@@ -338,3 +338,69 @@ fn the_set_hash_follows_contents_and_groups_not_where_the_file_is() {
         assert_ne!(a.sha256(), read("c.jsonl", other).sha256(), "{other}");
     }
 }
+
+/// Issue #15: a `.csv` was read line by line, its header as a prompt.
+#[test]
+fn csv_and_tsv_read_a_text_column_with_ids_and_groups() {
+    let set = read(
+        "p.csv",
+        "\u{feff}id,group,text,label\r\nq1,chat,\"Hello, world\",x\nq2,,\"two\nlines, \"\"quoted\"\"\",y\n3,code,plain,z\n",
+    );
+    let got: Vec<(usize, &str, Option<&str>, Option<&str>)> = set
+        .prompts
+        .iter()
+        .map(|p| (p.line, text(p), p.id.as_deref(), p.group.as_deref()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            (2, "Hello, world", Some("q1"), Some("chat")),
+            (3, "two\nlines, \"quoted\"", Some("q2"), None),
+            (5, "plain", Some("3"), Some("code")),
+        ]
+    );
+    let set = read("p.TSV", "TEXT\tid\nfirst, with a comma\ta\nsecond\tb\n");
+    let got: Vec<(&str, Option<&str>)> = set.prompts.iter().map(|p| (text(p), p.id.as_deref())).collect();
+    assert_eq!(got, [("first, with a comma", Some("a")), ("second", Some("b"))]);
+}
+
+#[test]
+fn csv_without_a_text_column_is_refused_with_the_reason() {
+    let (line, reason) = line_error("p.csv", b"prompt,id\nhello,1\n");
+    assert_eq!(line, 1);
+    assert!(
+        reason.contains(r#"no "text" column (found "prompt", "id")"#),
+        "{reason}"
+    );
+    let (_, reason) = line_error("p.csv", b"messages\n\"[]\"\n");
+    assert!(
+        reason.contains(r#"a "messages" column is not read from a table"#) && reason.contains(".jsonl"),
+        "{reason}"
+    );
+    let (line, reason) = line_error("p.csv", b"text,id\nfine,1\ntoo,many,cells\n");
+    assert_eq!(line, 3);
+    assert!(reason.contains("3 cells and the header 2"), "{reason}");
+    let (line, reason) = line_error("p.csv", b"text\nfine\n\" \"\n");
+    assert_eq!((line, reason.as_str()), (3, r#"the "text" cell is empty"#));
+    let (_, reason) = line_error("p.csv", b"text\n\xff\xfe\n");
+    assert!(reason.contains("UTF-8"), "{reason}");
+    let (_dir, path) = write("p.csv", b"text,id\n");
+    assert!(matches!(read_prompt_file(&path), Err(Error::NoPrompts { .. })));
+}
+
+#[test]
+fn json_ids_are_kept_as_written() {
+    let set = read(
+        "p.jsonl",
+        "{\"text\": \"a\", \"id\": \"intro-1\"}\n{\"text\": \"b\", \"id\": 7}\n{\"text\": \"c\"}\n",
+    );
+    let ids: Vec<Option<&str>> = set.prompts.iter().map(|p| p.id.as_deref()).collect();
+    assert_eq!(ids, [Some("intro-1"), Some("7"), None]);
+    let set = read("p.json", "[{\"text\": \"a\", \"id\": 1.5}]");
+    assert_eq!(set.prompts[0].id.as_deref(), Some("1.5"));
+    let (_, reason) = line_error("p.jsonl", b"{\"text\": \"a\", \"id\": [1]}\n");
+    assert!(
+        reason.contains(r#""id" must be a non-empty string or a number, found [1]"#),
+        "{reason}"
+    );
+}
