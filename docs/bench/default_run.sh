@@ -15,8 +15,13 @@ read -r -a EXTRA <<< "${DEFAULT_ARGS:-}"
 
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 ratio() { awk -v a="$1" -v b="$2" 'BEGIN {printf "%.2f", a / b}'; }
-# Runs the command, then prints "wall cpu" in seconds.
-timed() { /usr/bin/time -f '%e %U %S' -o /tmp/mdiff-bench-time "$@"; awk '{printf "%s %.1f", $1, $2 + $3}' /tmp/mdiff-bench-time; }
+# timed OUT COMMAND...: runs COMMAND with its stdout in OUT, then prints "wall cpu" in seconds.
+timed() {
+  local out=$1
+  shift
+  /usr/bin/time -f '%e %U %S' -o /tmp/mdiff-bench-time "$@" > "$out"
+  awk '{printf "%s %.1f", $1, $2 + $3}' /tmp/mdiff-bench-time
+}
 
 # Inputs, made once (~1 GB; delete DATA to regenerate). make_smol.py (torch) writes the same layout.
 [ -f "$DATA/tuned/model.safetensors" ] || python3 docs/bench/make_smol_numpy.py "$DATA" --seed 0
@@ -24,11 +29,11 @@ cat "$DATA"/base/model.safetensors "$DATA"/tuned/model.safetensors > /dev/null  
 
 kl=() default=() kl_cpu=() default_cpu=()
 for i in $(seq "$RUNS"); do
-  read -r wall cpu <<< "$(timed "$MDIFF" compare "$DATA/base" "$DATA/tuned" --methods kl -o /tmp/mdiff-bench-kl.json \
-    > /dev/null)"
+  read -r wall cpu <<< "$(timed /dev/null "$MDIFF" compare "$DATA/base" "$DATA/tuned" --methods kl \
+    -o /tmp/mdiff-bench-kl.json)"
   kl+=("$wall") kl_cpu+=("$cpu")
-  read -r wall cpu <<< "$(timed "$MDIFF" compare "$DATA/base" "$DATA/tuned" "${EXTRA[@]}" \
-    -o /tmp/mdiff-bench-default.json > /tmp/mdiff-bench-default.txt)"
+  read -r wall cpu <<< "$(timed /tmp/mdiff-bench-default.txt "$MDIFF" compare "$DATA/base" "$DATA/tuned" \
+    "${EXTRA[@]}" -o /tmp/mdiff-bench-default.json)"
   default+=("$wall") default_cpu+=("$cpu")
   echo "run $i: kl ${kl[-1]} s wall, ${kl_cpu[-1]} s CPU; default ${default[-1]} s wall, ${default_cpu[-1]} s CPU"
 done

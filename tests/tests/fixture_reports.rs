@@ -81,6 +81,10 @@ fn generate(tuned: &str) -> String {
         "1",
         "--patch-positions",
         "2",
+        // The budget these reports were made with before the default became 512 (issue #15): a drift curve over
+        // all 30 prompts for the viewer.
+        "--lens-positions",
+        "2048",
         "--methods",
         "weights,kl,swap,patch,lens,crosscoder",
         "-o",
