@@ -253,7 +253,7 @@ fn full_finetune_changed_layer_tops_the_table_and_others_are_exactly_zero() {
         tensors
             .lines()
             .nth(2)
-            .is_some_and(|l| l.trim_start().starts_with("model.layers.2.")),
+            .is_some_and(|l| l.trim_start().starts_with("layers.2.")),
         "{stdout}"
     );
 }

@@ -391,7 +391,7 @@ fn token_top_k_sets_how_many_tokens_each_position_keeps() {
     let too_many = sb.mdiff(&["compare", "a", "b", "--token-top-k", "101"]);
     assert_eq!(too_many.code, 2, "{}", too_many.stderr);
     assert!(
-        too_many.stderr.contains("'101' for '--token-top-k"),
+        too_many.stderr.contains("--token-top-k") && too_many.stderr.contains("'101' is not valid"),
         "{}",
         too_many.stderr
     );

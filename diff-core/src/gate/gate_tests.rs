@@ -178,12 +178,32 @@ fn group_rules_read_the_group_summary() {
         (Status::Pass, Some(refusal), Some("refusal"))
     );
 
-    // The group's statistics are those of its prompts' positions.
-    let positions: Vec<f64> = behaviour
+    // The group's statistics are those of its prompts' positions, each token prefix the group's prompts share
+    // counted once (docs/methods.md, "Shared prefixes"); token strings stand in for the ids here.
+    let members: Vec<_> = behaviour
         .prompts
         .iter()
         .filter(|p| p.group.as_deref() == Some("refusal"))
-        .flat_map(|p| p.kl_tuned_base.iter().flatten().copied())
+        .collect();
+    let mut ids = std::collections::BTreeMap::new();
+    let sequences: Vec<Vec<u32>> = members
+        .iter()
+        .map(|p| {
+            p.tokens
+                .iter()
+                .map(|t| {
+                    let next = u32::try_from(ids.len()).unwrap();
+                    *ids.entry(t.clone()).or_insert(next)
+                })
+                .collect()
+        })
+        .collect();
+    let shared = crate::stats::shared_prefix_lengths(sequences.iter().map(Vec::as_slice));
+    assert!(shared.iter().any(|&n| n > 0), "the refusal prompts share their template's start");
+    let positions: Vec<f64> = members
+        .iter()
+        .zip(&shared)
+        .flat_map(|(p, &n)| p.kl_tuned_base.iter().skip(n).flatten().copied())
         .collect();
     let mean = positions.iter().sum::<f64>() / positions.len() as f64;
     assert!(

@@ -264,9 +264,11 @@ fn build() -> Vec<Metric> {
         "positions left out for NaN/infinite logits or an infinite KL",
         |r| {
             // The per-side counts overlap (a position can be non-finite in both); the finite ones are counted once.
+            // Positions folded as repeats of an earlier prompt's prefix are left out of the summary by design, not
+            // for their values.
             let b = r.behaviour.as_ref()?;
             let finite = b.summary.kl_tuned_base.as_ref().map_or(0, |d| d.n);
-            Some(b.num_positions.saturating_sub(finite) as f64)
+            Some(b.num_positions.saturating_sub(finite).saturating_sub(b.folded_positions) as f64)
         },
     );
     report(
