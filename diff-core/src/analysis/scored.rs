@@ -40,9 +40,9 @@ pub fn check_score_methods(score: Score, methods: &[Method], named: bool) -> Res
 pub fn check_scored_positions(score: Score, prompts: &[EncodedPrompt]) -> Result<()> {
     match score.role() {
         Some(role) if !prompts.iter().flat_map(|p| &p.scored).any(|&s| s) => Err(Error::Usage(format!(
-            "--score {role} leaves no position to score: no prompt has a {role} message the chat template keeps \
-             verbatim (plain-text prompts count as the user's); give prompts as {{\"messages\": [...]}} with {role} \
-             turns or leave --score out"
+            "--score {role} leaves no position to score: no {role} message of any prompt appears verbatim in its \
+             rendered chat template (plain-text prompts count as the user's); give prompts as \
+             {{\"messages\": [...]}} with {role} turns or leave --score out"
         ))),
         _ => Ok(()),
     }
