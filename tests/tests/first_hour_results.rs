@@ -393,13 +393,28 @@ fn score_keeps_only_the_positions_predicting_one_roles_tokens() {
         .collect();
     std::fs::write(&prompts, lines.join("\n")).unwrap();
     let run_with = |score: &str| {
-        let args = ["--methods", "kl", "--prompts", prompts.to_str().unwrap(), "--top-positions", "100000"];
-        let (run, out) = compare(&sb, &fixture(BASE), &fixture(FULL_FT), &[&args[..], &["--score", score]].concat());
+        let args = [
+            "--methods",
+            "kl",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--top-positions",
+            "100000",
+        ];
+        let (run, out) = compare(
+            &sb,
+            &fixture(BASE),
+            &fixture(FULL_FT),
+            &[&args[..], &["--score", score]].concat(),
+        );
         run.assert_ok();
         read_json(&out)
     };
     let all = run_with("all");
-    assert!(all["settings"].get("score").is_none(), "the default is left out of the report");
+    assert!(
+        all["settings"].get("score").is_none(),
+        "the default is left out of the report"
+    );
     let n_all = all["behaviour"]["summary"]["kl_tuned_base"]["n"].as_u64().unwrap();
     for role in ["user", "assistant"] {
         let report = run_with(role);
@@ -415,8 +430,8 @@ fn score_keeps_only_the_positions_predicting_one_roles_tokens() {
             assert_eq!(kl.len(), tokens.len(), "rows stay complete");
             let roles = token_roles(tokens, messages);
             let shared = usize::try_from(row["shared_prefix_tokens"].as_u64().unwrap_or(0)).unwrap();
-            for t in shared..tokens.len() {
-                if roles.get(t + 1).is_some_and(|r| r.as_deref() == Some(role)) && kl[t].is_f64() {
+            for (t, value) in kl.iter().enumerate().skip(shared) {
+                if roles.get(t + 1).is_some_and(|r| r.as_deref() == Some(role)) && value.is_f64() {
                     expected.push((p as u64, t as u64));
                 }
             }
@@ -429,7 +444,10 @@ fn score_keeps_only_the_positions_predicting_one_roles_tokens() {
             .collect();
         listed.sort_unstable();
         assert!(!expected.is_empty());
-        assert_eq!(listed, expected, "--score {role}: the ranked positions are exactly the {role}'s");
+        assert_eq!(
+            listed, expected,
+            "--score {role}: the ranked positions are exactly the {role}'s"
+        );
         let n = b["summary"]["kl_tuned_base"]["n"].as_u64().unwrap();
         assert_eq!(n, expected.len() as u64);
         assert!(n < n_all, "--score {role} keeps {n} of {n_all} positions");
@@ -446,16 +464,35 @@ fn score_without_positions_or_without_kl_is_refused() {
         &sb,
         &fixture(BASE),
         &fixture(FULL_FT),
-        &["--methods", "kl", "--prompts", prompts.to_str().unwrap(), "--score", "assistant"],
+        &[
+            "--methods",
+            "kl",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--score",
+            "assistant",
+        ],
     );
     run.assert_fails_cleanly(2, &["--score assistant leaves no position to score"]);
-    let (run, _) = compare(&sb, &fixture(BASE), &fixture(FULL_FT), &["--methods", "weights", "--score", "user"]);
+    let (run, _) = compare(
+        &sb,
+        &fixture(BASE),
+        &fixture(FULL_FT),
+        &["--methods", "weights", "--score", "user"],
+    );
     run.assert_fails_cleanly(2, &["--score user applies to the kl method only"]);
     let (run, out) = compare(
         &sb,
         &fixture(BASE),
         &fixture(FULL_FT),
-        &["--methods", "kl,lens", "--prompts", prompts.to_str().unwrap(), "--score", "user"],
+        &[
+            "--methods",
+            "kl,lens",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--score",
+            "user",
+        ],
     );
     run.assert_ok();
     assert!(run.stderr.contains("lens use every position"), "{}", run.stderr);

@@ -298,7 +298,11 @@ impl Collected {
     /// repeat an earlier prompt's.
     fn is_summarized(&self, prompt: usize, position: usize) -> bool {
         let folded = self.shared.get(prompt).is_some_and(|&shared| position < shared);
-        let scored = self.scored.get(prompt).and_then(|s| s.get(position)).is_some_and(|&s| s);
+        let scored = self
+            .scored
+            .get(prompt)
+            .and_then(|s| s.get(position))
+            .is_some_and(|&s| s);
         scored && !folded
     }
 
@@ -464,9 +468,13 @@ fn summary_of(
             .skip(from)
             .filter_map(|(s, &k)| s.filter(|_| k))
     };
-    let all: Vec<PositionStats> = indices.iter().zip(&shared).flat_map(|(&i, &shared)| kept(i, shared)).collect();
+    let all: Vec<PositionStats> = indices
+        .iter()
+        .zip(&shared)
+        .flat_map(|(&i, &shared)| kept(i, shared))
+        .collect();
     let values = |f: &dyn Fn(&PositionStats) -> Option<f64>| -> Option<Distribution> {
-        summarize(&all.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map(distribution)
+        summarize(&all.iter().filter_map(f).collect::<Vec<_>>()).map(distribution)
     };
     // Each prompt's mean over its scored positions: the row's own mean when every position is scored.
     let per_prompt: Vec<f64> = indices

@@ -399,7 +399,10 @@ fn baselines_of_other_inputs_are_named_by_every_difference() {
     let mut assistant = report.clone();
     assistant.settings.score = crate::report::Score::Assistant;
     let found = baseline::differences(&report, &assistant);
-    assert_eq!(found, ["the scored tokens differ (--score all here, assistant in the baseline)"]);
+    assert_eq!(
+        found,
+        ["the scored tokens differ (--score all here, assistant in the baseline)"]
+    );
 
     let mut resized = report.clone();
     resized.inputs.base.files[0].size_bytes += 1;

@@ -5,7 +5,8 @@
 //! The rules are in docs/methods.md ("Headlines").
 
 use super::{
-    CrosscoderSection, Distribution, LensSection, PatchCell, PatchSection, Report, Site, SwapRow, SwapSection, WeightsSection,
+    CrosscoderSection, Distribution, LensSection, PatchCell, PatchSection, Report, Site, SwapRow, SwapSection,
+    WeightsSection,
 };
 use crate::units::significant;
 

@@ -274,7 +274,10 @@ impl Score {
 
     /// True for [`Score::All`] (left out of the report).
     #[must_use]
-    #[allow(clippy::trivially_copy_pass_by_ref, reason = "serde's skip_serializing_if passes a reference")]
+    #[allow(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's skip_serializing_if passes a reference"
+    )]
     pub fn is_all(&self) -> bool {
         *self == Self::All
     }

@@ -88,6 +88,9 @@ mod tests {
         // BOS (empty offsets), a token ending where a span starts, one overlapping its start, one inside, one
         // between spans, one in the last span.
         let offsets = [(0, 0), (1, 3), (2, 4), (4, 6), (6, 8), (8, 10)];
-        assert_eq!(spans_of_tokens(&offsets, &spans), [None, None, Some(0), Some(0), None, Some(2)]);
+        assert_eq!(
+            spans_of_tokens(&offsets, &spans),
+            [None, None, Some(0), Some(0), None, Some(2)]
+        );
     }
 }

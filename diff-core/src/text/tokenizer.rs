@@ -183,9 +183,11 @@ impl Tokenizer {
     /// As [`Tokenizer::encode`].
     pub fn encode_with_roles<'a>(&self, prompt: &'a PromptContent) -> Result<TokenRoles<'a>> {
         let (encoding, spans, roles): (_, _, Vec<&str>) = match prompt {
-            PromptContent::Text(text) => (self.inner.encode(text.as_str(), true), vec![Some(0..text.len())], vec![
-                TEXT_ROLE,
-            ]),
+            PromptContent::Text(text) => (
+                self.inner.encode(text.as_str(), true),
+                vec![Some(0..text.len())],
+                vec![TEXT_ROLE],
+            ),
             PromptContent::Messages(messages) => {
                 let rendered = self.render_chat(messages)?;
                 let spans = message_spans(&rendered, messages);
@@ -200,8 +202,16 @@ impl Tokenizer {
         let owners = spans_of_tokens(encoding.get_offsets(), &spans);
         Ok(TokenRoles {
             ids: encoding.get_ids().to_vec(),
-            roles: owners.into_iter().map(|o| o.and_then(|i| roles.get(i).copied())).collect(),
-            unmatched: spans.iter().enumerate().filter(|(_, s)| s.is_none()).map(|(i, _)| i).collect(),
+            roles: owners
+                .into_iter()
+                .map(|o| o.and_then(|i| roles.get(i).copied()))
+                .collect(),
+            unmatched: spans
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_none())
+                .map(|(i, _)| i)
+                .collect(),
         })
     }
 

@@ -281,7 +281,10 @@ fn each_token_gets_the_role_of_the_message_it_comes_from() {
     assert!(roles.unmatched.is_empty());
     // Exactly the contents' tokens (a leading space the tokenizer glues to a word comes with it), none of the
     // template's role headers, BOS or EOS.
-    assert_eq!(text_of(&tok, &roles, "user").trim(), "What is the capital of France? And of Spain?");
+    assert_eq!(
+        text_of(&tok, &roles, "user").trim(),
+        "What is the capital of France? And of Spain?"
+    );
     assert_eq!(text_of(&tok, &roles, "assistant").trim(), "Paris, of course.");
     assert_eq!(roles.roles.first(), Some(&None), "BOS is the template's");
 
@@ -290,7 +293,17 @@ fn each_token_gets_the_role_of_the_message_it_comes_from() {
     let sp = Tokenizer::load(&path).unwrap();
     let prompt = text("the é\n");
     let plain = sp.encode_with_roles(&prompt).unwrap();
-    assert_eq!(plain.roles, [None, Some("user"), Some("user"), Some("user"), Some("user"), Some("user")]);
+    assert_eq!(
+        plain.roles,
+        [
+            None,
+            Some("user"),
+            Some("user"),
+            Some("user"),
+            Some("user"),
+            Some("user")
+        ]
+    );
 }
 
 #[test]
