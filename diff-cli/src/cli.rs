@@ -2,10 +2,10 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, Parser, Subcommand, ValueEnum};
 use mdiff_core::analysis::{Granularity, Site};
 use mdiff_core::model::{DeviceSpec, RunDtype};
-use mdiff_core::report::Method;
+use mdiff_core::report::{Method, Score};
 
 /// What changed when a language model was fine-tuned.
 #[derive(Debug, Parser)]
@@ -311,6 +311,11 @@ pub struct CompareArgs {
     /// 0 stores none and makes large reports much smaller).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u16).range(0..=100))]
     pub token_top_k: u16,
+    /// Whose tokens the KL summary, group summaries and most divergent positions score: all, or only positions
+    /// predicting a token of the user's (plain-text prompts count as the user's) or the assistant's messages of
+    /// chat-templated prompts. Per-prompt rows stay complete; lens, swap, patch and crosscoder use every position.
+    #[arg(long, value_enum, default_value_t = ScoreArg::All)]
+    pub score: ScoreArg,
     /// Positions the logit lens reads: the first prompts of the set, whole, up to this many (at least one prompt).
     /// Each costs three unembeddings per layer.
     #[arg(long, default_value_t = LENS_POSITIONS, value_parser = clap::value_parser!(u32).range(1..))]
@@ -480,6 +485,27 @@ fn parse_method(name: &str) -> Result<Method, String> {
             let known: Vec<&str> = Method::ALL.iter().map(|m| m.name()).collect();
             format!("unknown method {name:?}; choose from {}", known.join(", "))
         })
+}
+
+/// `--score`, spelled as [`Score`] is in the report.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ScoreArg {
+    /// Every position.
+    All,
+    /// Positions predicting a token of a user message.
+    User,
+    /// Positions predicting a token of an assistant message.
+    Assistant,
+}
+
+impl From<ScoreArg> for Score {
+    fn from(arg: ScoreArg) -> Self {
+        match arg {
+            ScoreArg::All => Self::All,
+            ScoreArg::User => Self::User,
+            ScoreArg::Assistant => Self::Assistant,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -7,7 +7,8 @@ use std::time::Instant;
 use crate::analysis::crosscoder::{CrosscoderOptions, check_new_or_empty, crosscoder};
 use crate::analysis::{
     BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, Outcome, PairOptions, PairPlan, PatchOptions,
-    SectionHeader, SwapOptions, behaviour, layerwise_mismatch, lens, patch, prepare_prompts, selected_layers, swap,
+    SectionHeader, SwapOptions, behaviour, check_score_methods, check_scored_positions, layerwise_mismatch, lens,
+    patch, prepare_scored_prompts, selected_layers, swap,
 };
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};
@@ -138,6 +139,7 @@ pub fn compare(
                     .into(),
             ));
         }
+        check_score_methods(opts.behaviour.score, &methods, true)?;
         Behavioural::NotAsked
     };
     let unavailable: Vec<Option<String>> = methods.iter().map(|&m| behavioural.unavailable(m)).collect();
@@ -168,6 +170,7 @@ pub fn compare(
                 Behavioural::Ready(prepared) => Some(prepared.prompts_sha256.clone()),
                 Behavioural::NotAsked | Behavioural::Missing(_) => None,
             },
+            score: opts.behaviour.score,
         },
         weights: None,
         behaviour: None,
@@ -363,9 +366,12 @@ impl Behavioural {
             Outcome::Done(plan) => plan,
             Outcome::Skipped(reason) => return Ok(Self::Missing(reason)),
         };
+        let score = opts.behaviour.score;
+        let ignored = check_score_methods(score, methods, opts.methods.is_given())?;
         let (encoded, mut warnings) =
-            prepare_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size())?;
-        warnings.splice(0..0, plan.warnings().iter().cloned());
+            prepare_scored_prompts(&prompts, plan.tokenizer(), plan.context_len(), plan.vocab_size(), score)?;
+        check_scored_positions(score, &encoded)?;
+        warnings.splice(0..0, plan.warnings().iter().cloned().chain(ignored));
         plan.check_fit(base, tuned)?;
         let mismatch = layerwise_mismatch(plan.base_config(), plan.tuned_config());
         let localizes = methods.iter().any(|m| matches!(m, Method::Swap | Method::Patch));

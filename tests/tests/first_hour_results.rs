@@ -334,3 +334,167 @@ fn tables_and_help_fit_the_terminal_width() {
         }
     }
 }
+
+/// Per prompt row of a report, the role of each token: the tokens' strings are concatenated back into the
+/// rendered chat template, the messages' contents looked up in it in order (as docs/methods.md, "Scoring one
+/// role's tokens", says), and each token given the role of the content its characters overlap.
+fn token_roles(tokens: &[Value], messages: &[(&str, &str)]) -> Vec<Option<String>> {
+    let pieces: Vec<&str> = tokens.iter().map(|t| t.as_str().unwrap()).collect();
+    let rendered = pieces.concat();
+    let mut spans = Vec::new();
+    let mut from = 0;
+    for &(role, content) in messages {
+        let start = rendered[from..].find(content).unwrap() + from;
+        from = start + content.len();
+        spans.push((start..from, role));
+    }
+    let mut offset = 0;
+    pieces
+        .iter()
+        .map(|piece| {
+            let token = offset..offset + piece.len();
+            offset = token.end;
+            spans
+                .iter()
+                .find(|(span, _)| token.start < span.end && token.end > span.start)
+                .map(|(_, role)| (*role).to_string())
+        })
+        .collect()
+}
+
+/// Issue #15, Build 6: `--score user|assistant` scores only the positions that predict a token of that role's
+/// messages, in the summary and the most divergent positions; rows stay complete.
+#[test]
+fn score_keeps_only_the_positions_predicting_one_roles_tokens() {
+    let sb = Sandbox::new();
+    let prompts = sb.join("chat.jsonl");
+    let conversations: [&[(&str, &str)]; 2] = [
+        &[
+            ("user", "What is the capital of France?"),
+            ("assistant", "Paris, a city on the Seine."),
+            ("user", "And how many people live there?"),
+            ("assistant", "About two million in the city itself."),
+        ],
+        &[
+            ("system", "Answer in one short sentence."),
+            ("user", "Why is the sky blue?"),
+            ("assistant", "Air scatters blue light more than red light."),
+        ],
+    ];
+    let lines: Vec<String> = conversations
+        .iter()
+        .map(|c| {
+            let messages: Vec<Value> = c
+                .iter()
+                .map(|(role, content)| serde_json::json!({"role": role, "content": content}))
+                .collect();
+            serde_json::json!({ "messages": messages }).to_string()
+        })
+        .collect();
+    std::fs::write(&prompts, lines.join("\n")).unwrap();
+    let run_with = |score: &str| {
+        let args = [
+            "--methods",
+            "kl",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--top-positions",
+            "100000",
+        ];
+        let (run, out) = compare(
+            &sb,
+            &fixture(BASE),
+            &fixture(FULL_FT),
+            &[&args[..], &["--score", score]].concat(),
+        );
+        run.assert_ok();
+        read_json(&out)
+    };
+    let all = run_with("all");
+    assert!(
+        all["settings"].get("score").is_none(),
+        "the default is left out of the report"
+    );
+    let n_all = all["behaviour"]["summary"]["kl_tuned_base"]["n"].as_u64().unwrap();
+    for role in ["user", "assistant"] {
+        let report = run_with(role);
+        assert_eq!(report["settings"]["score"], role);
+        let b = &report["behaviour"];
+        let rows = b["prompts"].as_array().unwrap();
+        // Every position the summary may count: not a repeat of an earlier prompt's prefix, finite, and predicting
+        // (the token after it) a token of `role`'s messages.
+        let mut expected = Vec::new();
+        for (p, (row, messages)) in rows.iter().zip(conversations).enumerate() {
+            let tokens = row["tokens"].as_array().unwrap();
+            let kl = row["kl_tuned_base"].as_array().unwrap();
+            assert_eq!(kl.len(), tokens.len(), "rows stay complete");
+            let roles = token_roles(tokens, messages);
+            let shared = usize::try_from(row["shared_prefix_tokens"].as_u64().unwrap_or(0)).unwrap();
+            for (t, value) in kl.iter().enumerate().skip(shared) {
+                if roles.get(t + 1).is_some_and(|r| r.as_deref() == Some(role)) && value.is_f64() {
+                    expected.push((p as u64, t as u64));
+                }
+            }
+        }
+        let mut listed: Vec<(u64, u64)> = b["top_positions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|d| (d["prompt"].as_u64().unwrap(), d["position"].as_u64().unwrap()))
+            .collect();
+        listed.sort_unstable();
+        assert!(!expected.is_empty());
+        assert_eq!(
+            listed, expected,
+            "--score {role}: the ranked positions are exactly the {role}'s"
+        );
+        let n = b["summary"]["kl_tuned_base"]["n"].as_u64().unwrap();
+        assert_eq!(n, expected.len() as u64);
+        assert!(n < n_all, "--score {role} keeps {n} of {n_all} positions");
+    }
+}
+
+/// Issue #15, Build 6: a `--score` that leaves nothing to score, or that no method applies, is refused in one line.
+#[test]
+fn score_without_positions_or_without_kl_is_refused() {
+    let sb = Sandbox::new();
+    let prompts = sb.join("plain.txt");
+    std::fs::write(&prompts, "plain text has no assistant turn\n").unwrap();
+    let (run, _) = compare(
+        &sb,
+        &fixture(BASE),
+        &fixture(FULL_FT),
+        &[
+            "--methods",
+            "kl",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--score",
+            "assistant",
+        ],
+    );
+    run.assert_fails_cleanly(2, &["--score assistant leaves no position to score"]);
+    let (run, _) = compare(
+        &sb,
+        &fixture(BASE),
+        &fixture(FULL_FT),
+        &["--methods", "weights", "--score", "user"],
+    );
+    run.assert_fails_cleanly(2, &["--score user applies to the kl method only"]);
+    let (run, out) = compare(
+        &sb,
+        &fixture(BASE),
+        &fixture(FULL_FT),
+        &[
+            "--methods",
+            "kl,lens",
+            "--prompts",
+            prompts.to_str().unwrap(),
+            "--score",
+            "user",
+        ],
+    );
+    run.assert_ok();
+    assert!(run.stderr.contains("lens use every position"), "{}", run.stderr);
+    assert_eq!(read_json(&out)["settings"]["score"], "user");
+}

@@ -65,6 +65,7 @@ pub fn run(args: &CompareArgs) -> anyhow::Result<()> {
     opts.behaviour.batch_tokens = args.batch_tokens as usize;
     opts.behaviour.top_positions = args.top_positions;
     opts.behaviour.token_top_k = usize::from(args.token_top_k);
+    opts.behaviour.score = args.score.into();
     opts.lens.max_positions = args.lens_positions as usize;
     opts.lens.batch_tokens = args.batch_tokens as usize;
     let layers = args.layers.as_ref().map(|l| l.0.clone());

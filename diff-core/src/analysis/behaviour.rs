@@ -16,7 +16,7 @@ use crate::model::{Hooks, Model, with_f32_values};
 use crate::progress::{Progress, checkpoint};
 use crate::report::{
     BehaviourSection, BehaviourSummary, Distribution, DivergentPosition, GroupBehaviour, NonFiniteLogits,
-    PromptBehaviour, TokenProb,
+    PromptBehaviour, Score, TokenProb,
 };
 use crate::stats::{
     PositionStats, RunningMean, Summary, compare_chunk, percentile_label, shared_prefix_lengths, summarize, top_k,
@@ -46,6 +46,9 @@ pub struct BehaviourOptions {
     /// Most likely next tokens of each model stored for every position (what the viewer shows on hover); 0 stores
     /// none, which keeps reports of very long prompt sets small.
     pub token_top_k: usize,
+    /// Whose tokens the summaries score (applied by [`prepare_scored_prompts`](super::prepare_scored_prompts),
+    /// which marks [`EncodedPrompt::scored`]).
+    pub score: Score,
 }
 
 impl Default for BehaviourOptions {
@@ -56,6 +59,7 @@ impl Default for BehaviourOptions {
             top_k: 5,
             context_tokens: 8,
             token_top_k: 5,
+            score: Score::All,
         }
     }
 }
@@ -174,8 +178,9 @@ impl Chunk<'_> {
             };
             out.positions[p][pos] = Some(stats);
             out.tops[p][pos] = tops;
-            // A position an earlier prompt already has (same tokens up to it) would list the same values again.
-            if !out.is_folded(p, pos) && out.would_rank(stats.kl_tuned_base, p, pos) {
+            // A position an earlier prompt already has (same tokens up to it) would list the same values again;
+            // one `--score` leaves out is not ranked either.
+            if out.is_summarized(p, pos) && out.would_rank(stats.kl_tuned_base, p, pos) {
                 let top = |l: &[f32]| token_probs(tokenizer, &top_k(&l[j * vocab..(j + 1) * vocab], opts.top_k));
                 out.rank(Ranked {
                     kl: stats.kl_tuned_base,
@@ -254,6 +259,8 @@ struct Collected {
     keep: usize,
     /// Per prompt, the leading positions an earlier prompt shares ([`shared_prefix_lengths`]).
     shared: Vec<usize>,
+    /// Per prompt, the positions `--score` keeps ([`EncodedPrompt::scored`]).
+    scored: Vec<Vec<bool>>,
 }
 
 impl Collected {
@@ -269,6 +276,7 @@ impl Collected {
             non_finite_at: Vec::new(),
             ranked: Vec::new(),
             keep,
+            scored: prompts.iter().map(|p| p.scored.clone()).collect(),
         }
     }
 
@@ -286,9 +294,16 @@ impl Collected {
         self.non_finite_at.push((prompt, position));
     }
 
-    /// Whether position `position` of prompt `prompt` repeats an earlier prompt's.
-    fn is_folded(&self, prompt: usize, position: usize) -> bool {
-        self.shared.get(prompt).is_some_and(|&shared| position < shared)
+    /// Whether position `position` of prompt `prompt` counts in the summaries: `--score` keeps it and it does not
+    /// repeat an earlier prompt's.
+    fn is_summarized(&self, prompt: usize, position: usize) -> bool {
+        let folded = self.shared.get(prompt).is_some_and(|&shared| position < shared);
+        let scored = self
+            .scored
+            .get(prompt)
+            .and_then(|s| s.get(position))
+            .is_some_and(|&s| s);
+        scored && !folded
     }
 
     fn would_rank(&self, kl: f64, prompt: usize, position: usize) -> bool {
@@ -329,7 +344,7 @@ impl Collected {
         }
         let token_strings = attach_tops(&mut rows, tops, tokenizer, opts.token_top_k);
         let all_prompts: Vec<usize> = (0..prompts.len()).collect();
-        let (summary, folded_positions) = summary_of(&all_prompts, prompts, &self.positions, &rows);
+        let (summary, folded_positions) = summary_of(&all_prompts, prompts, &self.positions);
         let mut members = BTreeMap::<&str, Vec<usize>>::new();
         for (index, prompt) in prompts.iter().enumerate() {
             if let Some(group) = &prompt.group {
@@ -339,7 +354,7 @@ impl Collected {
         let groups = members
             .into_iter()
             .map(|(name, indices)| {
-                let (summary, folded_positions) = summary_of(&indices, prompts, &self.positions, &rows);
+                let (summary, folded_positions) = summary_of(&indices, prompts, &self.positions);
                 let group = GroupBehaviour {
                     num_prompts: indices.len(),
                     num_positions: indices.iter().map(|&i| self.positions[i].len() as u64).sum(),
@@ -436,25 +451,36 @@ pub(crate) fn distribution(s: Summary) -> Distribution {
     }
 }
 
-/// The headline statistics over the finite positions of the prompts `indices` (all of them, or one group), each
-/// distinct token prefix among them counted once; with the number of positions so left out.
+/// The headline statistics over the finite positions `--score` keeps of the prompts `indices` (all of them, or one
+/// group), each distinct token prefix among them counted once; with the number of positions the prefixes left out.
 fn summary_of(
     indices: &[usize],
     prompts: &[EncodedPrompt],
     positions: &[Vec<Option<PositionStats>>],
-    rows: &[PromptBehaviour],
 ) -> (BehaviourSummary, u64) {
     let shared = shared_prefix_lengths(indices.iter().map(|&i| prompts[i].ids.as_slice()));
     let folded = shared.iter().map(|&n| n as u64).sum();
-    let all: Vec<&PositionStats> = indices
+    // The finite scored positions of prompt i from position `from` on.
+    let kept = |i: usize, from: usize| {
+        positions[i]
+            .iter()
+            .zip(&prompts[i].scored)
+            .skip(from)
+            .filter_map(|(s, &k)| s.filter(|_| k))
+    };
+    let all: Vec<PositionStats> = indices
         .iter()
         .zip(&shared)
-        .flat_map(|(&i, &shared)| positions[i].iter().skip(shared).flatten())
+        .flat_map(|(&i, &shared)| kept(i, shared))
         .collect();
     let values = |f: &dyn Fn(&PositionStats) -> Option<f64>| -> Option<Distribution> {
-        summarize(&all.iter().filter_map(|s| f(s)).collect::<Vec<_>>()).map(distribution)
+        summarize(&all.iter().filter_map(f).collect::<Vec<_>>()).map(distribution)
     };
-    let per_prompt: Vec<f64> = indices.iter().filter_map(|&i| rows[i].mean_kl_tuned_base).collect();
+    // Each prompt's mean over its scored positions: the row's own mean when every position is scored.
+    let per_prompt: Vec<f64> = indices
+        .iter()
+        .filter_map(|&i| kept(i, 0).map(|s| s.kl_tuned_base).collect::<RunningMean>().mean())
+        .collect();
     #[allow(clippy::cast_precision_loss)]
     let agreement =
         (!all.is_empty()).then(|| all.iter().filter(|s| s.top_base == s.top_tuned).count() as f64 / all.len() as f64);
@@ -543,6 +569,7 @@ mod tests {
             truncated_tokens: 0,
             group: None,
             id: None,
+            scored: vec![true; len],
         }
     }
 

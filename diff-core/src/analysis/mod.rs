@@ -12,6 +12,7 @@ mod outcome;
 mod pair;
 mod patch;
 mod prepare;
+mod scored;
 mod scoring;
 mod swap;
 
@@ -20,7 +21,8 @@ pub use lens::{LensOptions, lens};
 pub use outcome::Outcome;
 pub use pair::{ModelPair, PairOptions, PairPlan};
 pub use patch::{PatchOptions, PositionPrompts, patch};
-pub use prepare::{EncodedPrompt, prepare_prompts};
+pub use prepare::{EncodedPrompt, prepare_prompts, prepare_scored_prompts};
+pub use scored::{check_score_methods, check_scored_positions};
 pub use swap::{SwapOptions, swap};
 // Report types, re-exported where the options that use them live.
 pub use crate::report::{Granularity, Site};

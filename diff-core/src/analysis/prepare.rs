@@ -2,6 +2,7 @@
 //! to the context length with a warning.
 
 use crate::error::{Error, Result};
+use crate::report::Score;
 use crate::text::{PromptContent, PromptSet, Tokenizer};
 
 /// A prompt ready to run: its ids (truncated to the context) and where it came from.
@@ -19,6 +20,8 @@ pub struct EncodedPrompt {
     pub group: Option<String>,
     /// The prompt's id, when the prompt file gives one.
     pub id: Option<String>,
+    /// Per position (as `ids`), whether the KL summaries score it ([`Score`]; all true for [`Score::All`]).
+    pub scored: Vec<bool>,
 }
 
 /// Encodes every prompt of `set` for models with `context_len` positions and `vocab_size` embedding rows.
@@ -32,6 +35,23 @@ pub fn prepare_prompts(
     tokenizer: &Tokenizer,
     context_len: usize,
     vocab_size: usize,
+) -> Result<(Vec<EncodedPrompt>, Vec<String>)> {
+    prepare_scored_prompts(set, tokenizer, context_len, vocab_size, Score::All)
+}
+
+/// [`prepare_prompts`] with the positions `score` keeps marked in [`EncodedPrompt::scored`]: for a role, position
+/// t is scored when the token at t + 1 (the one the model predicts there) comes from a message of that role
+/// ([`Tokenizer::encode_with_roles`]); a warning names each message of that role the rendered template does not
+/// contain verbatim (none of its tokens is scored).
+///
+/// # Errors
+/// As [`prepare_prompts`].
+pub fn prepare_scored_prompts(
+    set: &PromptSet,
+    tokenizer: &Tokenizer,
+    context_len: usize,
+    vocab_size: usize,
+    score: Score,
 ) -> Result<(Vec<EncodedPrompt>, Vec<String>)> {
     let resolved = set.clone().resolve_for(tokenizer);
     let encoded = resolved.encode_all(tokenizer)?;
@@ -51,6 +71,26 @@ pub fn prepare_prompts(
         if ids.is_empty() {
             warnings.push(format!("{location} encodes to no tokens and was skipped"));
         }
+        let mut scored = match score.role() {
+            None => vec![true; ids.len()],
+            Some(role) => {
+                let roles = tokenizer.encode_with_roles(&prompt.content)?;
+                if let PromptContent::Messages(messages) = &prompt.content {
+                    for &i in &roles.unmatched {
+                        if messages.get(i).is_some_and(|m| m.role == role) {
+                            warnings.push(format!(
+                                "{location}: the chat template changes the text of message {} (the {role}'s), so \
+                                 --score {role} scores none of its tokens",
+                                i + 1
+                            ));
+                        }
+                    }
+                }
+                (1..=ids.len())
+                    .map(|next| roles.roles.get(next).copied().flatten() == Some(role))
+                    .collect()
+            }
+        };
         let truncated_tokens = ids.len().saturating_sub(context_len);
         if truncated_tokens > 0 {
             warnings.push(format!(
@@ -59,6 +99,7 @@ pub fn prepare_prompts(
                 ids.len()
             ));
             ids.truncate(context_len);
+            scored.truncate(context_len);
         }
         prompts.push(EncodedPrompt {
             line: prompt.line,
@@ -67,6 +108,7 @@ pub fn prepare_prompts(
             truncated_tokens,
             group: prompt.group.clone(),
             id: prompt.id.clone(),
+            scored,
         });
     }
     Ok((prompts, warnings))

@@ -1,4 +1,4 @@
-//! Whether a baseline report can stand beside a report: same schema, base model, prompts and seed.
+//! Whether a baseline report can stand beside a report: same schema, base model, prompts, `--score` and seed.
 //!
 //! The tuned model is expected to differ (it is the next release); everything that fixes what the numbers
 //! mean must not.
@@ -22,6 +22,13 @@ pub fn differences(report: &Report, baseline: &Report) -> Vec<String> {
             (Some(_), None) => "the baseline ran no prompts (or predates prompt hashes)".to_string(),
             _ => "this report ran no prompts and the baseline did".to_string(),
         });
+    }
+    if settings.score != baseline.settings.score {
+        found.push(format!(
+            "the scored tokens differ (--score {} here, {} in the baseline)",
+            settings.score.name(),
+            baseline.settings.score.name()
+        ));
     }
     found
 }

@@ -415,6 +415,14 @@ fn baselines_of_other_inputs_are_named_by_every_difference() {
     let hash = report.settings.prompts_sha256.as_deref();
     let early = baseline::known_before_compare(&report.schema_version, &report.inputs.base, 0, hash, &other);
     assert_eq!(early, found);
+    // Summaries over the assistant's tokens are not comparable with ones over all tokens.
+    let mut assistant = report.clone();
+    assistant.settings.score = crate::report::Score::Assistant;
+    let found = baseline::differences(&report, &assistant);
+    assert_eq!(
+        found,
+        ["the scored tokens differ (--score all here, assistant in the baseline)"]
+    );
 
     let mut resized = report.clone();
     resized.inputs.base.files[0].size_bytes += 1;

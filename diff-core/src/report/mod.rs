@@ -242,6 +242,54 @@ pub struct Settings {
     /// baseline must have been computed on the same set.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub prompts_sha256: Option<String>,
+    /// Whose tokens the KL summaries score (`--score`); absent means `all`.
+    #[serde(default, skip_serializing_if = "Score::is_all")]
+    pub score: Score,
+}
+
+/// Whose tokens of chat-templated prompts the KL summaries (summary, groups, most divergent positions) score
+/// (docs/methods.md, "Scoring one role's tokens").
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Score {
+    /// Every position.
+    #[default]
+    All,
+    /// Positions that predict a token of a user message (every token of a plain-text prompt).
+    User,
+    /// Positions that predict a token of an assistant message.
+    Assistant,
+}
+
+impl Score {
+    /// The name used on the command line and in the report.
+    #[must_use]
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::All => "all",
+            Self::User => "user",
+            Self::Assistant => "assistant",
+        }
+    }
+
+    /// True for [`Score::All`] (left out of the report).
+    #[must_use]
+    #[allow(
+        clippy::trivially_copy_pass_by_ref,
+        reason = "serde's skip_serializing_if passes a reference"
+    )]
+    pub fn is_all(&self) -> bool {
+        *self == Self::All
+    }
+
+    /// The message role whose tokens are scored; `None` for [`Score::All`].
+    #[must_use]
+    pub fn role(self) -> Option<&'static str> {
+        match self {
+            Self::All => None,
+            Self::User | Self::Assistant => Some(self.name()),
+        }
+    }
 }
 
 /// An analysis `mdiff compare` can run.

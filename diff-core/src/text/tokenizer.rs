@@ -14,6 +14,7 @@ use serde_json::Value;
 
 use super::chat_template::ChatTemplate;
 use super::token_display::TokenDisplay;
+use super::token_roles::{TEXT_ROLE, TokenRoles, message_spans, spans_of_tokens};
 use super::{Message, PromptContent};
 use crate::{Error, Result};
 
@@ -173,6 +174,45 @@ impl Tokenizer {
             reason: format!("encoding failed: {e}"),
         })?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// [`Tokenizer::encode`] with the role of the message each token comes from ([module docs](super::token_roles)):
+    /// a plain-text prompt's tokens are all [`TEXT_ROLE`]'s, bar those the tokenizer adds (BOS).
+    ///
+    /// # Errors
+    /// As [`Tokenizer::encode`].
+    pub fn encode_with_roles<'a>(&self, prompt: &'a PromptContent) -> Result<TokenRoles<'a>> {
+        let (encoding, spans, roles): (_, _, Vec<&str>) = match prompt {
+            PromptContent::Text(text) => (
+                self.inner.encode(text.as_str(), true),
+                vec![Some(0..text.len())],
+                vec![TEXT_ROLE],
+            ),
+            PromptContent::Messages(messages) => {
+                let rendered = self.render_chat(messages)?;
+                let spans = message_spans(&rendered, messages);
+                let roles = messages.iter().map(|m| m.role.as_str()).collect();
+                (self.inner.encode(rendered, false), spans, roles)
+            }
+        };
+        let encoding = encoding.map_err(|e| Error::Tokenizer {
+            path: self.path.clone(),
+            reason: format!("encoding failed: {e}"),
+        })?;
+        let owners = spans_of_tokens(encoding.get_offsets(), &spans);
+        Ok(TokenRoles {
+            ids: encoding.get_ids().to_vec(),
+            roles: owners
+                .into_iter()
+                .map(|o| o.and_then(|i| roles.get(i).copied()))
+                .collect(),
+            unmatched: spans
+                .iter()
+                .enumerate()
+                .filter(|(_, s)| s.is_none())
+                .map(|(i, _)| i)
+                .collect(),
+        })
     }
 
     /// The chat template rendered for `messages`, with `add_generation_prompt` true unless the last message is the

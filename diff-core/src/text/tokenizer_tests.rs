@@ -245,3 +245,87 @@ fn sentencepiece_tokens_keep_their_leading_space_and_bytes() {
     assert_eq!(tok.token_strings(&ids), ["<s>", " the", " ", "<0xC3>", "<0xA9>", "\n"]);
     assert_eq!(tok.token_strings(&ids[1..2]), [" the"]);
 }
+
+/// The tokens `encode_with_roles` gives `role`, as text.
+fn text_of(tok: &Tokenizer, roles: &TokenRoles<'_>, role: &str) -> String {
+    let ids: Vec<u32> = roles
+        .ids
+        .iter()
+        .zip(&roles.roles)
+        .filter(|(_, r)| **r == Some(role))
+        .map(|(&id, _)| id)
+        .collect();
+    tok.token_strings(&ids).concat()
+}
+
+#[test]
+fn each_token_gets_the_role_of_the_message_it_comes_from() {
+    let tok = Tokenizer::load(&fixture("tiny-llama")).unwrap();
+    let chat = PromptContent::Messages(vec![
+        Message {
+            role: "user".into(),
+            content: "What is the capital of France?".into(),
+        },
+        Message {
+            role: "assistant".into(),
+            content: "Paris, of course.".into(),
+        },
+        Message {
+            role: "user".into(),
+            content: "And of Spain?".into(),
+        },
+    ]);
+    let roles = tok.encode_with_roles(&chat).unwrap();
+    assert_eq!(roles.ids, tok.encode(&chat).unwrap(), "the same ids as encode");
+    assert_eq!(roles.roles.len(), roles.ids.len());
+    assert!(roles.unmatched.is_empty());
+    // Exactly the contents' tokens (a leading space the tokenizer glues to a word comes with it), none of the
+    // template's role headers, BOS or EOS.
+    assert_eq!(
+        text_of(&tok, &roles, "user").trim(),
+        "What is the capital of France? And of Spain?"
+    );
+    assert_eq!(text_of(&tok, &roles, "assistant").trim(), "Paris, of course.");
+    assert_eq!(roles.roles.first(), Some(&None), "BOS is the template's");
+
+    // A plain-text prompt is the user's, bar the BOS the post-processor adds.
+    let (_dir, path) = model_dir(&sentencepiece_tokenizer(), None, None);
+    let sp = Tokenizer::load(&path).unwrap();
+    let prompt = text("the é\n");
+    let plain = sp.encode_with_roles(&prompt).unwrap();
+    assert_eq!(
+        plain.roles,
+        [
+            None,
+            Some("user"),
+            Some("user"),
+            Some("user"),
+            Some("user"),
+            Some("user")
+        ]
+    );
+}
+
+#[test]
+fn a_message_the_template_rewrites_is_unmatched() {
+    let (_dir, path) = model_dir(
+        &byte_level_tokenizer(false),
+        None,
+        Some("{% for m in messages %}{{ m.role }}: {{ m.content | upper }}\n{% endfor %}"),
+    );
+    let tok = Tokenizer::load(&path).unwrap();
+    let chat = PromptContent::Messages(vec![
+        Message {
+            role: "user".into(),
+            content: "hello".into(),
+        },
+        Message {
+            role: "assistant".into(),
+            content: "HI".into(),
+        },
+    ]);
+    let roles = tok.encode_with_roles(&chat).unwrap();
+    assert_eq!(roles.unmatched, [0]);
+    assert_eq!(text_of(&tok, &roles, "assistant"), "HI");
+    assert!(!roles.roles.contains(&Some("user")));
+}
