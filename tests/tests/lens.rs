@@ -154,5 +154,9 @@ fn a_lora_on_every_layer_drifts_from_the_first_block() {
     // A budget of no positions is a usage error, as clap reports them.
     let zero = sb.mdiff(&["compare", "a", "b", "--lens-positions", "0"]);
     assert_eq!(zero.code, 2, "{}", zero.stderr);
-    assert!(zero.stderr.contains("--lens-positions") && zero.stderr.contains("'0' is not valid"), "{}", zero.stderr);
+    assert!(
+        zero.stderr.contains("--lens-positions") && zero.stderr.contains("'0' is not valid"),
+        "{}",
+        zero.stderr
+    );
 }

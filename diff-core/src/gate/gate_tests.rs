@@ -199,7 +199,10 @@ fn group_rules_read_the_group_summary() {
         })
         .collect();
     let shared = crate::stats::shared_prefix_lengths(sequences.iter().map(Vec::as_slice));
-    assert!(shared.iter().any(|&n| n > 0), "the refusal prompts share their template's start");
+    assert!(
+        shared.iter().any(|&n| n > 0),
+        "the refusal prompts share their template's start"
+    );
     let positions: Vec<f64> = members
         .iter()
         .zip(&shared)
@@ -433,4 +436,19 @@ fn baselines_of_other_inputs_are_named_by_every_difference() {
     moved.inputs.base.path = "/elsewhere/base".into();
     moved.inputs.base.files[0].path = "/elsewhere/base/model.safetensors".into();
     assert!(baseline::differences(&report, &moved).is_empty());
+}
+
+/// Issue #15: positions the summary leaves out by design (repeated prompt prefixes, other roles' tokens with
+/// --score) are not "non-finite"; a position without a finite KL is, once.
+#[test]
+fn non_finite_positions_count_the_rows_not_what_the_summary_left_out() {
+    let rule = "[[rule]]\nmetric = \"behaviour.non_finite_positions\"\nmax = 0\n";
+    let mut report = fixture("lora");
+    assert!(report.behaviour.as_ref().unwrap().folded_positions > 0);
+    assert_eq!(one(&report, rule, None).value, Some(0.0));
+    let row = &mut report.behaviour.as_mut().unwrap().prompts[3];
+    row.kl_tuned_base[2] = None;
+    row.kl_tuned_base[4] = Some(f64::INFINITY);
+    let r = one(&report, rule, None);
+    assert_eq!((r.status, r.value), (Status::Fail, Some(2.0)));
 }

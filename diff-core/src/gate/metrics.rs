@@ -263,12 +263,16 @@ fn build() -> Vec<Metric> {
         Kl,
         "positions left out for NaN/infinite logits or an infinite KL",
         |r| {
-            // The per-side counts overlap (a position can be non-finite in both); the finite ones are counted once.
-            // Positions folded as repeats of an earlier prompt's prefix are left out of the summary by design, not
-            // for their values.
+            // Counted from the per-prompt rows, which keep every position: the summary leaves out folded prefixes
+            // and, with --score, other roles' tokens by design, and the per-side counts overlap.
             let b = r.behaviour.as_ref()?;
-            let finite = b.summary.kl_tuned_base.as_ref().map_or(0, |d| d.n);
-            Some(b.num_positions.saturating_sub(finite).saturating_sub(b.folded_positions) as f64)
+            let count = b
+                .prompts
+                .iter()
+                .flat_map(|p| &p.kl_tuned_base)
+                .filter(|kl| !kl.is_some_and(f64::is_finite))
+                .count();
+            Some(count as f64)
         },
     );
     report(
