@@ -52,6 +52,22 @@ fn onset_text(lens: &LensSection) -> String {
     }
 }
 
+/// An x axis that names the points (embedding, layer L) at whole positions and nothing between them; the lens
+/// panel and the overview's drift line share it.
+pub(crate) fn point_axis(
+    labels: Vec<String>,
+) -> impl Fn(egui_plot::GridMark, &std::ops::RangeInclusive<f64>) -> String {
+    move |mark, _| {
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked")]
+        let i = mark.value.round() as usize;
+        if (mark.value - mark.value.round()).abs() < 1e-6 && mark.value >= 0.0 {
+            labels.get(i).cloned().unwrap_or_default()
+        } else {
+            String::new()
+        }
+    }
+}
+
 fn point_label(point: &LensPoint) -> String {
     point.layer.map_or_else(|| "embedding".into(), |l| format!("layer {l}"))
 }
@@ -74,15 +90,7 @@ fn drift_plot_ui(ui: &mut Ui, lens: &LensSection, height: f32) {
         .x_axis_label("layer (residual after the block)")
         .y_axis_label("mean KL (nats)")
         .include_y(0.0)
-        .x_axis_formatter(move |mark, _| {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked")]
-            let i = mark.value.round() as usize;
-            if (mark.value - mark.value.round()).abs() < 1e-6 && mark.value >= 0.0 {
-                labels.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_axis_formatter(point_axis(labels))
         .show(ui, |plot| {
             plot.line(
                 Line::new(

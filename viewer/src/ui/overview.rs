@@ -143,15 +143,7 @@ fn drift_plot_ui(ui: &mut Ui, line: &DriftLine) {
         .x_axis_label("layer")
         .y_axis_label("mean KL (nats)")
         .include_y(0.0)
-        .x_axis_formatter(move |mark, _| {
-            #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, reason = "checked")]
-            let i = mark.value.round() as usize;
-            if (mark.value - mark.value.round()).abs() < 1e-6 && mark.value >= 0.0 {
-                labels.get(i).cloned().unwrap_or_default()
-            } else {
-                String::new()
-            }
-        })
+        .x_axis_formatter(super::lens::point_axis(labels))
         .show(ui, |plot| {
             plot.line(
                 Line::new("drift KL(tuned‖base)", PlotPoints::from(line.drift.clone()))
