@@ -12,7 +12,12 @@ const MAX_LINKS: usize = 40;
 
 /// The metadata of `path`, following links; when that fails, an error that says what the path is.
 pub(crate) fn metadata(path: &Path) -> Result<Metadata> {
-    std::fs::metadata(path).map_err(|source| match link_problem(path) {
+    std::fs::metadata(path).map_err(|source| unreadable(path, source))
+}
+
+/// The error for a path whose metadata cannot be read: what the link is when it is a broken one, else the I/O error.
+fn unreadable(path: &Path, source: std::io::Error) -> Error {
+    match link_problem(path) {
         Some(what) => Error::UnusablePath {
             path: path.to_path_buf(),
             what,
@@ -21,7 +26,7 @@ pub(crate) fn metadata(path: &Path) -> Result<Metadata> {
             path: path.to_path_buf(),
             source,
         },
-    })
+    }
 }
 
 /// `dir/name` when it is a file (or a link to one); `None` when nothing is there; an error when something else
@@ -47,18 +52,7 @@ pub(crate) fn unusable(path: &Path) -> Option<Error> {
                                       or pass the file it should have been)"
             .to_string(),
         Ok(_) => "not a regular file (a pipe, socket or device); pass the weights file itself".to_string(),
-        Err(source) => {
-            return Some(match link_problem(path) {
-                Some(what) => Error::UnusablePath {
-                    path: path.to_path_buf(),
-                    what,
-                },
-                None => Error::Read {
-                    path: path.to_path_buf(),
-                    source,
-                },
-            });
-        }
+        Err(source) => return Some(unreadable(path, source)),
     };
     Some(Error::UnusablePath {
         path: path.to_path_buf(),

@@ -55,6 +55,22 @@ pub struct PartBar {
     pub details: String,
 }
 
+impl PartBar {
+    /// A bar whose hover text is `name` and the share in each of the two `directions`.
+    fn new(label: String, name: &str, share: f64, directions: [(&str, Option<f64>); 2]) -> Self {
+        let mut details = name.to_string();
+        for (direction, value) in directions {
+            details.push_str(&format!("\n{direction}: {}", share_text(value)));
+        }
+        Self {
+            label,
+            name: name.to_string(),
+            share,
+            details,
+        }
+    }
+}
+
 /// The lens drift per point, ready to plot.
 #[derive(Debug, Clone, PartialEq)]
 pub struct DriftLine {
@@ -101,19 +117,15 @@ pub fn swap_bars(rows: &[SwapRow]) -> Vec<PartBar> {
         .filter_map(|i| rows.get(i))
         .filter_map(|row| {
             let share = row.removed.filter(|v| v.is_finite())?;
-            Some(PartBar {
-                label: describe_part(&row.part),
-                name: row.part.clone(),
+            Some(PartBar::new(
+                describe_part(&row.part),
+                &row.part,
                 share,
-                details: format!(
-                    "{}\n{}: {}\n{}: {}",
-                    row.part,
-                    SwapDirection::Removed.label(),
-                    share_text(row.removed),
-                    SwapDirection::Introduced.label(),
-                    share_text(row.introduced)
-                ),
-            })
+                [
+                    (SwapDirection::Removed.label(), row.removed),
+                    (SwapDirection::Introduced.label(), row.introduced),
+                ],
+            ))
         })
         .take(TOP_PARTS)
         .collect()
@@ -129,19 +141,15 @@ pub fn patch_bars(cells: &[PatchCell]) -> Vec<PartBar> {
         .filter(|cell| cell.site != CUMULATIVE_SITE)
         .filter_map(|cell| {
             let share = cell.tuned_into_base.filter(|v| v.is_finite())?;
-            Some(PartBar {
-                label: format!("layer {} {}", cell.layer, cell.site),
-                name: cell.hook.clone(),
+            Some(PartBar::new(
+                format!("layer {} {}", cell.layer, cell.site),
+                &cell.hook,
                 share,
-                details: format!(
-                    "{}\n{}: {}\n{}: {}",
-                    cell.hook,
-                    PatchDirection::TunedIntoBase.label(),
-                    share_text(cell.tuned_into_base),
-                    PatchDirection::BaseIntoTuned.label(),
-                    share_text(cell.base_into_tuned)
-                ),
-            })
+                [
+                    (PatchDirection::TunedIntoBase.label(), cell.tuned_into_base),
+                    (PatchDirection::BaseIntoTuned.label(), cell.base_into_tuned),
+                ],
+            ))
         })
         .take(TOP_PARTS)
         .collect()
