@@ -224,6 +224,16 @@ fn stale_temporary_files_of_a_killed_run_are_cleaned_by_the_next() {
     let running = sb.join(&format!(".g.xml.mdiff-tmp-{}-3", std::process::id()));
     std::fs::write(&stale, "half a file").unwrap();
     std::fs::write(&running, "being written").unwrap();
+    // Older than any write takes: younger ones may belong to a writer this /proc cannot see.
+    let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+    for path in [&stale, &running] {
+        std::fs::File::options()
+            .write(true)
+            .open(path)
+            .unwrap()
+            .set_modified(hour_ago)
+            .unwrap();
+    }
     let run = sb.mdiff(&["gate", "report.json", "--policy", "gate.toml", "--junit", "g.xml"]);
     assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
     assert!(!stale.exists(), "the dead run's temporary file is removed");

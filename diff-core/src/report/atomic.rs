@@ -18,9 +18,13 @@ const TEMP_MARK: &str = ".mdiff-tmp-";
 /// Such a file cannot be traced to its process; one older than this cannot belong to a write still under way.
 const LEGACY_STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(3600);
 
-/// Where the process of a temporary file cannot be asked about (not Linux), a file older than this is stale: no
-/// single file write of mdiff takes a day.
-#[cfg(not(target_os = "linux"))]
+/// A temporary file is written and renamed within seconds; one younger than this is kept even when its process
+/// looks gone, since a writer in another PID namespace (a container sharing the volume), behind `hidepid` or on
+/// another NFS host is invisible in our `/proc`.
+const TEMP_MIN_AGE: std::time::Duration = std::time::Duration::from_secs(600);
+
+/// Where the process of a file cannot be asked about (not Linux, or no `/proc`), a file older than this is stale:
+/// no single file write of mdiff takes a day.
 const STALE_AFTER: std::time::Duration = std::time::Duration::from_secs(24 * 3600);
 
 /// Writes `bytes` to `path` so that readers see either the old file or the whole new one, never a part.
@@ -67,7 +71,7 @@ pub fn remove_stale_temp_files(dir: &Path) -> usize {
         let name = entry.file_name();
         let Some(name) = name.to_str() else { continue };
         let stale = match temp_file_pid(name) {
-            Some(pid) => process_gone(pid, &entry.path()),
+            Some(pid) => older_than(&entry.path(), TEMP_MIN_AGE) && process_gone(pid, &entry.path()),
             None => is_legacy_temp_name(name) && older_than(&entry.path(), LEGACY_STALE_AFTER),
         };
         if stale && entry.file_type().is_ok_and(|t| t.is_file()) && std::fs::remove_file(entry.path()).is_ok() {
@@ -94,8 +98,11 @@ fn temp_file_pid(name: &str) -> Option<u32> {
     pid.parse().ok()
 }
 
+/// tempfile's names exactly: `.mdiff-`, six alphanumerics, `.tmp` (so a user's `.mdiff-notes.tmp` is not ours).
 fn is_legacy_temp_name(name: &str) -> bool {
-    name.starts_with(".mdiff-") && name.ends_with(".tmp")
+    name.strip_prefix(".mdiff-")
+        .and_then(|rest| rest.strip_suffix(".tmp"))
+        .is_some_and(|random| random.len() == 6 && random.bytes().all(|b| b.is_ascii_alphanumeric()))
 }
 
 fn older_than(path: &Path, age: std::time::Duration) -> bool {
@@ -113,13 +120,10 @@ pub fn process_gone(pid: u32, file: &Path) -> bool {
     if pid == std::process::id() {
         return false;
     }
-    #[cfg(target_os = "linux")]
-    {
-        let _ = file;
+    // Without a mounted /proc (a chroot) every process would look gone: fall back on the file's age.
+    if cfg!(target_os = "linux") && Path::new("/proc/self").exists() {
         !Path::new("/proc").join(pid.to_string()).exists()
-    }
-    #[cfg(not(target_os = "linux"))]
-    {
+    } else {
         older_than(file, STALE_AFTER)
     }
 }
@@ -132,26 +136,24 @@ struct TempFile {
 
 impl TempFile {
     /// Creates `.NAME.mdiff-tmp-PID-N` beside `target`. The counter makes the name unique within this process; a
-    /// file left under the same name by a dead process of the same id is stale and replaced.
+    /// name already taken (a process of the same id in another PID namespace, or a dead one's leftover) is never
+    /// removed here, the next counter value is tried instead.
     fn create(target: &Path) -> std::io::Result<Self> {
         static COUNTER: AtomicU64 = AtomicU64::new(0);
         let name = target
             .file_name()
             .map_or_else(|| "out".into(), |n| n.to_string_lossy().into_owned());
-        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
-        let path = parent_dir(target).join(format!(".{name}{TEMP_MARK}{}-{n}", std::process::id()));
-        let open = || {
+        let mut attempts = 0;
+        loop {
+            let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+            let path = parent_dir(target).join(format!(".{name}{TEMP_MARK}{}-{n}", std::process::id()));
             // Default permissions (0666 less the umask): a report is an ordinary output.
-            std::fs::OpenOptions::new().write(true).create_new(true).open(&path)
-        };
-        let file = match open() {
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {
-                std::fs::remove_file(&path)?;
-                open()?
+            match std::fs::OpenOptions::new().write(true).create_new(true).open(&path) {
+                Ok(file) => return Ok(Self { path, file: Some(file) }),
+                Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists && attempts < 1000 => attempts += 1,
+                Err(e) => return Err(e),
             }
-            other => other?,
-        };
-        Ok(Self { path, file: Some(file) })
+        }
     }
 
     /// Writes `bytes` and waits until they are on disk.
@@ -191,7 +193,11 @@ mod tests {
         assert_eq!(temp_file_pid("report.json.mdiff-tmp-123-0"), None);
         assert_eq!(temp_file_pid(".report.json.mdiff-tmp-x-0"), None);
         assert_eq!(temp_file_pid(".report.json"), None);
-        assert!(is_temp_file_name(".mdiff-Ab12.tmp"));
+        assert!(is_temp_file_name(".mdiff-Ab12cD.tmp"));
+        assert!(
+            !is_temp_file_name(".mdiff-my-notes.tmp"),
+            "a user's file of a similar name is not ours"
+        );
         assert!(!is_temp_file_name("report.json"));
     }
 
@@ -226,7 +232,21 @@ mod tests {
         for path in [&stale, &live, &other] {
             std::fs::write(path, "x").unwrap();
         }
+        let young = dir.path().join(format!(".q.json{TEMP_MARK}{dead}-0"));
+        std::fs::write(&young, "x").unwrap();
+        // A dead writer's file is removed once it is older than any write takes; a young one may be a writer we
+        // cannot see (another PID namespace) and is kept.
+        let hour_ago = std::time::SystemTime::now() - std::time::Duration::from_secs(3600);
+        for path in [&stale, &live] {
+            std::fs::File::options()
+                .write(true)
+                .open(path)
+                .unwrap()
+                .set_modified(hour_ago)
+                .unwrap();
+        }
         if cfg!(target_os = "linux") {
+            assert!(young.exists());
             assert_eq!(remove_stale_temp_files(dir.path()), 1);
             assert!(!stale.exists());
         }
