@@ -30,7 +30,14 @@ impl HubId {
     #[must_use]
     pub fn parse(text: &str) -> Option<Self> {
         let (repo, revision) = match text.split_once('@') {
-            Some((repo, revision)) if !revision.is_empty() && !revision.contains("..") => {
+            // A revision names a file under refs/ (a branch such as `refs/pr/1` has slashes), so it may not climb
+            // out of the cache folder or be absolute.
+            Some((repo, revision))
+                if !revision.is_empty()
+                    && !revision.contains("..")
+                    && !revision.starts_with('/')
+                    && revision.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) =>
+            {
                 (repo, Some(revision.to_string()))
             }
             Some(_) => return None,
@@ -139,7 +146,15 @@ fn cached_snapshot(id: &HubId, cache: &Path) -> Result<PathBuf, String> {
             ),
             false => format!("no {}", folder.display()),
         })?;
-        text.trim().to_string()
+        let commit = text.trim();
+        // The ref names the snapshot folder: anything but a commit hash would lead elsewhere.
+        if !is_commit_hash(commit) {
+            return Err(format!(
+                "{} holds {commit:?}, not a commit hash (a damaged cache: download the model again)",
+                reference.display()
+            ));
+        }
+        commit.to_string()
     };
     let snapshot = folder.join("snapshots").join(&commit);
     if snapshot.is_dir() {
@@ -268,6 +283,8 @@ mod tests {
             "org/name@",
             "org/na me",
             "org/name@../x",
+            "org/name@/etc/passwd",
+            "org/name@a\\b",
         ] {
             assert_eq!(HubId::parse(not_an_id), None, "{not_an_id}");
         }
@@ -288,6 +305,11 @@ mod tests {
         assert_eq!(cached_snapshot(&id, cache.path()).unwrap(), snapshot);
         let pinned = HubId::parse(&format!("org/name@{commit}")).unwrap();
         assert_eq!(cached_snapshot(&pinned, cache.path()).unwrap(), snapshot);
+        // A ref that is not a commit hash would name a folder outside snapshots/: a damaged cache, said as such.
+        std::fs::write(folder.join("refs/dev"), "../../../elsewhere\n").unwrap();
+        let dev = HubId::parse("org/name@dev").unwrap();
+        let damaged = cached_snapshot(&dev, cache.path()).unwrap_err();
+        assert!(damaged.contains("not a commit hash"), "{damaged}");
         let other = HubId::parse("org/other").unwrap();
         assert!(
             cached_snapshot(&other, cache.path())
