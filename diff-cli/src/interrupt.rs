@@ -25,16 +25,17 @@ impl Interrupts {
         for sig in [SIGINT, SIGTERM] {
             // Registered first, so it sees the flag as the previous signal left it: the second signal exits.
             signal_hook::flag::register_conditional_shutdown(sig, 128 + sig, Arc::clone(&received))?;
-            signal_hook::flag::register(sig, Arc::clone(&received))?;
+            // The number is stored before the flag is raised, so a poll that sees the flag reads which signal it was.
             #[allow(clippy::cast_sign_loss, reason = "signal numbers are small and positive")]
             signal_hook::flag::register_usize(sig, Arc::clone(&signal), sig as usize)?;
+            signal_hook::flag::register(sig, Arc::clone(&received))?;
         }
         Ok(Self { received, signal })
     }
 
     /// The signal received, if one was: `SIGINT` or `SIGTERM`.
     pub fn received(&self) -> Option<Signal> {
-        if !self.received.load(Ordering::Relaxed) {
+        if !self.received.load(Ordering::SeqCst) {
             return None;
         }
         #[allow(
@@ -42,7 +43,7 @@ impl Interrupts {
             clippy::cast_possible_wrap,
             reason = "set from a signal number"
         )]
-        let number = self.signal.load(Ordering::Relaxed) as i32;
+        let number = self.signal.load(Ordering::SeqCst) as i32;
         Some(if number == SIGTERM { Signal::Term } else { Signal::Int })
     }
 }

@@ -211,9 +211,14 @@ impl Response {
 
 /// Sends `method target` as written (no normalisation, as an attacker would) and reads the whole answer.
 fn request(port: u16, method: &str, target: &str) -> Response {
+    request_to(port, &format!("127.0.0.1:{port}"), method, target)
+}
+
+/// [`request`] with the Host header a browser would send for `host`.
+fn request_to(port: u16, host: &str, method: &str, target: &str) -> Response {
     let mut stream = TcpStream::connect(("127.0.0.1", port)).unwrap();
     stream.set_read_timeout(Some(Duration::from_secs(20))).unwrap();
-    write!(stream, "{method} {target} HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n").unwrap();
+    write!(stream, "{method} {target} HTTP/1.1\r\nHost: {host}\r\n\r\n").unwrap();
     let mut raw = Vec::new();
     stream.read_to_end(&mut raw).unwrap();
     let split = raw.windows(4).position(|w| w == b"\r\n\r\n").expect("a header block");
@@ -329,6 +334,11 @@ fn serve_refuses_paths_outside_the_bundle_and_other_reports() {
         &[],
     );
     let port = server.port;
+    // DNS rebinding: a page whose own name resolves to 127.0.0.1 sends its name as Host and gets nothing; an ssh
+    // tunnel on another local port (localhost:9000) is answered.
+    assert_eq!(request_to(port, "evil.example:80", "GET", "/report.json").status, 403);
+    assert_eq!(request_to(port, "localhost:9000", "GET", "/report.json").status, 200);
+    assert_eq!(request_to(port, "[::1]:9000", "GET", "/report.json").status, 200);
     for target in [
         "/../secret.txt",
         "/%2e%2e/secret.txt",

@@ -65,8 +65,12 @@ pub fn run(args: &ServeArgs) -> anyhow::Result<()> {
         percent_encode(&report_name),
     ))?;
     for stream in listener.incoming() {
-        // A failed accept (the client went away) ends that connection, not the server.
-        let Ok(stream) = stream else { continue };
+        // A failed accept (the client went away, or no descriptors left) ends that connection, not the server; the
+        // pause keeps a persistent failure from spinning a core.
+        let Ok(stream) = stream else {
+            std::thread::sleep(std::time::Duration::from_millis(50));
+            continue;
+        };
         let site = Arc::clone(&site);
         std::thread::spawn(move || {
             // A client that hangs up mid-response is its own business.
@@ -162,20 +166,34 @@ impl Response {
 /// Reads one request from `stream` and answers it.
 fn handle(stream: TcpStream, site: &Site) -> std::io::Result<()> {
     stream.set_read_timeout(Some(READ_TIMEOUT))?;
+    // A client that stops reading must not hold its thread for ever.
+    stream.set_write_timeout(Some(READ_TIMEOUT))?;
     let mut reader = BufReader::new(stream.try_clone()?.take(MAX_HEAD_BYTES));
     let mut request_line = String::new();
     reader.read_line(&mut request_line)?;
-    // The headers are read (and ignored) so that the client sees its request consumed before the answer.
+    // The headers are read so that the client sees its request consumed before the answer; only Host is kept.
     let mut header = String::new();
+    let mut local_host = false;
     loop {
         header.clear();
         if reader.read_line(&mut header)? == 0 || header.trim_end().is_empty() {
             break;
         }
+        if let Some((name, value)) = header.split_once(':')
+            && name.trim().eq_ignore_ascii_case("host")
+        {
+            local_host = is_local_host(value.trim());
+        }
     }
     let mut parts = request_line.split_whitespace();
     let (method, target) = (parts.next().unwrap_or_default(), parts.next().unwrap_or_default());
-    let response = answer(site, method, target);
+    // Binding to 127.0.0.1 does not stop a web page from reaching the server through DNS rebinding (its own name
+    // pointed at 127.0.0.1); the Host it sends then names that page's site, so only loopback names are answered.
+    let response = if local_host {
+        answer(site, method, target)
+    } else {
+        Response::text("403 Forbidden", "only requests to 127.0.0.1 or localhost are answered")
+    };
     let mut out = stream;
     write!(
         out,
@@ -189,6 +207,15 @@ fn handle(stream: TcpStream, site: &Site) -> std::io::Result<()> {
         out.write_all(&response.body)?;
     }
     out.flush()
+}
+
+/// Whether a Host header names this machine's loopback (any port: an ssh tunnel may use another one).
+fn is_local_host(host: &str) -> bool {
+    let name = match host.strip_prefix('[') {
+        Some(v6) => v6.split(']').next().unwrap_or_default(),
+        None => host.split(':').next().unwrap_or_default(),
+    };
+    name == "127.0.0.1" || name == "::1" || name.eq_ignore_ascii_case("localhost")
 }
 
 /// The response to `method target`.

@@ -36,7 +36,9 @@ impl HubId {
                 if !revision.is_empty()
                     && !revision.contains("..")
                     && !revision.starts_with('/')
-                    && revision.chars().all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) =>
+                    && revision
+                        .chars()
+                        .all(|c| c.is_ascii_alphanumeric() || "-_./".contains(c)) =>
             {
                 (repo, Some(revision.to_string()))
             }
