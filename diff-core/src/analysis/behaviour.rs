@@ -266,7 +266,7 @@ struct Collected {
 impl Collected {
     fn new(prompts: &[EncodedPrompt], keep: usize) -> Self {
         Self {
-            shared: shared_prefix_lengths(prompts.iter().map(|p| p.ids.as_slice())),
+            shared: shared_prefixes(prompts.iter()),
             positions: prompts.iter().map(|p| vec![None; p.ids.len()]).collect(),
             tops: prompts
                 .iter()
@@ -451,6 +451,22 @@ pub(crate) fn distribution(s: Summary) -> Distribution {
     }
 }
 
+/// Per prompt, how many leading positions repeat an earlier prompt's ([`shared_prefix_lengths`]). A position is
+/// keyed by its token and whether `--score` keeps it, so a repeat is folded only where its earlier copy was counted
+/// (a template's text is the user's in one prompt and nobody's in another).
+fn shared_prefixes<'a>(prompts: impl Iterator<Item = &'a EncodedPrompt>) -> Vec<usize> {
+    let keyed: Vec<Vec<(u32, bool)>> = prompts
+        .map(|p| {
+            p.ids
+                .iter()
+                .copied()
+                .zip(p.scored.iter().copied().chain(std::iter::repeat(false)))
+                .collect()
+        })
+        .collect();
+    shared_prefix_lengths(keyed.iter().map(Vec::as_slice))
+}
+
 /// The headline statistics over the finite positions `--score` keeps of the prompts `indices` (all of them, or one
 /// group), each distinct token prefix among them counted once; with the number of positions the prefixes left out.
 fn summary_of(
@@ -458,8 +474,13 @@ fn summary_of(
     prompts: &[EncodedPrompt],
     positions: &[Vec<Option<PositionStats>>],
 ) -> (BehaviourSummary, u64) {
-    let shared = shared_prefix_lengths(indices.iter().map(|&i| prompts[i].ids.as_slice()));
-    let folded = shared.iter().map(|&n| n as u64).sum();
+    let shared = shared_prefixes(indices.iter().map(|&i| &prompts[i]));
+    // Only the positions the summary would otherwise have counted: --score's other roles were never in it.
+    let folded = indices
+        .iter()
+        .zip(&shared)
+        .map(|(&i, &n)| prompts[i].scored.iter().take(n).filter(|&&k| k).count() as u64)
+        .sum();
     // The finite scored positions of prompt i from position `from` on.
     let kept = |i: usize, from: usize| {
         positions[i]
@@ -571,6 +592,47 @@ mod tests {
             id: None,
             scored: vec![true; len],
         }
+    }
+
+    /// A repeated prefix is folded only where its earlier copy was counted: with `--score`, a position that was
+    /// nobody's in the first prompt and is scored in the second counts once, in the second.
+    #[test]
+    fn a_prefix_is_folded_only_where_its_earlier_copy_counted() {
+        let mut first = prompt(4);
+        first.scored = vec![true, false, false, false];
+        let mut second = prompt(5);
+        second.scored = vec![true, false, true, true, true];
+        let third = EncodedPrompt {
+            scored: second.scored.clone(),
+            ..prompt(5)
+        };
+        let prompts = [first, second, third];
+        // The second shares the ids 1 1 1 1 but is scored where the first was not: only two positions repeat.
+        // The third repeats the second whole.
+        assert_eq!(shared_prefixes(prompts.iter()), [0, 2, 5]);
+        let stats = |len: usize| {
+            (0..len)
+                .map(|t| {
+                    Some(PositionStats {
+                        kl_tuned_base: t as f64,
+                        kl_base_tuned: t as f64,
+                        entropy_base: 1.0,
+                        entropy_tuned: 1.0,
+                        top_base: 0,
+                        top_tuned: 0,
+                        p_base_of_base_top: 0.5,
+                        p_tuned_of_base_top: 0.5,
+                        next: None,
+                    })
+                })
+                .collect::<Vec<_>>()
+        };
+        let positions: Vec<_> = prompts.iter().map(|p| stats(p.ids.len())).collect();
+        let (summary, folded) = summary_of(&[0, 1, 2], &prompts, &positions);
+        // Counted: the first's position 0, the second's 2, 3, 4; folded: the second's position 0 (scored in the
+        // first) and the third's four scored positions.
+        assert_eq!(summary.kl_tuned_base.map(|d| d.n), Some(4));
+        assert_eq!(folded, 5);
     }
 
     #[test]

@@ -10,10 +10,12 @@ use std::collections::HashMap;
 /// For each sequence, in order, how many of its leading tokens an earlier sequence starts with too: position t of
 /// sequence i repeats an earlier one exactly when t < the returned length.
 #[must_use]
-pub fn shared_prefix_lengths<'a>(sequences: impl IntoIterator<Item = &'a [u32]>) -> Vec<usize> {
+pub fn shared_prefix_lengths<'a, T: Copy + Eq + std::hash::Hash + 'a>(
+    sequences: impl IntoIterator<Item = &'a [T]>,
+) -> Vec<usize> {
     // A trie of the sequences seen so far, as (node, token) → child; node 0 is the root. Walking a new sequence
     // down it stops where no earlier sequence continues; the rest of the sequence is then added.
-    let mut children: HashMap<(usize, u32), usize> = HashMap::new();
+    let mut children: HashMap<(usize, T), usize> = HashMap::new();
     let mut nodes = 1;
     let mut lengths = Vec::new();
     for ids in sequences {
