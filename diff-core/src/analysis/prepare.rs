@@ -75,6 +75,15 @@ pub fn prepare_scored_prompts(
             None => vec![true; ids.len()],
             Some(role) => {
                 let roles = tokenizer.encode_with_roles(&prompt.content)?;
+                // The roles are read off a second encoding; were it to differ from the first, every mark would be
+                // shifted, so the two are checked to agree rather than trusted to.
+                if roles.ids != ids {
+                    return Err(Error::Internal(format!(
+                        "{location}: the encoding with message offsets differs from the plain one ({} vs {} tokens)",
+                        roles.ids.len(),
+                        ids.len()
+                    )));
+                }
                 if let PromptContent::Messages(messages) = &prompt.content {
                     for &i in &roles.unmatched {
                         if messages.get(i).is_some_and(|m| m.role == role) {
