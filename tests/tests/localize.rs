@@ -210,7 +210,7 @@ fn swapping_equals_a_full_hybrid_forward() {
         assert_eq!(section.cumulative.len(), n);
         let pieces: Vec<Piece> = match granularity {
             Granularity::Component => vec![Piece::Attn, Piece::Mlp],
-            Granularity::Tensor => Piece::tensors(pair.base.config().family).to_vec(),
+            Granularity::Tensor => pair.base.config().family.pieces(),
         };
         let parts: Vec<Part> = std::iter::once(Part::Embed)
             .chain((0..n).flat_map(|layer| pieces.iter().map(move |&piece| Part::Block { layer, piece })))

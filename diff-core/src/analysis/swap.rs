@@ -181,9 +181,9 @@ pub fn swap(
 /// The runs of one sweep, in report order: embedding, each layer's parts, final norm, unembedding, then the
 /// cumulative ranges.
 fn swapped_runs(family: Family, layers: &[usize], granularity: Granularity) -> Vec<Swapped> {
-    let pieces: &[Piece] = match granularity {
-        Granularity::Component => &[Piece::Attn, Piece::Mlp],
-        Granularity::Tensor => Piece::tensors(family),
+    let pieces = match granularity {
+        Granularity::Component => vec![Piece::Attn, Piece::Mlp],
+        Granularity::Tensor => family.pieces(),
     };
     let mut runs = vec![Swapped::Part(Part::Embed)];
     for &layer in layers {

@@ -1,28 +1,17 @@
-//! `config.json` → the few numbers a forward pass needs, across the dialects real checkpoints use.
+//! `config.json` → the numbers and block options a forward pass needs, across the dialects real checkpoints use.
 //!
-//! transformers ≥ 5 nests RoPE settings under `rope_parameters`; older files put `rope_theta` at the top level and
-//! scaling under `rope_scaling` (with `type` or `rope_type`). GPT-2 spells everything differently (`n_embd`,
-//! `n_layer`, ...). Defaults are transformers' own where a field is optional; sizes are required, because guessing
-//! them would silently build the wrong model.
+//! transformers ≥ 5 nests RoPE settings under `rope_parameters` (per attention type for Gemma 3); older files put
+//! `rope_theta` at the top level and scaling under `rope_scaling` (with `type` or `rope_type`). Each family file
+//! (`families/`) reads its own dialect through [`Fields`]; defaults are transformers' own where a field is
+//! optional; sizes are required, because guessing them would silently build the wrong model.
 
 use std::path::{Path, PathBuf};
 
 use serde_json::{Map, Value};
 
+pub use super::families::Family;
+use super::families::{self, Spec};
 use crate::error::{Error, Result};
-
-/// Architectures the runtime implements, as `architectures[0]` names them.
-pub const SUPPORTED: &str =
-    "LlamaForCausalLM (Llama 2/3, SmolLM, TinyLlama), MistralForCausalLM, Qwen2ForCausalLM, GPT2LMHeadModel";
-
-/// Block layout family.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Family {
-    /// Pre-norm RMSNorm, RoPE, grouped-query attention, SwiGLU MLP (Llama, Mistral, Qwen2).
-    Llama,
-    /// Pre-norm LayerNorm, learned positions, fused QKV `Conv1D`, GELU MLP.
-    Gpt2,
-}
 
 /// Non-linearity of the MLP.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,6 +24,69 @@ pub enum Activation {
     Gelu,
     /// `max(x, 0)`.
     Relu,
+}
+
+/// How the family's norms compute.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NormStyle {
+    /// RMSNorm, normalized in f32 and weighted in the run dtype (Llama, Qwen, Phi-3).
+    Rms,
+    /// RMSNorm normalized and weighted in f32, then cast to the run dtype (OLMo-2).
+    F32Weight,
+    /// RMSNorm scaled by (1 + w), all in f32, then cast (Gemma).
+    OnePlusWeight,
+    /// LayerNorm with weight and bias (GPT-2).
+    Layer,
+}
+
+/// RMSNorm of queries and keys before RoPE.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum QkNorm {
+    /// Over each head's `head_dim` values (Qwen3, Gemma 3).
+    PerHead,
+    /// Over the whole projection, all heads at once (OLMo-2).
+    Whole,
+}
+
+impl QkNorm {
+    /// Widths of the query and key norm weights.
+    #[must_use]
+    pub fn widths(self, c: &ModelConfig) -> (usize, usize) {
+        match self {
+            Self::PerHead => (c.head_dim, c.head_dim),
+            Self::Whole => (c.num_heads * c.head_dim, c.num_kv_heads * c.head_dim),
+        }
+    }
+}
+
+/// Which layers attend through the sliding window (when the model has one).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SlidingLayers {
+    /// None.
+    None,
+    /// Layers from this one on (Mistral: 0; Qwen2's `max_window_layers`).
+    From(usize),
+    /// Every layer but each `period`-th (layer i slides unless (i + 1) is a multiple of `period`): Gemma 2
+    /// (period 2), Gemma 3's `sliding_window_pattern`.
+    Pattern {
+        /// Every `period`-th layer is global.
+        period: usize,
+    },
+    /// As `layer_types` lists them (true = `sliding_attention`).
+    Listed(Vec<bool>),
+}
+
+impl SlidingLayers {
+    /// Whether `layer` slides.
+    #[must_use]
+    pub fn contains(&self, layer: usize) -> bool {
+        match self {
+            Self::None => false,
+            Self::From(first) => layer >= *first,
+            Self::Pattern { period } => !(layer + 1).is_multiple_of(*period),
+            Self::Listed(kinds) => kinds.get(layer).copied().unwrap_or(false),
+        }
+    }
 }
 
 /// How RoPE frequencies are scaled.
@@ -76,7 +128,7 @@ pub struct ModelConfig {
     pub path: PathBuf,
     /// `architectures[0]` (or the `model_type` when that list is missing).
     pub architecture: String,
-    /// Block layout.
+    /// Block layout and tensor names.
     pub family: Family,
     /// Rows of the embedding and of the unembedding.
     pub vocab_size: usize,
@@ -94,8 +146,14 @@ pub struct ModelConfig {
     pub intermediate_size: usize,
     /// Epsilon of every norm.
     pub norm_eps: f64,
-    /// RoPE settings (`None` for learned positions).
+    /// How the norms compute.
+    pub norm: NormStyle,
+    /// RoPE settings (`None` for learned positions); the global layers' when they differ.
     pub rope: Option<RopeConfig>,
+    /// The sliding-window layers' RoPE when it differs from [`ModelConfig::rope`] (Gemma 3's local base).
+    pub local_rope: Option<RopeConfig>,
+    /// Leading dimensions of each head that RoPE rotates (`head_dim` unless `partial_rotary_factor` < 1).
+    pub rotary_dim: usize,
     /// Longest sequence the model accepts.
     pub context_len: usize,
     /// Whether the unembedding is the embedding matrix.
@@ -108,10 +166,20 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     /// MLP non-linearity.
     pub activation: Activation,
-    /// Each query sees at most this many keys (Mistral; Qwen2 with `use_sliding_window`).
+    /// Norms of the queries and keys.
+    pub qk_norm: Option<QkNorm>,
+    /// A query in a sliding layer sees at most this many keys (itself included).
     pub sliding_window: Option<usize>,
-    /// First layer the sliding window applies to (Qwen2's `max_window_layers`; 0 for Mistral).
-    pub sliding_window_from_layer: usize,
+    /// Which layers slide.
+    pub sliding_layers: SlidingLayers,
+    /// Attention scores become `cap · tanh(score / cap)` before the mask (Gemma 2).
+    pub attn_softcap: Option<f64>,
+    /// Logits become `cap · tanh(logit / cap)` (Gemma 2).
+    pub final_softcap: Option<f64>,
+    /// Queries are scaled by 1/√this instead of 1/√head_dim (Gemma).
+    pub query_pre_attn_scalar: Option<f64>,
+    /// The embedding is multiplied by √hidden_size, rounded to the run dtype first (Gemma).
+    pub embed_scale: bool,
     /// GPT-2's optional extra attention scale 1/(layer + 1).
     pub scale_attn_by_inverse_layer_idx: bool,
 }
@@ -139,43 +207,73 @@ impl ModelConfig {
     /// # Errors
     /// As [`ModelConfig::load`].
     pub fn from_json(path: &Path, value: &Value) -> Result<Self> {
-        let Value::Object(map) = value else {
+        let Value::Object(top) = value else {
             return Err(Error::ModelConfig {
                 path: path.to_path_buf(),
                 reason: "not a JSON object".into(),
             });
         };
-        let fields = Fields { path, map };
-        let architecture = map
+        let architecture = top
             .get("architectures")
             .and_then(|a| a.get(0))
             .and_then(Value::as_str)
-            .or_else(|| map.get("model_type").and_then(Value::as_str))
+            .or_else(|| top.get("model_type").and_then(Value::as_str))
             .unwrap_or("(none)")
             .to_string();
-        let model_type = map.get("model_type").and_then(Value::as_str).unwrap_or("");
-        let kind = match (architecture.as_str(), model_type) {
-            ("LlamaForCausalLM", _) | (_, "llama") => Kind::Llama,
-            ("MistralForCausalLM", _) | (_, "mistral") => Kind::Mistral,
-            ("Qwen2ForCausalLM", _) | (_, "qwen2") => Kind::Qwen2,
-            ("GPT2LMHeadModel", _) | (_, "gpt2") => Kind::Gpt2,
-            _ => {
-                return Err(Error::UnsupportedArchitecture {
-                    path: path.to_path_buf(),
-                    found: if model_type.is_empty() || architecture == model_type {
-                        architecture
-                    } else {
-                        format!("{architecture} (model_type {model_type})")
-                    },
-                    supported: SUPPORTED.into(),
-                });
-            }
+        // A multimodal checkpoint keeps its language model's settings under text_config; top-level keys (e.g.
+        // tie_word_embeddings) still apply.
+        let fields = match top.get("text_config").and_then(Value::as_object) {
+            Some(text) => Fields {
+                path,
+                map: text,
+                outer: Some(top),
+            },
+            None => Fields {
+                path,
+                map: top,
+                outer: None,
+            },
         };
-        let config = match kind {
-            Kind::Gpt2 => fields.gpt2(architecture)?,
-            _ => fields.llama(kind, architecture)?,
+        let model_type = top.get("model_type").and_then(Value::as_str).unwrap_or("");
+        let unsupported = |found: String| Error::UnsupportedArchitecture {
+            path: path.to_path_buf(),
+            found,
+            supported: families::supported(),
         };
-        config.validate()
+        let experts = match fields.usize("num_experts")? {
+            Some(n) => Some(n),
+            None => fields.usize("num_local_experts")?,
+        };
+        if families::is_mixture_of_experts(model_type, experts) {
+            return Err(unsupported(format!(
+                "{architecture} (a mixture of experts; only dense models run)"
+            )));
+        }
+        let Some(family) = families::select(&architecture, model_type) else {
+            return Err(unsupported(
+                if model_type.is_empty() || architecture == model_type {
+                    architecture
+                } else {
+                    format!("{architecture} (model_type {model_type})")
+                },
+            ));
+        };
+        (family.spec().config)(&fields, architecture)?.validate()
+    }
+
+    /// Whether `layer` attends through a sliding window, and its width.
+    #[must_use]
+    pub fn window(&self, layer: usize) -> Option<usize> {
+        self.sliding_window.filter(|_| self.sliding_layers.contains(layer))
+    }
+
+    /// The RoPE of `layer`: the local one for sliding layers where the model has one.
+    #[must_use]
+    pub fn rope_of(&self, layer: usize) -> Option<&RopeConfig> {
+        match &self.local_rope {
+            Some(local) if self.window(layer).is_some() => Some(local),
+            _ => self.rope.as_ref(),
+        }
     }
 
     fn validate(self) -> Result<Self> {
@@ -189,18 +287,27 @@ impl ModelConfig {
                 self.num_heads, self.num_kv_heads
             )));
         }
-        if self.rope.is_some() && !self.head_dim.is_multiple_of(2) {
-            return Err(bad(format!("RoPE needs an even head_dim, found {}", self.head_dim)));
-        }
-        if self.family == Family::Gpt2 && self.head_dim * self.num_heads != self.hidden_size {
+        if self.rope.is_some() && !(self.rotary_dim.is_multiple_of(2) && self.rotary_dim <= self.head_dim) {
             return Err(bad(format!(
-                "n_embd {} is not divisible by n_head {}",
-                self.hidden_size, self.num_heads
+                "RoPE needs an even number of rotated dimensions up to head_dim {}, found {}",
+                self.head_dim, self.rotary_dim
             )));
         }
-        let gpt2 = self.family == Family::Gpt2;
+        if let SlidingLayers::Listed(kinds) = &self.sliding_layers
+            && kinds.len() != self.num_layers
+        {
+            return Err(bad(format!(
+                "layer_types lists {} layers but num_hidden_layers is {}",
+                kinds.len(),
+                self.num_layers
+            )));
+        }
+        if self.sliding_layers == (SlidingLayers::Pattern { period: 0 }) {
+            return Err(bad("sliding_window_pattern is 0; it must be positive".into()));
+        }
+        let gpt2 = self.family.id() == "gpt2";
         let sizes = [
-            (if gpt2 { "n_layer" } else { "num_hidden_layers" }, self.num_layers),
+            (self.family.spec().layout.layers_key, self.num_layers),
             (if gpt2 { "n_embd" } else { "hidden_size" }, self.hidden_size),
             ("vocab_size", self.vocab_size),
             (
@@ -216,33 +323,84 @@ impl ModelConfig {
         if let Some((key, _)) = sizes.iter().find(|(_, size)| *size == 0) {
             return Err(bad(format!("\"{key}\" is 0; every size of a model must be positive")));
         }
+        if self.sliding_window == Some(0) {
+            return Err(bad("\"sliding_window\" is 0; a query must see at least itself".into()));
+        }
         Ok(self)
     }
 }
 
-#[derive(Clone, Copy, PartialEq)]
-enum Kind {
-    Llama,
-    Mistral,
-    Qwen2,
-    Gpt2,
+/// transformers' defaults for the keys a family may omit.
+pub(crate) struct Defaults {
+    /// How norms compute.
+    pub norm: NormStyle,
+    /// `rms_norm_eps`.
+    pub norm_eps: f64,
+    /// `head_dim` (else `hidden_size / num_attention_heads`).
+    pub head_dim: Option<usize>,
+    /// `hidden_act` / `hidden_activation`.
+    pub activation: &'static str,
+    /// `tie_word_embeddings`.
+    pub tie_word_embeddings: bool,
+    /// `max_position_embeddings`.
+    pub context_len: usize,
+    /// `rope_theta`.
+    pub rope_theta: f64,
 }
 
-struct Fields<'a> {
+impl Defaults {
+    /// Llama's.
+    pub const LLAMA: Self = Self {
+        norm: NormStyle::Rms,
+        norm_eps: 1e-6,
+        head_dim: None,
+        activation: "silu",
+        tie_word_embeddings: false,
+        context_len: 2048,
+        rope_theta: 10_000.0,
+    };
+}
+
+/// Typed reads of one config's keys, with messages that name the key.
+pub(crate) struct Fields<'a> {
     path: &'a Path,
     map: &'a Map<String, Value>,
+    /// The top level, when `map` is a multimodal config's `text_config`: consulted for keys `map` lacks.
+    outer: Option<&'a Map<String, Value>>,
 }
 
 impl Fields<'_> {
-    fn error(&self, reason: String) -> Error {
+    pub fn path(&self) -> &Path {
+        self.path
+    }
+
+    pub fn error(&self, reason: String) -> Error {
         Error::ModelConfig {
             path: self.path.to_path_buf(),
             reason,
         }
     }
 
-    fn usize(&self, key: &str) -> Result<Option<usize>> {
-        match self.map.get(key) {
+    fn get(&self, key: &str) -> Option<&Value> {
+        self.map.get(key).or_else(|| self.outer.and_then(|o| o.get(key)))
+    }
+
+    /// Whether the key is present (even as null).
+    pub fn has(&self, key: &str) -> bool {
+        self.get(key).is_some()
+    }
+
+    /// The top-level `model_type`.
+    pub fn model_type(&self) -> &str {
+        self.outer
+            .unwrap_or(self.map)
+            .get("model_type")
+            .and_then(Value::as_str)
+            .unwrap_or("")
+    }
+
+    pub fn usize(&self, key: &str) -> Result<Option<usize>> {
+        match self.get(key) {
             None | Some(Value::Null) => Ok(None),
             Some(v) => v
                 .as_u64()
@@ -252,7 +410,7 @@ impl Fields<'_> {
         }
     }
 
-    fn required(&self, key: &str) -> Result<usize> {
+    pub fn required(&self, key: &str) -> Result<usize> {
         self.usize(key)?
             .ok_or_else(|| self.error(format!("missing \"{key}\"; is this config.json complete?")))
     }
@@ -267,8 +425,8 @@ impl Fields<'_> {
         }
     }
 
-    /// A number that must be finite and above 0 (`rope_theta`, norm epsilons, RoPE scaling factors): 0 or below
-    /// turns activations into NaN, which would then be blamed on the weights.
+    /// A number that must be finite and above 0 (`rope_theta`, norm epsilons, RoPE scaling factors, softcaps):
+    /// 0 or below turns activations into NaN, which would then be blamed on the weights.
     fn positive_f64_in(&self, map: &Map<String, Value>, key: &str) -> Result<Option<f64>> {
         match self.f64_in(map, key)? {
             Some(v) if !(v.is_finite() && v > 0.0) => Err(self.error(format!(
@@ -278,22 +436,69 @@ impl Fields<'_> {
         }
     }
 
-    fn bool(&self, key: &str, default: bool) -> Result<bool> {
-        match self.map.get(key) {
+    /// [`Fields::positive_f64_in`] at the top of the config.
+    pub fn positive_f64(&self, key: &str) -> Result<Option<f64>> {
+        if self.map.contains_key(key) {
+            self.positive_f64_in(self.map, key)
+        } else {
+            self.outer.map_or(Ok(None), |o| self.positive_f64_in(o, key))
+        }
+    }
+
+    /// A softcap: `default` when the key is absent, none when it is null, else a positive number.
+    pub fn softcap(&self, key: &str, default: Option<f64>) -> Result<Option<f64>> {
+        if self.has(key) {
+            self.positive_f64(key)
+        } else {
+            Ok(default)
+        }
+    }
+
+    pub fn bool(&self, key: &str, default: bool) -> Result<bool> {
+        match self.get(key) {
             None | Some(Value::Null) => Ok(default),
             Some(Value::Bool(b)) => Ok(*b),
             Some(v) => Err(self.error(format!("\"{key}\" must be true or false, found {v}"))),
         }
     }
 
-    fn str(&self, key: &str) -> Option<&str> {
-        self.map.get(key).and_then(Value::as_str)
+    pub fn str(&self, key: &str) -> Option<&str> {
+        self.get(key).and_then(Value::as_str)
     }
 
-    fn llama(&self, kind: Kind, architecture: String) -> Result<ModelConfig> {
+    /// `layer_types` as sliding (true) or full (false) attention, when listed.
+    pub fn layer_types(&self) -> Result<Option<Vec<bool>>> {
+        let Some(list) = self.get("layer_types").filter(|v| !v.is_null()) else {
+            return Ok(None);
+        };
+        let Some(list) = list.as_array() else {
+            return Err(self.error(format!("\"layer_types\" must be a list, found {list}")));
+        };
+        list.iter()
+            .map(|kind| match kind.as_str() {
+                Some("sliding_attention") => Ok(true),
+                Some("full_attention") => Ok(false),
+                _ => Err(self.error(format!(
+                    "layer type {kind} is not supported (supported: sliding_attention, full_attention)"
+                ))),
+            })
+            .collect::<Result<Vec<_>>>()
+            .map(Some)
+    }
+
+    /// Plain RoPE with base `theta`.
+    pub fn local_rope(&self, theta: f64) -> RopeConfig {
+        RopeConfig {
+            theta,
+            scaling: RopeScaling::None,
+        }
+    }
+
+    /// The keys every Hugging Face decoder shares, read with `defaults`; a family then sets its block options.
+    pub fn decoder(&self, spec: &'static Spec, architecture: String, defaults: &Defaults) -> Result<ModelConfig> {
         let hidden_size = self.required("hidden_size")?;
         let num_heads = self.required("num_attention_heads")?;
-        let head_dim = match self.usize("head_dim")? {
+        let head_dim = match self.usize("head_dim")?.or(defaults.head_dim) {
             Some(d) => d,
             None if num_heads > 0 && hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
             None => {
@@ -303,31 +508,29 @@ impl Fields<'_> {
                 )));
             }
         };
-        let activation = match self.str("hidden_act").unwrap_or("silu") {
+        let activation = self
+            .str("hidden_activation")
+            .or_else(|| self.str("hidden_act"))
+            .unwrap_or(defaults.activation);
+        let activation = match activation {
             "silu" | "swish" => Activation::Silu,
-            other => return Err(self.error(format!("hidden_act \"{other}\" is not supported (expected silu)"))),
+            "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
+            "gelu" => Activation::Gelu,
+            "relu" => Activation::Relu,
+            other => {
+                return Err(self.error(format!(
+                    "hidden_act \"{other}\" is not supported (supported: silu, gelu_pytorch_tanh, gelu, relu)"
+                )));
+            }
         };
-        let default_context = match kind {
-            Kind::Mistral => 4096 * 32,
-            Kind::Qwen2 => 32768,
-            _ => 2048,
-        };
-        // As transformers: Mistral defaults to a 4096 window unless the key is explicitly null; Qwen2 windows only
-        // layers from max_window_layers on, and only with use_sliding_window.
-        let (sliding_window, sliding_window_from_layer) = match kind {
-            Kind::Mistral if !self.map.contains_key("sliding_window") => (Some(4096), 0),
-            Kind::Mistral => (self.usize("sliding_window")?, 0),
-            Kind::Qwen2 if self.bool("use_sliding_window", false)? => (
-                self.usize("sliding_window")?,
-                self.usize("max_window_layers")?.unwrap_or(28),
-            ),
-            _ => (None, 0),
-        };
+        let (rope, local_rope, rotary_fraction) = self.ropes(defaults.rope_theta)?;
+        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        let rotary_dim = (head_dim as f64 * rotary_fraction) as usize;
         let attention_bias = self.bool("attention_bias", false)?;
         Ok(ModelConfig {
             path: self.path.to_path_buf(),
             architecture,
-            family: Family::Llama,
+            family: Family::of(spec),
             vocab_size: self.required("vocab_size")?,
             hidden_size,
             num_layers: self.required("num_hidden_layers")?,
@@ -335,46 +538,76 @@ impl Fields<'_> {
             num_kv_heads: self.usize("num_key_value_heads")?.unwrap_or(num_heads),
             head_dim,
             intermediate_size: self.required("intermediate_size")?,
-            norm_eps: self.positive_f64_in(self.map, "rms_norm_eps")?.unwrap_or(1e-6),
-            rope: Some(self.rope()?),
-            context_len: self.usize("max_position_embeddings")?.unwrap_or(default_context),
-            tie_word_embeddings: self.bool("tie_word_embeddings", false)?,
-            // Qwen2 always has q/k/v biases and never an output bias.
-            qkv_bias: kind == Kind::Qwen2 || attention_bias,
-            o_bias: kind != Kind::Qwen2 && attention_bias,
+            norm_eps: self.positive_f64("rms_norm_eps")?.unwrap_or(defaults.norm_eps),
+            norm: defaults.norm,
+            rope: Some(rope),
+            local_rope,
+            rotary_dim,
+            context_len: self.usize("max_position_embeddings")?.unwrap_or(defaults.context_len),
+            tie_word_embeddings: self.bool("tie_word_embeddings", defaults.tie_word_embeddings)?,
+            qkv_bias: attention_bias,
+            o_bias: attention_bias,
             mlp_bias: self.bool("mlp_bias", false)?,
             activation,
-            sliding_window,
-            sliding_window_from_layer,
+            qk_norm: None,
+            sliding_window: None,
+            sliding_layers: SlidingLayers::None,
+            attn_softcap: None,
+            final_softcap: None,
+            query_pre_attn_scalar: None,
+            embed_scale: false,
             scale_attn_by_inverse_layer_idx: false,
         })
     }
 
-    fn rope(&self) -> Result<RopeConfig> {
-        // transformers ≥ 5: everything under rope_parameters; before: rope_theta + rope_scaling.
-        let nested = self.map.get("rope_parameters").and_then(Value::as_object);
-        let scaling = nested.or_else(|| self.map.get("rope_scaling").and_then(Value::as_object));
-        let theta = match nested {
-            Some(p) => self.positive_f64_in(p, "rope_theta")?,
-            None => None,
+    /// The global RoPE, the sliding layers' RoPE when the config gives one apart (transformers 5's per-type
+    /// `rope_parameters`), and the rotated fraction of each head (`partial_rotary_factor`).
+    fn ropes(&self, default_theta: f64) -> Result<(RopeConfig, Option<RopeConfig>, f64)> {
+        let nested = self.get("rope_parameters").and_then(Value::as_object);
+        let per_type = nested.filter(|p| p.contains_key("full_attention") || p.contains_key("sliding_attention"));
+        let (global, local) = match per_type {
+            Some(p) => (
+                p.get("full_attention").and_then(Value::as_object),
+                p.get("sliding_attention").and_then(Value::as_object),
+            ),
+            None => (nested, None),
         };
-        let theta = match theta {
-            Some(t) => t,
-            None => self.positive_f64_in(self.map, "rope_theta")?.unwrap_or(10_000.0),
+        let fraction_in = |map: Option<&Map<String, Value>>| match map {
+            Some(m) => self.positive_f64_in(m, "partial_rotary_factor"),
+            None => Ok(None),
         };
-        let Some(scaling) = scaling else {
-            return Ok(RopeConfig {
-                theta,
-                scaling: RopeScaling::None,
-            });
+        let fraction = match fraction_in(global)? {
+            Some(f) => Some(f),
+            None => self.positive_f64("partial_rotary_factor")?,
         };
-        let rope_type = scaling
+        let fraction = fraction.unwrap_or(1.0);
+        if fraction > 1.0 {
+            return Err(self.error(format!("\"partial_rotary_factor\" is {fraction}; it must be at most 1")));
+        }
+        // Old style: rope_theta at the top, scaling under rope_scaling.
+        let old_scaling = self.get("rope_scaling").and_then(Value::as_object);
+        let top_theta = self.positive_f64("rope_theta")?.unwrap_or(default_theta);
+        let global = match global {
+            Some(g) => self.rope_in(g, top_theta)?,
+            None => match old_scaling {
+                Some(s) => self.rope_in(s, top_theta)?,
+                None => self.local_rope(top_theta),
+            },
+        };
+        let local = local.map(|l| self.rope_in(l, 10_000.0)).transpose()?;
+        Ok((global, local, fraction))
+    }
+
+    /// One RoPE entry: `rope_theta` (else `default_theta`) and its scaling.
+    fn rope_in(&self, entry: &Map<String, Value>, default_theta: f64) -> Result<RopeConfig> {
+        let theta = self.positive_f64_in(entry, "rope_theta")?.unwrap_or(default_theta);
+        let rope_type = entry
             .get("rope_type")
-            .or_else(|| scaling.get("type"))
+            .or_else(|| entry.get("type"))
             .and_then(Value::as_str)
             .unwrap_or("default");
         let number = |key: &str| {
-            self.positive_f64_in(scaling, key)?
+            self.positive_f64_in(entry, key)?
                 .ok_or_else(|| self.error(format!("rope scaling \"{rope_type}\" needs \"{key}\"")))
         };
         let scaling = match rope_type {
@@ -388,6 +621,12 @@ impl Fields<'_> {
                 high_freq_factor: number("high_freq_factor")?,
                 original_max_position_embeddings: number("original_max_position_embeddings")?,
             },
+            "longrope" | "su" => {
+                return Err(self.error(format!(
+                    "rope type \"{rope_type}\" (long-context Phi-3) is not supported yet; the 4k-context \
+                     checkpoints (no rope_scaling) run"
+                )));
+            }
             other => {
                 return Err(self.error(format!(
                     "rope type \"{other}\" is not supported (supported: default, linear, llama3)"
@@ -395,48 +634,6 @@ impl Fields<'_> {
             }
         };
         Ok(RopeConfig { theta, scaling })
-    }
-
-    fn gpt2(&self, architecture: String) -> Result<ModelConfig> {
-        let hidden_size = self.required("n_embd")?;
-        let num_heads = self.required("n_head")?;
-        let activation = match self.str("activation_function").unwrap_or("gelu_new") {
-            "gelu_new" | "gelu_pytorch_tanh" | "gelu_fast" => Activation::GeluTanh,
-            "gelu" => Activation::Gelu,
-            "relu" => Activation::Relu,
-            other => return Err(self.error(format!("activation_function \"{other}\" is not supported"))),
-        };
-        if !self.bool("scale_attn_weights", true)? {
-            return Err(self.error("scale_attn_weights = false is not supported".into()));
-        }
-        Ok(ModelConfig {
-            path: self.path.to_path_buf(),
-            architecture,
-            family: Family::Gpt2,
-            vocab_size: self.required("vocab_size")?,
-            hidden_size,
-            num_layers: self.required("n_layer")?,
-            num_heads,
-            num_kv_heads: num_heads,
-            head_dim: hidden_size.checked_div(num_heads).unwrap_or(0),
-            intermediate_size: match self.usize("n_inner")? {
-                Some(inner) => inner,
-                None => hidden_size
-                    .checked_mul(4)
-                    .ok_or_else(|| self.error(format!("\"n_embd\" {hidden_size} is too large")))?,
-            },
-            norm_eps: self.positive_f64_in(self.map, "layer_norm_epsilon")?.unwrap_or(1e-5),
-            rope: None,
-            context_len: self.usize("n_positions")?.unwrap_or(1024),
-            tie_word_embeddings: self.bool("tie_word_embeddings", true)?,
-            qkv_bias: true,
-            o_bias: true,
-            mlp_bias: true,
-            activation,
-            sliding_window: None,
-            sliding_window_from_layer: 0,
-            scale_attn_by_inverse_layer_idx: self.bool("scale_attn_by_inverse_layer_idx", false)?,
-        })
     }
 }
 
@@ -458,7 +655,7 @@ mod tests {
     #[test]
     fn llama3_with_old_style_rope_scaling() {
         let c = parse(LLAMA3).unwrap();
-        assert_eq!(c.family, Family::Llama);
+        assert_eq!(c.family.id(), "llama");
         assert_eq!((c.head_dim, c.num_kv_heads, c.context_len), (64, 8, 131_072));
         let rope = c.rope.unwrap();
         assert_eq!(rope.theta, 500_000.0);
@@ -507,9 +704,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (windowed.sliding_window, windowed.sliding_window_from_layer),
-            (Some(16), 2)
+            (windowed.sliding_window, windowed.sliding_layers.clone()),
+            (Some(16), SlidingLayers::From(2))
         );
+        assert_eq!((windowed.window(1), windowed.window(2)), (None, Some(16)));
     }
 
     #[test]
@@ -519,7 +717,7 @@ mod tests {
             "n_positions":128,"vocab_size":512,"n_inner":null,"activation_function":"gelu_new"}"#,
         )
         .unwrap();
-        assert_eq!((c.family, c.head_dim, c.intermediate_size), (Family::Gpt2, 16, 256));
+        assert_eq!((c.family.id(), c.head_dim, c.intermediate_size), ("gpt2", 16, 256));
         assert!(c.tie_word_embeddings && c.rope.is_none());
     }
 
@@ -569,5 +767,126 @@ mod tests {
         ))
         .unwrap_err();
         assert!(e.to_string().contains("\"intermediate_size\" is 0"), "{e}");
+    }
+
+    #[test]
+    fn gemma2_as_released() {
+        let c = parse(
+            r#"{"architectures":["Gemma2ForCausalLM"],"attn_logit_softcapping":50.0,"final_logit_softcapping":30.0,
+            "head_dim":256,"hidden_activation":"gelu_pytorch_tanh","hidden_size":2304,"intermediate_size":9216,
+            "max_position_embeddings":8192,"model_type":"gemma2","num_attention_heads":8,"num_hidden_layers":26,
+            "num_key_value_heads":4,"query_pre_attn_scalar":256,"rms_norm_eps":1e-06,"rope_theta":10000.0,
+            "sliding_window":4096,"vocab_size":256000}"#,
+        )
+        .unwrap();
+        assert_eq!(c.family.id(), "gemma2");
+        assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)));
+        assert_eq!((c.norm, c.activation), (NormStyle::OnePlusWeight, Activation::GeluTanh));
+        assert!(c.embed_scale && c.tie_word_embeddings && c.qk_norm.is_none());
+        // Layer 0 slides, layer 1 is global, alternating.
+        assert_eq!((c.window(0), c.window(1), c.window(24), c.window(25)), (Some(4096), None, Some(4096), None));
+        assert_eq!(c.query_pre_attn_scalar, Some(256.0));
+        assert_eq!(c.family.piece_name(super::super::Piece::MlpNorm), Some("pre_feedforward_layernorm"));
+    }
+
+    #[test]
+    fn gemma3_multimodal_reads_its_text_config_and_both_ropes() {
+        let c = parse(
+            r#"{"architectures":["Gemma3ForConditionalGeneration"],"model_type":"gemma3",
+            "text_config":{"head_dim":256,"hidden_size":2560,"intermediate_size":10240,"model_type":"gemma3_text",
+            "num_attention_heads":8,"num_hidden_layers":34,"num_key_value_heads":4,
+            "rope_scaling":{"factor":8.0,"rope_type":"linear"},"sliding_window":1024,"query_pre_attn_scalar":256,
+            "rope_local_base_freq":10000.0,"rope_theta":1000000.0,"vocab_size":262208},
+            "vision_config":{"hidden_size":1152}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.family.id(), c.num_layers, c.vocab_size), ("gemma3", 34, 262_208));
+        assert_eq!(c.qk_norm, Some(QkNorm::PerHead));
+        assert_eq!((c.attn_softcap, c.final_softcap), (None, None));
+        // Every sixth layer is global, with the scaled 1e6 base; the others slide with the local 1e4 base.
+        assert_eq!((c.window(4), c.window(5), c.window(6)), (Some(1024), None, Some(1024)));
+        let global = c.rope_of(5).unwrap();
+        assert_eq!(global.theta, 1e6);
+        assert!(matches!(global.scaling, RopeScaling::Linear { factor } if factor == 8.0));
+        assert_eq!(c.rope_of(4), Some(&RopeConfig { theta: 1e4, scaling: RopeScaling::None }));
+        // transformers 5: the two ropes under rope_parameters, keyed by layer type; layer_types listed.
+        let c = parse(
+            r#"{"architectures":["Gemma3ForCausalLM"],"model_type":"gemma3_text","head_dim":16,"hidden_size":32,
+            "intermediate_size":64,"num_attention_heads":4,"num_hidden_layers":3,"num_key_value_heads":2,
+            "vocab_size":512,"sliding_window":8,
+            "layer_types":["sliding_attention","full_attention","sliding_attention"],
+            "rope_parameters":{"full_attention":{"rope_type":"linear","factor":8.0,"rope_theta":1000000.0},
+            "sliding_attention":{"rope_type":"default","rope_theta":10000.0}}}"#,
+        )
+        .unwrap();
+        assert_eq!((c.window(0), c.window(1), c.window(2)), (Some(8), None, Some(8)));
+        assert_eq!(c.rope_of(0).unwrap().theta, 1e4);
+        assert_eq!(c.rope_of(1).unwrap().theta, 1e6);
+        let e = parse(
+            r#"{"architectures":["Gemma3ForCausalLM"],"hidden_size":32,"intermediate_size":64,
+            "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"layer_types":["sliding_attention"]}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("layer_types lists 1 layers but num_hidden_layers is 2"), "{e}");
+    }
+
+    #[test]
+    fn qwen3_phi3_olmo2_as_released() {
+        let q = parse(
+            r#"{"architectures":["Qwen3ForCausalLM"],"head_dim":128,"hidden_size":1024,"intermediate_size":3072,
+            "max_position_embeddings":40960,"max_window_layers":28,"model_type":"qwen3","num_attention_heads":16,
+            "num_hidden_layers":28,"num_key_value_heads":8,"rms_norm_eps":1e-06,"rope_scaling":null,
+            "rope_theta":1000000,"sliding_window":null,"tie_word_embeddings":true,"use_sliding_window":false,
+            "vocab_size":151936}"#,
+        )
+        .unwrap();
+        assert_eq!((q.family.id(), q.head_dim, q.qk_norm), ("qwen3", 128, Some(QkNorm::PerHead)));
+        assert!(q.window(0).is_none() && !q.qkv_bias && q.tie_word_embeddings);
+        let p = parse(
+            r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":3072,"intermediate_size":8192,
+            "max_position_embeddings":4096,"model_type":"phi3","num_attention_heads":32,"num_hidden_layers":32,
+            "num_key_value_heads":32,"original_max_position_embeddings":4096,"rms_norm_eps":1e-05,
+            "rope_scaling":null,"rope_theta":10000.0,"sliding_window":2047,"tie_word_embeddings":false,
+            "vocab_size":32064}"#,
+        )
+        .unwrap();
+        assert_eq!((p.family.id(), p.head_dim, p.rotary_dim), ("phi3", 96, 96));
+        assert_eq!(p.family.piece_name(super::super::Piece::QueryKeyValue), Some("self_attn.qkv_proj"));
+        let partial = parse(
+            r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"partial_rotary_factor":0.75}"#,
+        )
+        .unwrap();
+        assert_eq!((partial.head_dim, partial.rotary_dim), (16, 12));
+        let e = parse(
+            r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,
+            "rope_scaling":{"type":"longrope","short_factor":[1.0],"long_factor":[2.0]}}"#,
+        )
+        .unwrap_err();
+        assert!(e.to_string().contains("\"longrope\" (long-context Phi-3) is not supported"), "{e}");
+        let o = parse(
+            r#"{"architectures":["Olmo2ForCausalLM"],"hidden_size":2048,"intermediate_size":8192,
+            "max_position_embeddings":4096,"model_type":"olmo2","num_attention_heads":16,"num_hidden_layers":16,
+            "num_key_value_heads":16,"rms_norm_eps":1e-06,"rope_scaling":null,"rope_theta":500000,
+            "tie_word_embeddings":false,"vocab_size":100352,"attention_bias":false}"#,
+        )
+        .unwrap();
+        assert_eq!((o.family.id(), o.qk_norm, o.norm), ("olmo2", Some(QkNorm::Whole), NormStyle::F32Weight));
+        assert_eq!(o.family.piece_name(super::super::Piece::AttnNorm), None);
+    }
+
+    #[test]
+    fn mixtures_of_experts_are_refused_by_name() {
+        for json in [
+            r#"{"architectures":["Qwen3MoeForCausalLM"],"model_type":"qwen3_moe","hidden_size":64}"#,
+            r#"{"architectures":["MixtralForCausalLM"],"model_type":"mixtral"}"#,
+            r#"{"architectures":["SomethingForCausalLM"],"model_type":"llama","num_local_experts":8}"#,
+        ] {
+            let e = parse(json).unwrap_err();
+            assert!(matches!(e, Error::UnsupportedArchitecture { .. }), "{e}");
+            assert!(e.to_string().contains("a mixture of experts; only dense models run"), "{e}");
+            assert!(e.to_string().contains("Gemma2ForCausalLM"), "{e}");
+        }
     }
 }

@@ -8,17 +8,18 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use super::config::{Family, ModelConfig};
-use super::loader::resolve_name;
+use super::config::ModelConfig;
+use super::families::decoder;
+use super::loader::{PREFIXES, resolve_name};
 use crate::checkpoint::TensorInfo;
 use crate::error::{Error, Result};
 
 /// One tensor that carries config sizes: its name, its shape as stored (u128, so products cannot overflow), and
 /// the config keys that give that shape.
-struct Expected {
-    tensor: &'static str,
-    shape: [u128; 2],
-    keys: &'static str,
+pub(crate) struct Expected {
+    pub tensor: String,
+    pub shape: [u128; 2],
+    pub keys: &'static str,
 }
 
 impl ModelConfig {
@@ -32,10 +33,8 @@ impl ModelConfig {
             weights: weights.to_string(),
             reason,
         };
-        let (layers_key, block_prefix) = match self.family {
-            Family::Llama => ("num_hidden_layers", "model.layers"),
-            Family::Gpt2 => ("n_layer", "h"),
-        };
+        let layout = &self.family.spec().layout;
+        let (layers_key, block_prefix) = (layout.layers_key, layout.blocks);
         let layers = layer_indices(tensors, block_prefix);
         if layers.len() != self.num_layers {
             let held = match (layers.first(), layers.last()) {
@@ -52,8 +51,8 @@ impl ModelConfig {
                 self.num_layers
             )));
         }
-        for expected in self.expected_shapes() {
-            let Some(name) = resolve_name(tensors, expected.tensor) else {
+        for expected in decoder::expected_shapes(self) {
+            let Some(name) = resolve_name(tensors, &expected.tensor) else {
                 continue; // The loader names a missing tensor; only sizes matter here.
             };
             let Some(info) = tensors.get(&name) else {
@@ -69,69 +68,6 @@ impl ModelConfig {
         }
         Ok(())
     }
-
-    fn expected_shapes(&self) -> Vec<Expected> {
-        let n = |v: usize| v as u128;
-        let (vocab, d, inter) = (n(self.vocab_size), n(self.hidden_size), n(self.intermediate_size));
-        let (q_rows, kv_rows) = (
-            n(self.num_heads) * n(self.head_dim),
-            n(self.num_kv_heads) * n(self.head_dim),
-        );
-        let mut shapes = match self.family {
-            Family::Llama => vec![
-                Expected {
-                    tensor: "model.embed_tokens.weight",
-                    shape: [vocab, d],
-                    keys: "vocab_size × hidden_size",
-                },
-                Expected {
-                    tensor: "model.layers.0.self_attn.q_proj.weight",
-                    shape: [q_rows, d],
-                    keys: "num_attention_heads · head_dim × hidden_size",
-                },
-                Expected {
-                    tensor: "model.layers.0.self_attn.k_proj.weight",
-                    shape: [kv_rows, d],
-                    keys: "num_key_value_heads · head_dim × hidden_size",
-                },
-                Expected {
-                    tensor: "model.layers.0.mlp.gate_proj.weight",
-                    shape: [inter, d],
-                    keys: "intermediate_size × hidden_size",
-                },
-            ],
-            Family::Gpt2 => vec![
-                Expected {
-                    tensor: "wte.weight",
-                    shape: [vocab, d],
-                    keys: "vocab_size × n_embd",
-                },
-                Expected {
-                    tensor: "wpe.weight",
-                    shape: [n(self.context_len), d],
-                    keys: "n_positions × n_embd",
-                },
-                Expected {
-                    tensor: "h.0.attn.c_attn.weight",
-                    shape: [d, 3 * q_rows],
-                    keys: "n_embd × 3 · n_embd",
-                },
-                Expected {
-                    tensor: "h.0.mlp.c_fc.weight",
-                    shape: [d, inter],
-                    keys: "n_embd × n_inner",
-                },
-            ],
-        };
-        if !self.tie_word_embeddings {
-            shapes.push(Expected {
-                tensor: "lm_head.weight",
-                shape: [vocab, d],
-                keys: "vocab_size × hidden size (untied lm_head)",
-            });
-        }
-        shapes
-    }
 }
 
 /// The block indices `i` of tensors named `{prefix}.{i}.…` (with or without the checkpoint's `model.` /
@@ -141,10 +77,7 @@ fn layer_indices(tensors: &BTreeMap<String, TensorInfo>, prefix: &str) -> BTreeS
     tensors
         .keys()
         .filter_map(|name| {
-            let name = ["model.", "transformer."]
-                .iter()
-                .find_map(|p| name.strip_prefix(p))
-                .unwrap_or(name);
+            let name = PREFIXES.iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
             let rest = name.strip_prefix(bare)?.strip_prefix('.')?;
             rest.split_once('.')?.0.parse().ok()
         })

@@ -5,7 +5,7 @@
 
 use candle_core::{DType, Device, Tensor};
 
-use super::config::Activation;
+use super::config::{Activation, QkNorm};
 use super::rope::RopeTables;
 use crate::error::{Error, Result};
 
@@ -71,12 +71,20 @@ impl Linear {
     }
 }
 
-/// RMSNorm (Llama family) or LayerNorm (GPT-2).
+/// RMSNorm (Llama family and most others), RMSNorm in f32 (Gemma, OLMo-2) or LayerNorm (GPT-2).
 #[derive(Debug, Clone)]
 pub enum Norm {
-    /// `x / rms(x) · w`.
+    /// `x / rms(x) · w`, the weight in the run dtype.
     Rms {
         /// Scale.
+        weight: Tensor,
+        /// Added to the mean square.
+        eps: f32,
+    },
+    /// `x / rms(x) · w` with `x` cast to f32 and `w` in f32, the result cast back to the run dtype (Gemma's
+    /// weight is stored here as 1 + w).
+    RmsF32 {
+        /// Scale, f32.
         weight: Tensor,
         /// Added to the mean square.
         eps: f32,
@@ -100,17 +108,34 @@ impl Norm {
     pub fn forward(&self, x: &Tensor) -> Result<Tensor> {
         Ok(match self {
             Self::Rms { weight, eps } => candle_nn::ops::rms_norm(x, weight, *eps)?,
+            Self::RmsF32 { weight, eps } if x.dtype() == DType::F32 => candle_nn::ops::rms_norm(x, weight, *eps)?,
+            Self::RmsF32 { weight, eps } => {
+                candle_nn::ops::rms_norm(&x.to_dtype(DType::F32)?, weight, *eps)?.to_dtype(x.dtype())?
+            }
             Self::Layer { weight, bias, eps } => candle_nn::ops::layer_norm(x, weight, bias, *eps)?,
         })
     }
 }
 
-/// Causal self-attention with optional RoPE and grouped key/value heads.
+/// RMSNorms of the queries and keys, applied before RoPE.
+#[derive(Debug, Clone)]
+pub struct QkNorms {
+    /// Per head or over the whole projection.
+    pub kind: QkNorm,
+    /// The queries' norm.
+    pub q: Norm,
+    /// The keys' norm.
+    pub k: Norm,
+}
+
+/// Causal self-attention with optional RoPE, q/k norms, softcap and grouped key/value heads.
 #[derive(Debug, Clone)]
 pub struct Attention {
     /// Query, key and value projections fused into one `[(heads + 2·kv_heads)·head_dim, d_model]` product: one
     /// large matrix product runs faster than three, two of them narrow under grouped-query attention.
     pub qkv: Linear,
+    /// Norms of the queries and keys (Qwen3, Gemma 3, OLMo-2).
+    pub qk_norm: Option<QkNorms>,
     /// Output projection.
     pub o: Linear,
     /// Query heads.
@@ -119,8 +144,10 @@ pub struct Attention {
     pub kv_heads: usize,
     /// Width of one head.
     pub head_dim: usize,
-    /// Multiplies q·k (1/√head_dim, times GPT-2's optional 1/(layer + 1)).
+    /// Multiplies q·k (1/√head_dim, times GPT-2's optional 1/(layer + 1); Gemma's 1/√query_pre_attn_scalar).
     pub scale: f64,
+    /// Scores become `cap · tanh(score / cap)` before the mask (Gemma 2).
+    pub softcap: Option<f64>,
 }
 
 impl Attention {
@@ -139,10 +166,25 @@ impl Attention {
         prefix: Option<&KeyValues>,
     ) -> Result<(Tensor, KeyValues)> {
         let (b, t, _) = x.dims3()?;
-        let qkv = self
-            .qkv
-            .forward(x)?
-            .reshape((b, t, self.heads + 2 * self.kv_heads, self.head_dim))?;
+        let mut qkv = self.qkv.forward(x)?;
+        if let Some(QkNorms {
+            kind: QkNorm::Whole,
+            q: q_norm,
+            k: k_norm,
+        }) = &self.qk_norm
+        {
+            // OLMo-2 normalizes the whole query and key projections before the heads are split.
+            let (q_width, kv_width) = (self.heads * self.head_dim, self.kv_heads * self.head_dim);
+            qkv = Tensor::cat(
+                &[
+                    &q_norm.forward(&qkv.narrow(2, 0, q_width)?.contiguous()?)?,
+                    &k_norm.forward(&qkv.narrow(2, q_width, kv_width)?.contiguous()?)?,
+                    &qkv.narrow(2, q_width + kv_width, kv_width)?,
+                ],
+                2,
+            )?;
+        }
+        let qkv = qkv.reshape((b, t, self.heads + 2 * self.kv_heads, self.head_dim))?;
         let heads =
             |start: usize, n: usize| -> Result<Tensor> { Ok(qkv.narrow(2, start, n)?.transpose(1, 2)?.contiguous()?) };
         let (mut q, mut k, mut v) = (
@@ -150,6 +192,15 @@ impl Attention {
             heads(self.heads, self.kv_heads)?,
             heads(self.heads + self.kv_heads, self.kv_heads)?,
         );
+        if let Some(QkNorms {
+            kind: QkNorm::PerHead,
+            q: q_norm,
+            k: k_norm,
+        }) = &self.qk_norm
+        {
+            q = q_norm.forward(&q)?;
+            k = k_norm.forward(&k)?;
+        }
         if let Some(rope) = rope {
             q = rope.apply(&q)?;
             k = rope.apply(&k)?;
@@ -169,7 +220,12 @@ impl Attention {
         // along the sequence axis, so each key/value head takes part in a single larger product.
         let group = self.heads / self.kv_heads;
         let q = (q * self.scale)?.reshape((b, self.kv_heads, group * t, self.head_dim))?;
-        let scores = q.matmul(&k.t()?)?.broadcast_add(mask)?;
+        let scores = q.matmul(&k.t()?)?;
+        let scores = match self.softcap {
+            Some(cap) => (scores.affine(1.0 / cap, 0.0)?.tanh()? * cap)?,
+            None => scores,
+        };
+        let scores = scores.broadcast_add(mask)?;
         // Softmax in f32 whatever the model dtype, as transformers does.
         let probs = match scores.dtype() {
             DType::F32 => candle_nn::ops::softmax_last_dim(&scores)?,
@@ -289,17 +345,33 @@ fn activate(x: &Tensor, activation: Activation) -> Result<Tensor> {
     })
 }
 
-/// One pre-norm transformer block.
+/// One transformer block: `x + post(attn(pre(x)))`, then the same with the MLP; each norm optional (Llama has
+/// only the pre-norms, Gemma both, OLMo-2 only the post-norms).
 #[derive(Debug, Clone)]
 pub struct Block {
     /// Norm before attention.
-    pub attn_norm: Norm,
+    pub attn_norm: Option<Norm>,
     /// Self-attention.
     pub attn: Attention,
+    /// Norm of the attention output.
+    pub attn_post_norm: Option<Norm>,
     /// Norm before the MLP.
-    pub mlp_norm: Norm,
+    pub mlp_norm: Option<Norm>,
     /// Feed-forward.
     pub mlp: Mlp,
+    /// Norm of the MLP output.
+    pub mlp_post_norm: Option<Norm>,
+}
+
+/// `norm(x)`, or `x` itself when there is no norm.
+///
+/// # Errors
+/// Shape errors.
+pub fn maybe_norm(norm: Option<&Norm>, x: &Tensor) -> Result<Tensor> {
+    match norm {
+        Some(norm) => norm.forward(x),
+        None => Ok(x.clone()),
+    }
 }
 
 #[cfg(test)]
@@ -346,6 +418,8 @@ mod tests {
         };
         let attn = |wk: Tensor, wv: Tensor, kv_heads: usize| Attention {
             qkv: Linear::new(Tensor::cat(&[&wq, &wk, &wv], 0).unwrap(), None),
+            qk_norm: None,
+            softcap: None,
             o: Linear::new(wo.clone(), None),
             heads: 4,
             kv_heads,

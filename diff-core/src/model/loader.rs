@@ -5,25 +5,31 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 
+use super::config::NormStyle;
 use super::layers::{Linear, Norm};
 use crate::checkpoint::{TensorInfo, TensorSource};
 use crate::error::{Error, Result};
 
-/// Prefixes that checkpoints add or omit around the module names (`model.` for Llama, `transformer.` for GPT-2).
-const PREFIXES: [&str; 2] = ["model.", "transformer."];
+/// Prefixes that checkpoints add or omit around the module names: `model.` (Llama), `transformer.` (GPT-2), and
+/// the language tower of a multimodal checkpoint (`model.language_model.` since transformers 4.52,
+/// `language_model.model.` and `language_model.` before). Longest first, so stripping finds the whole prefix.
+pub(crate) const PREFIXES: [&str; 5] = [
+    "model.language_model.",
+    "language_model.model.",
+    "language_model.",
+    "model.",
+    "transformer.",
+];
 
 /// The name under which `tensors` holds `name`, trying it with and without the usual prefixes.
 pub(crate) fn resolve_name(tensors: &BTreeMap<String, TensorInfo>, name: &str) -> Option<String> {
     if tensors.contains_key(name) {
         return Some(name.to_string());
     }
-    PREFIXES.iter().find_map(|prefix| {
-        let candidate = match name.strip_prefix(prefix) {
-            Some(stripped) => stripped.to_string(),
-            None => format!("{prefix}{name}"),
-        };
-        tensors.contains_key(&candidate).then_some(candidate)
-    })
+    let bare = PREFIXES.iter().find_map(|p| name.strip_prefix(p)).unwrap_or(name);
+    std::iter::once(bare.to_string())
+        .chain(PREFIXES.iter().map(|prefix| format!("{prefix}{bare}")))
+        .find(|candidate| tensors.contains_key(candidate))
 }
 
 pub(crate) struct Loader<'a> {
@@ -42,8 +48,13 @@ impl Loader<'_> {
         }
     }
 
-    /// Reads `name`, which must have `shape` (as stored on disk).
+    /// Reads `name`, which must have `shape` (as stored on disk), in the run dtype.
     pub fn tensor(&self, name: &str, shape: &[usize]) -> Result<Tensor> {
+        self.tensor_in(name, shape, self.dtype)
+    }
+
+    /// [`Loader::tensor`] in `dtype`.
+    fn tensor_in(&self, name: &str, shape: &[usize], dtype: DType) -> Result<Tensor> {
         let resolved = resolve_name(self.source.tensors(), name).ok_or_else(|| {
             self.error(
                 name,
@@ -59,7 +70,7 @@ impl Loader<'_> {
         }
         let data = self.source.read(&resolved)?.into_vec();
         let t = Tensor::from_vec(data, shape, &Device::Cpu)?;
-        Ok(t.to_dtype(self.dtype)?.to_device(self.device)?)
+        Ok(t.to_dtype(dtype)?.to_device(self.device)?)
     }
 
     /// `{prefix}.weight` `[out, in]` and, when `bias`, `{prefix}.bias` `[out]`.
@@ -73,11 +84,26 @@ impl Loader<'_> {
         Ok(Linear::new(weight, bias))
     }
 
-    /// RMSNorm `{prefix}.weight`.
-    pub fn rms_norm(&self, prefix: &str, width: usize, eps: f64) -> Result<Norm> {
-        Ok(Norm::Rms {
-            weight: self.tensor(&format!("{prefix}.weight"), &[width])?,
-            eps: narrow_eps(eps),
+    /// The norm `{prefix}` of width `width`, computed as `style` says.
+    pub fn norm(&self, prefix: &str, width: usize, style: NormStyle, eps: f64) -> Result<Norm> {
+        let weight = format!("{prefix}.weight");
+        let eps = narrow_eps(eps);
+        Ok(match style {
+            NormStyle::Rms => Norm::Rms {
+                weight: self.tensor(&weight, &[width])?,
+                eps,
+            },
+            // Norm weights stay f32 whatever the run dtype: these families weight in f32 (transformers upcasts).
+            NormStyle::F32Weight => Norm::RmsF32 {
+                weight: self.tensor_in(&weight, &[width], DType::F32)?,
+                eps,
+            },
+            // Gemma scales by (1 + w), with the 1 added in f32.
+            NormStyle::OnePlusWeight => Norm::RmsF32 {
+                weight: (self.tensor_in(&weight, &[width], DType::F32)? + 1.0)?,
+                eps,
+            },
+            NormStyle::Layer => self.layer_norm(prefix, width, f64::from(eps))?,
         })
     }
 

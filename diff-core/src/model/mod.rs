@@ -1,22 +1,22 @@
 //! The hooked transformer runtime: Hugging Face checkpoints run on candle with TransformerLens hook points.
 //!
-//! One forward pass implementation serves every architecture: each family only says how to load its tensors into
-//! the shared [`layers`]. A pass returns the final normalized residual stream; [`Model::unembed`] turns chosen rows
+//! One forward pass implementation serves every architecture: each family (one file in `families/`) only says how
+//! to read its config and where its tensors are; the shared [`layers`] block has optional parts (pre- and
+//! post-norms, q/k norms, softcaps, per-layer windows) that the config switches on. A pass returns the final normalized residual stream; [`Model::unembed`] turns chosen rows
 //! of it into logits, so callers never hold `[batch, seq, vocab]` at once.
 
 mod config;
 mod device;
+mod families;
 mod fit;
-mod gpt2;
 mod hooks;
 mod kernels;
 pub mod layers;
-mod llama;
 mod loader;
 mod rope;
 mod transplant;
 
-pub use config::{Activation, Family, ModelConfig, RopeConfig, RopeScaling, SUPPORTED};
+pub use config::{Activation, Family, ModelConfig, NormStyle, QkNorm, RopeConfig, RopeScaling, SlidingLayers};
 pub use device::{DeviceSpec, RunDtype, device_name, parse_device, parse_dtype};
 pub use hooks::{Captured, HookPoint, Hooks, Replacement};
 pub use kernels::with_f32_values;
@@ -27,7 +27,7 @@ use candle_core::{DType, Device, Tensor};
 
 use crate::checkpoint::TensorSource;
 use crate::error::{Error, Result};
-use layers::{Block, KeyValues, Norm, causal_mask_after};
+use layers::{Block, KeyValues, Norm, causal_mask_after, maybe_norm};
 use loader::Loader;
 
 /// What an architecture loader hands to [`Model`].
@@ -39,10 +39,10 @@ pub(crate) struct Parts {
     unembed: Tensor,
 }
 
-/// 1/√head_dim, and GPT-2's optional extra 1/(layer + 1).
+/// 1/√head_dim (Gemma: 1/√query_pre_attn_scalar), and GPT-2's optional extra 1/(layer + 1).
 #[allow(clippy::cast_precision_loss)]
 pub(crate) fn attention_scale(c: &ModelConfig, layer: usize) -> f64 {
-    let scale = 1.0 / (c.head_dim as f64).sqrt();
+    let scale = 1.0 / c.query_pre_attn_scalar.unwrap_or(c.head_dim as f64).sqrt();
     if c.scale_attn_by_inverse_layer_idx {
         scale / (layer + 1) as f64
     } else {
@@ -61,6 +61,8 @@ pub struct Model {
     final_norm: Norm,
     unembed: Tensor,
     rope: Option<Rope>,
+    /// The sliding layers' RoPE when it differs (Gemma 3).
+    local_rope: Option<Rope>,
     device: Device,
     dtype: DType,
 }
@@ -158,12 +160,10 @@ impl Model {
             device,
             dtype,
         };
-        let parts = match config.family {
-            Family::Llama => llama::load(config, &loader)?,
-            Family::Gpt2 => gpt2::load(config, &loader)?,
-        };
+        let parts = (config.family.spec().layout.load)(config, &loader)?;
         Ok(Self {
-            rope: config.rope.as_ref().map(|r| Rope::new(r, config.head_dim)),
+            rope: config.rope.as_ref().map(|r| Rope::new(r, config.rotary_dim)),
+            local_rope: config.local_rope.as_ref().map(|r| Rope::new(r, config.rotary_dim)),
             config: config.clone(),
             embed: parts.embed,
             pos_embed: parts.pos_embed,
@@ -257,10 +257,16 @@ impl Model {
         }
         self.check_hooks(hooks)?;
         let ids = ids.to_device(&self.device)?;
-        let embed = self
+        let mut embed = self
             .embed
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, self.config.hidden_size))?;
+        if self.config.embed_scale {
+            // As transformers: √d is rounded to the run dtype before it multiplies (bf16 √2304 = 48.0, not 48.0104).
+            #[allow(clippy::cast_precision_loss)]
+            let scale = Tensor::new((self.config.hidden_size as f32).sqrt(), &self.device)?.to_dtype(self.dtype)?;
+            embed = embed.broadcast_mul(&scale)?;
+        }
         let mut resid = hooks.apply(HookPoint::Embed, embed, captured)?;
         if let Some(pos) = &self.pos_embed {
             let pos = pos.narrow(0, 0, t)?.unsqueeze(0)?.broadcast_as(resid.shape())?;
@@ -404,34 +410,45 @@ impl Model {
         let c = &self.config;
         let group = c.num_heads / c.num_kv_heads;
         let mask = causal_mask_after(offset, t, group, None, &self.device, self.dtype)?;
+        // One window per model: a sliding layer's mask differs only when the sequence outgrows it.
         let windowed = match c.sliding_window {
-            Some(w) if w < total => Some(causal_mask_after(offset, t, group, Some(w), &self.device, self.dtype)?),
+            Some(w) if w < total && (first..end).any(|l| c.window(l).is_some()) => {
+                Some(causal_mask_after(offset, t, group, Some(w), &self.device, self.dtype)?)
+            }
             _ => None,
         };
-        let rope = match &self.rope {
-            Some(r) => Some(r.tables(total, &self.device, self.dtype)?.rows(offset, t)?),
-            None => None,
+        let tables = |rope: &Option<Rope>| -> Result<Option<RopeTables>> {
+            match rope {
+                Some(r) => Ok(Some(r.tables(total, &self.device, self.dtype)?.rows(offset, t)?)),
+                None => Ok(None),
+            }
         };
+        let (rope, local_rope) = (tables(&self.rope)?, tables(&self.local_rope)?);
         for (layer, block) in self.blocks.iter().enumerate().take(end).skip(first) {
+            let sliding = c.window(layer).is_some();
             if !(skip_attn && layer == first) {
                 resid = hooks.apply(HookPoint::ResidPre(layer), resid, captured)?;
                 let mask = match &windowed {
-                    Some(w) if layer >= c.sliding_window_from_layer => w,
+                    Some(w) if sliding => w,
                     _ => &mask,
                 };
+                let rope = match &local_rope {
+                    Some(local) if sliding => Some(local),
+                    _ => rope.as_ref(),
+                };
                 let prefix = span.prefix_at(layer)?;
-                let (attn, kv) =
-                    block
-                        .attn
-                        .forward(&block.attn_norm.forward(&resid)?, rope.as_ref(), mask, prefix.as_ref())?;
+                let normed = maybe_norm(block.attn_norm.as_ref(), &resid)?;
+                let (attn, kv) = block.attn.forward(&normed, rope, mask, prefix.as_ref())?;
                 if let Some(kept) = &mut span.keep {
                     kept.push(kv);
                 }
+                let attn = maybe_norm(block.attn_post_norm.as_ref(), &attn)?;
                 let attn = hooks.apply(HookPoint::AttnOut(layer), attn, captured)?;
                 resid = (resid + attn)?;
             }
             resid = hooks.apply(HookPoint::ResidMid(layer), resid, captured)?;
-            let mlp = block.mlp.forward(&block.mlp_norm.forward(&resid)?)?;
+            let mlp = block.mlp.forward(&maybe_norm(block.mlp_norm.as_ref(), &resid)?)?;
+            let mlp = maybe_norm(block.mlp_post_norm.as_ref(), &mlp)?;
             let mlp = hooks.apply(HookPoint::MlpOut(layer), mlp, captured)?;
             resid = hooks.apply(HookPoint::ResidPost(layer), (resid + mlp)?, captured)?;
         }
@@ -448,13 +465,20 @@ impl Model {
         Ok(Forward { normalized, captured })
     }
 
-    /// Logits `[rows, vocab]` in f32 for normalized residual rows `[rows, d_model]`.
+    /// Logits `[rows, vocab]` in f32 for normalized residual rows `[rows, d_model]`, through the final softcap
+    /// when the model has one (every reader of logits goes through here: KL, lens, swap and patch scores).
     ///
     /// # Errors
     /// Shape errors.
     pub fn unembed(&self, rows: &Tensor) -> Result<Tensor> {
         let rows = rows.to_device(&self.device)?.to_dtype(self.dtype)?;
-        Ok(rows.matmul(&self.unembed.t()?)?.to_dtype(DType::F32)?)
+        let logits = rows.matmul(&self.unembed.t()?)?;
+        // In the run dtype, as transformers caps before any upcast.
+        let logits = match self.config.final_softcap {
+            Some(cap) => (logits.affine(1.0 / cap, 0.0)?.tanh()? * cap)?,
+            None => logits,
+        };
+        Ok(logits.to_dtype(DType::F32)?)
     }
 
     /// Final norm then unembedding of raw residual rows `[rows, d_model]` (the logit lens).

@@ -22,11 +22,11 @@ pub struct RopeTables {
 }
 
 impl Rope {
-    /// Frequencies for heads of width `head_dim`.
+    /// Frequencies for the `rotary_dim` leading dimensions of each head (all of it unless partial rotary).
     #[must_use]
-    pub fn new(config: &RopeConfig, head_dim: usize) -> Self {
+    pub fn new(config: &RopeConfig, rotary_dim: usize) -> Self {
         Self {
-            inv_freq: inverse_frequencies(config, head_dim),
+            inv_freq: inverse_frequencies(config, rotary_dim),
         }
     }
 
@@ -67,12 +67,18 @@ impl RopeTables {
         })
     }
 
-    /// Rotates `x` of shape `[batch, heads, seq, head_dim]` (contiguous).
+    /// Rotates `x` of shape `[batch, heads, seq, head_dim]` (contiguous): all of each head, or its leading
+    /// dimensions when the tables are narrower (partial rotary, Phi-4-mini), the rest passed through.
     ///
     /// # Errors
     /// Shape errors.
     pub fn apply(&self, x: &Tensor) -> Result<Tensor> {
-        Ok(candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)?)
+        let (rotated, head_dim) = (2 * self.cos.dim(1)?, x.dim(3)?);
+        if rotated == head_dim {
+            return Ok(candle_nn::rotary_emb::rope(x, &self.cos, &self.sin)?);
+        }
+        let turned = candle_nn::rotary_emb::rope(&x.narrow(3, 0, rotated)?.contiguous()?, &self.cos, &self.sin)?;
+        Ok(Tensor::cat(&[&turned, &x.narrow(3, rotated, head_dim - rotated)?], 3)?.contiguous()?)
     }
 }
 

@@ -4,13 +4,11 @@
 //! model; only a single projection inside a fused one (`q_proj` inside the fused q/k/v product) is spliced into a
 //! new tensor of that one layer.
 
-use std::fmt;
-
 use candle_core::Tensor;
 
 use super::Model;
 use super::config::Family;
-use super::layers::{Block, Linear, Mlp};
+use super::layers::{Block, Linear, Mlp, Norm};
 use crate::error::{Error, Result};
 
 /// What can be taken from the other model.
@@ -32,66 +30,51 @@ pub enum Part {
     Unembed,
 }
 
-/// A piece of one block: a whole sublayer with its norm, or one of its tensors (with its bias).
+/// A piece of one block: a whole sublayer with its norms, or one of its tensors (with its bias). Which tensors a
+/// block has, and their names, are the family's ([`Family::pieces`], [`Family::piece_name`]).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Piece {
-    /// The pre-attention norm and every attention projection.
+    /// The attention sublayer: its norms and every attention projection.
     Attn,
-    /// The pre-MLP norm and every MLP projection.
+    /// The MLP sublayer: its norms and every MLP projection.
     Mlp,
     /// The pre-attention norm.
     AttnNorm,
-    /// The query projection (Llama family).
+    /// The query projection.
     Query,
-    /// The key projection (Llama family).
+    /// The key projection.
     Key,
-    /// The value projection (Llama family).
+    /// The value projection.
     Value,
-    /// GPT-2's fused query/key/value projection `c_attn`.
+    /// A fused query/key/value projection (GPT-2's `c_attn`, Phi-3's `qkv_proj`).
     QueryKeyValue,
+    /// The queries' norm.
+    QueryNorm,
+    /// The keys' norm.
+    KeyNorm,
     /// The attention output projection.
     AttnOutput,
+    /// The norm of the attention output.
+    AttnPostNorm,
     /// The pre-MLP norm.
     MlpNorm,
     /// The gate projection (gated MLPs).
     Gate,
     /// The up projection (gated MLPs).
     Up,
+    /// A fused gate/up projection (Phi-3's `gate_up_proj`).
+    GateUp,
     /// The down projection (gated MLPs).
     Down,
     /// The expansion `c_fc` (GPT-2).
     Fc,
     /// The projection back `c_proj` (GPT-2).
     Proj,
+    /// The norm of the MLP output.
+    MlpPostNorm,
 }
 
 impl Piece {
-    /// The tensor-level pieces of one block of `family`, in forward order.
-    #[must_use]
-    pub fn tensors(family: Family) -> &'static [Piece] {
-        match family {
-            Family::Llama => &[
-                Self::AttnNorm,
-                Self::Query,
-                Self::Key,
-                Self::Value,
-                Self::AttnOutput,
-                Self::MlpNorm,
-                Self::Gate,
-                Self::Up,
-                Self::Down,
-            ],
-            Family::Gpt2 => &[
-                Self::AttnNorm,
-                Self::QueryKeyValue,
-                Self::AttnOutput,
-                Self::MlpNorm,
-                Self::Fc,
-                Self::Proj,
-            ],
-        }
-    }
-
     /// The sublayer the piece belongs to: `attn` or `mlp`.
     #[must_use]
     pub fn component(self) -> &'static str {
@@ -102,34 +85,29 @@ impl Piece {
             | Self::Key
             | Self::Value
             | Self::QueryKeyValue
-            | Self::AttnOutput => "attn",
-            Self::Mlp | Self::MlpNorm | Self::Gate | Self::Up | Self::Down | Self::Fc | Self::Proj => "mlp",
+            | Self::QueryNorm
+            | Self::KeyNorm
+            | Self::AttnOutput
+            | Self::AttnPostNorm => "attn",
+            Self::Mlp
+            | Self::MlpNorm
+            | Self::Gate
+            | Self::Up
+            | Self::GateUp
+            | Self::Down
+            | Self::Fc
+            | Self::Proj
+            | Self::MlpPostNorm => "mlp",
         }
     }
 
-    /// The piece's name inside a block: `attn`/`mlp` for sublayers, the Hugging Face module name for tensors.
+    /// The piece's name inside a block: `attn`/`mlp` for sublayers, the family's module name for tensors (a
+    /// piece the family lacks is named by its kind, in brackets).
     #[must_use]
-    pub fn name(self, family: Family) -> &'static str {
-        let llama = family == Family::Llama;
-        match self {
-            Self::Attn => "attn",
-            Self::Mlp => "mlp",
-            Self::AttnNorm if llama => "input_layernorm",
-            Self::AttnNorm => "ln_1",
-            Self::Query => "self_attn.q_proj",
-            Self::Key => "self_attn.k_proj",
-            Self::Value => "self_attn.v_proj",
-            Self::QueryKeyValue => "attn.c_attn",
-            Self::AttnOutput if llama => "self_attn.o_proj",
-            Self::AttnOutput => "attn.c_proj",
-            Self::MlpNorm if llama => "post_attention_layernorm",
-            Self::MlpNorm => "ln_2",
-            Self::Gate => "mlp.gate_proj",
-            Self::Up => "mlp.up_proj",
-            Self::Down => "mlp.down_proj",
-            Self::Fc => "mlp.c_fc",
-            Self::Proj => "mlp.c_proj",
-        }
+    pub fn name(self, family: Family) -> String {
+        family
+            .piece_name(self)
+            .map_or_else(|| format!("({self:?})"), str::to_string)
     }
 }
 
@@ -155,12 +133,6 @@ impl Part {
     }
 }
 
-impl fmt::Display for Part {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.name(Family::Llama))
-    }
-}
-
 impl Model {
     /// This model with `part` taken from `donor`; every other tensor is shared with `self`.
     ///
@@ -175,7 +147,8 @@ impl Model {
             || self.blocks.len() != donor.blocks.len()
         {
             return Err(Error::Incompatible(format!(
-                "cannot swap {part} between a {} model of {} blocks × {} and a {} model of {} blocks × {}",
+                "cannot swap {} between a {} model of {} blocks × {} and a {} model of {} blocks × {}",
+                part.name(c.family),
                 c.architecture,
                 self.blocks.len(),
                 c.hidden_size,
@@ -211,24 +184,40 @@ fn transplant_piece(host: &mut Block, from: &Block, piece: Piece, family: Family
     let a = &from.attn;
     let (q, kv) = (a.heads * a.head_dim, a.kv_heads * a.head_dim);
     let missing = || Error::Usage(format!("a {family:?} block has no {}", piece.name(family)));
+    let norm = |host: &mut Option<Norm>, from: &Option<Norm>| match from {
+        Some(_) => {
+            host.clone_from(from);
+            Ok(())
+        }
+        None => Err(missing()),
+    };
     match piece {
         Piece::Attn => {
-            host.attn_norm = from.attn_norm.clone();
+            host.attn_norm.clone_from(&from.attn_norm);
             host.attn = from.attn.clone();
+            host.attn_post_norm.clone_from(&from.attn_post_norm);
         }
         Piece::Mlp => {
-            host.mlp_norm = from.mlp_norm.clone();
+            host.mlp_norm.clone_from(&from.mlp_norm);
             host.mlp = from.mlp.clone();
+            host.mlp_post_norm.clone_from(&from.mlp_post_norm);
         }
-        Piece::AttnNorm => host.attn_norm = from.attn_norm.clone(),
-        Piece::MlpNorm => host.mlp_norm = from.mlp_norm.clone(),
+        Piece::AttnNorm => norm(&mut host.attn_norm, &from.attn_norm)?,
+        Piece::AttnPostNorm => norm(&mut host.attn_post_norm, &from.attn_post_norm)?,
+        Piece::MlpNorm => norm(&mut host.mlp_norm, &from.mlp_norm)?,
+        Piece::MlpPostNorm => norm(&mut host.mlp_post_norm, &from.mlp_post_norm)?,
+        Piece::QueryNorm | Piece::KeyNorm => match (&mut host.attn.qk_norm, &from.attn.qk_norm) {
+            (Some(h), Some(f)) if piece == Piece::QueryNorm => h.q = f.q.clone(),
+            (Some(h), Some(f)) => h.k = f.k.clone(),
+            _ => return Err(missing()),
+        },
         Piece::AttnOutput => host.attn.o = from.attn.o.clone(),
         Piece::QueryKeyValue => host.attn.qkv = from.attn.qkv.clone(),
         // The fused q/k/v rows are [q | k | v].
         Piece::Query => host.attn.qkv = host.attn.qkv.with_rows_from(&a.qkv, 0, q)?,
         Piece::Key => host.attn.qkv = host.attn.qkv.with_rows_from(&a.qkv, q, kv)?,
         Piece::Value => host.attn.qkv = host.attn.qkv.with_rows_from(&a.qkv, q + kv, kv)?,
-        Piece::Gate | Piece::Up | Piece::Down | Piece::Fc | Piece::Proj => {
+        Piece::Gate | Piece::Up | Piece::GateUp | Piece::Down | Piece::Fc | Piece::Proj => {
             match (&mut host.mlp, &from.mlp) {
                 (
                     Mlp::Gated { gate_up, down, .. },
@@ -239,6 +228,7 @@ fn transplant_piece(host: &mut Block, from: &Block, piece: Piece, family: Family
                     // The fused gate/up rows are [gate | up].
                     Piece::Gate => *gate_up = gate_up.with_rows_from(g, 0, g.rows()? / 2)?,
                     Piece::Up => *gate_up = gate_up.with_rows_from(g, g.rows()? / 2, g.rows()? / 2)?,
+                    Piece::GateUp => *gate_up = g.clone(),
                     Piece::Down => *down = dn.clone(),
                     _ => return Err(missing()),
                 },
