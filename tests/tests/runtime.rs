@@ -17,7 +17,7 @@ use mdiff_tests::{Sandbox, fixture};
 use serde_json::Value;
 
 /// Every model with golden logits: (golden file stem, model directory, adapter directory).
-const MODELS: [(&str, &str, Option<&str>); 9] = [
+const MODELS: [(&str, &str, Option<&str>); 20] = [
     ("tiny-llama-base", "tiny-llama/base", None),
     ("tiny-llama-full-ft", "tiny-llama/full-ft", None),
     ("tiny-llama-lora", "tiny-llama/base", Some("tiny-llama/lora")),
@@ -27,15 +27,42 @@ const MODELS: [(&str, &str, Option<&str>); 9] = [
     ("tiny-gpt2-base", "tiny-gpt2/base", None),
     ("tiny-gpt2-full-ft", "tiny-gpt2/full-ft", None),
     ("tiny-gpt2-lora", "tiny-gpt2/base", Some("tiny-gpt2/lora")),
+    ("tiny-gemma2-base", "tiny-gemma2/base", None),
+    ("tiny-gemma2-tuned", "tiny-gemma2/tuned", None),
+    ("tiny-gemma3-base", "tiny-gemma3/base", None),
+    ("tiny-gemma3-tuned", "tiny-gemma3/tuned", None),
+    // Gemma3ForConditionalGeneration with tiny-gemma3/base as its language tower: the same logits.
+    ("tiny-gemma3-base-multimodal", "tiny-gemma3/base-multimodal", None),
+    ("tiny-qwen3-base", "tiny-qwen3/base", None),
+    ("tiny-qwen3-tuned", "tiny-qwen3/tuned", None),
+    ("tiny-phi3-base", "tiny-phi3/base", None),
+    ("tiny-phi3-tuned", "tiny-phi3/tuned", None),
+    ("tiny-olmo2-base", "tiny-olmo2/base", None),
+    ("tiny-olmo2-tuned", "tiny-olmo2/tuned", None),
+];
+
+/// The families of issue #16, whose goldens cover the plain prompts only (`fixtures/families.py`).
+const PLAIN_PROMPTS_ONLY: [&str; 6] = [
+    "tiny-gpt2",
+    "tiny-gemma2",
+    "tiny-gemma3",
+    "tiny-qwen3",
+    "tiny-phi3",
+    "tiny-olmo2",
 ];
 
 /// Base/tuned pairs with golden per-token KL.
-const PAIRS: [(&str, &str); 5] = [
+const PAIRS: [(&str, &str); 10] = [
     ("tiny-llama", "full-ft"),
     ("tiny-llama", "lora"),
     ("tiny-qwen2", "full-ft"),
     ("tiny-gpt2", "full-ft"),
     ("tiny-gpt2", "lora"),
+    ("tiny-gemma2", "tuned"),
+    ("tiny-gemma3", "tuned"),
+    ("tiny-qwen3", "tuned"),
+    ("tiny-phi3", "tuned"),
+    ("tiny-olmo2", "tuned"),
 ];
 
 const LOGITS_TOLERANCE: f32 = 1e-4;
@@ -116,7 +143,7 @@ fn llama3_rope_scaling_changes_the_logits() {
 /// The prompts each family's golden files were made from, as one set: plain text, then chat (where the tokenizer
 /// has a chat template).
 fn golden_prompt_files(family: &str) -> Vec<&'static str> {
-    if family == "tiny-gpt2" {
+    if PLAIN_PROMPTS_ONLY.contains(&family) {
         vec!["prompts/golden.txt"]
     } else {
         vec!["prompts/golden.txt", "prompts/golden-chat.jsonl"]
@@ -551,7 +578,8 @@ fn ids_tensor(ids: &[u32]) -> Tensor {
 
 #[test]
 fn hooks_follow_the_transformer_lens_residual_algebra() {
-    for dir in ["tiny-llama/base", "tiny-gpt2/base"] {
+    // Gemma and OLMo-2 hook attn_out/mlp_out after their post-norms, so the algebra holds there too.
+    for dir in ["tiny-llama/base", "tiny-gpt2/base", "tiny-gemma2/base", "tiny-gemma3/base", "tiny-olmo2/base"] {
         let model = load(dir, None);
         let n = model.num_layers();
         let (ids, _) = golden_logits(&dir.replace('/', "-")).swap_remove(0);
@@ -654,14 +682,35 @@ fn batched_right_padded_run_equals_single_prompts() {
 
 #[test]
 fn half_precision_runs_track_float32() {
-    // bf16/f16 weights and activations, f32 logits: close to transformers' f32 logits, within half precision.
-    let base = Checkpoint::open(&fixture("tiny-llama/base")).unwrap();
-    let config = ModelConfig::load(base.config_path().unwrap()).unwrap();
-    let (ids, want) = golden_logits("tiny-llama-base").swap_remove(0);
-    for (dtype, tolerance) in [(DType::F16, 0.05), (DType::BF16, 0.3)] {
-        let model = Model::load(base.source(), &config, &Device::Cpu, dtype, "base").unwrap();
-        let got = run_logits(&model, &ids, &Hooks::new());
-        let diff = max_abs_diff(&got, &want);
-        assert!(diff <= tolerance && diff > 0.0, "{dtype:?}: max |Δlogit| = {diff}");
+    // bf16/f16 weights and activations, f32 logits: close to transformers' f32 logits, relative to the prompt's
+    // largest logit. transformers' own half-precision runs drift by (f16, bf16): llama 0.0017, 0.019; gemma2
+    // 0.0019, 0.018; gemma3 0.0012, 0.0093; qwen3 0.0035, 0.027; phi3 0.0045, 0.056; olmo2 0.0025, 0.016
+    // (eager, longest golden prompt; transformers 5.23). Ours must stay within 3× of those; rounding differs
+    // (candle's RMSNorm weights in f32 before one rounding, transformers rounds twice), so equality is not
+    // expected.
+    for (family, f16, bf16) in [
+        ("tiny-llama", 0.0017, 0.019),
+        ("tiny-gemma2", 0.0019, 0.018),
+        ("tiny-gemma3", 0.0012, 0.0093),
+        ("tiny-qwen3", 0.0035, 0.027),
+        ("tiny-phi3", 0.0045, 0.056),
+        ("tiny-olmo2", 0.0025, 0.016),
+    ] {
+        let base = Checkpoint::open(&fixture(&format!("{family}/base"))).unwrap();
+        let config = ModelConfig::load(base.config_path().unwrap()).unwrap();
+        let (ids, want) = golden_logits(&format!("{family}-base"))
+            .into_iter()
+            .max_by_key(|(ids, _)| ids.len())
+            .unwrap();
+        let scale = want.iter().flatten().fold(1f32, |m, v| m.max(v.abs()));
+        for (dtype, reference) in [(DType::F16, f16), (DType::BF16, bf16)] {
+            let model = Model::load(base.source(), &config, &Device::Cpu, dtype, "base").unwrap();
+            let got = run_logits(&model, &ids, &Hooks::new());
+            let drift = max_abs_diff(&got, &want) / scale;
+            assert!(
+                drift <= 3.0 * reference && drift > 0.0,
+                "{family} {dtype:?}: max |Δlogit| / max |logit| = {drift} (transformers: {reference})"
+            );
+        }
     }
 }
