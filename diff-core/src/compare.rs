@@ -7,8 +7,8 @@ use std::time::Instant;
 use crate::analysis::crosscoder::{CrosscoderOptions, check_new_or_empty, crosscoder};
 use crate::analysis::{
     BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, Outcome, PairOptions, PairPlan, PairReadiness,
-    PatchOptions, SectionHeader, SwapOptions, behaviour, check_score_methods, check_scored_positions, layerwise_mismatch, lens,
-    patch, prepare_scored_prompts, selected_layers, swap,
+    PatchOptions, SectionHeader, SwapOptions, behaviour, check_score_methods, check_scored_positions,
+    layerwise_mismatch, lens, patch, prepare_scored_prompts, selected_layers, swap,
 };
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};

@@ -105,14 +105,25 @@ fn assert_weights_only(sb: &Sandbox, run: &Run, skipped: &[&str], needles: &[Str
     }
     for method in skipped {
         let section = if *method == "kl" { "behaviour" } else { method };
-        assert!(report.get(section).is_none_or(Value::is_null), "{section} is in the report");
+        assert!(
+            report.get(section).is_none_or(Value::is_null),
+            "{section} is in the report"
+        );
     }
     let warnings = run.warnings();
     assert_eq!(warnings.len(), 1, "one warning line: {}", run.stderr);
     for needle in needles {
-        assert!(warnings[0].contains(needle.as_str()), "{needle:?} not in {:?}", warnings[0]);
+        assert!(
+            warnings[0].contains(needle.as_str()),
+            "{needle:?} not in {:?}",
+            warnings[0]
+        );
     }
-    assert!(warnings[0].starts_with(&format!("{} skipped: ", skipped.join(", "))), "{}", warnings[0]);
+    assert!(
+        warnings[0].starts_with(&format!("{} skipped: ", skipped.join(", "))),
+        "{}",
+        warnings[0]
+    );
     assert!(!run.stderr.contains("mdiff: error"), "{}", run.stderr);
 }
 
@@ -126,7 +137,11 @@ fn default_methods_on_an_unsupported_architecture_give_the_weight_diff_and_one_w
         let sb = Sandbox::new();
         let models = pair(&sb, Some(BERT), Some(BERT));
         let run = compare(&sb, &models, if json { &["--json"] } else { &[] });
-        let needles = [shown(&models.0.join(CONFIG)), "BertModel".into(), "not supported".into()];
+        let needles = [
+            shown(&models.0.join(CONFIG)),
+            "BertModel".into(),
+            "not supported".into(),
+        ];
         assert_weights_only(&sb, &run, &["kl", "lens"], &needles);
         if json {
             let printed: Value = serde_json::from_str(&run.stdout).unwrap();
@@ -168,7 +183,10 @@ fn a_supported_base_with_an_unsupported_tuned_model_gives_the_weight_diff() {
     let run = compare(&sb, &models, &["--methods", "weights,kl"]);
     assert_weights_only(&sb, &run, &["kl"], &[shown(&models.1.join(CONFIG)), "BertModel".into()]);
     let reason = report(&sb)["skipped"][0]["reason"].as_str().unwrap().to_string();
-    assert!(!reason.contains(&shown(&models.0.join(CONFIG))), "the base is supported: {reason}");
+    assert!(
+        !reason.contains(&shown(&models.0.join(CONFIG))),
+        "the base is supported: {reason}"
+    );
 }
 
 /// With only model-running methods asked for, nothing asked for can run: an empty report would pass for an
