@@ -392,7 +392,7 @@ impl Behavioural {
             None => builtin_prompts(),
         };
         let plan = match PairPlan::prepare(base, tuned, pair_opts)? {
-            PairReadiness::Ready(plan) => plan,
+            PairReadiness::Ready(plan) => *plan,
             PairReadiness::MissingFile(reason) => return Ok(Self::Missing(reason)),
             PairReadiness::Unsupported(reason) => return Ok(Self::Unsupported(reason)),
         };

@@ -50,7 +50,7 @@ pub struct ModelPair {
 #[must_use]
 pub enum PairReadiness {
     /// Configs and tokenizer checked.
-    Ready(PairPlan),
+    Ready(Box<PairPlan>),
     /// `config.json` or `tokenizer.json` is missing; the reason names the flag that supplies it.
     MissingFile(String),
     /// The runtime does not implement the architecture of one model or both. No flag fixes that, so a caller with
@@ -66,7 +66,7 @@ impl PairReadiness {
     /// The reason of [`PairReadiness::MissingFile`] or [`PairReadiness::Unsupported`].
     pub fn into_result(self) -> std::result::Result<PairPlan, String> {
         match self {
-            Self::Ready(plan) => Ok(plan),
+            Self::Ready(plan) => Ok(*plan),
             Self::MissingFile(reason) | Self::Unsupported(reason) => Err(reason),
         }
     }
@@ -131,12 +131,12 @@ impl PairPlan {
                 ),
             });
         }
-        Ok(PairReadiness::Ready(Self {
+        Ok(PairReadiness::Ready(Box::new(Self {
             base_config,
             tuned_config,
             tokenizer,
             warnings,
-        }))
+        })))
     }
 
     /// Checks both configs against the tensors they describe (layer count, sizes): call it before anything is
