@@ -6,9 +6,9 @@ use std::time::Instant;
 
 use crate::analysis::crosscoder::{CrosscoderOptions, check_new_or_empty, crosscoder};
 use crate::analysis::{
-    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, Outcome, PairOptions, PairPlan, PatchOptions,
-    SectionHeader, SwapOptions, behaviour, check_score_methods, check_scored_positions, layerwise_mismatch, lens,
-    patch, prepare_scored_prompts, selected_layers, swap,
+    BehaviourOptions, EncodedPrompt, LensOptions, ModelPair, Outcome, PairOptions, PairPlan, PairReadiness,
+    PatchOptions, SectionHeader, SwapOptions, behaviour, check_score_methods, check_scored_positions,
+    layerwise_mismatch, lens, patch, prepare_scored_prompts, selected_layers, swap,
 };
 use crate::checkpoint::{Checkpoint, pair_tensors};
 use crate::error::{Error, Result};
@@ -104,8 +104,11 @@ impl Default for CompareOptions {
 ///
 /// A default method that cannot run on these inputs (a missing `config.json` or `tokenizer.json`, models of
 /// different shapes for the layer-by-layer methods) is listed in [`Report::skipped`] with the reason; a named one
-/// is an error, raised before any work. Swap, patching and the crosscoder also skip when there is nothing to
-/// localize (the models agree everywhere).
+/// is an error, raised before any work. An architecture the runtime does not implement skips the methods that run
+/// the models even when named, since no flag fixes it and the weight diff still answers; only when nothing else was
+/// asked for is it an error. Swap, patching and the crosscoder also skip when there is nothing to localize (the
+/// models agree everywhere). Skips known before any work are in [`Report::skipped`] from the first `on_section`
+/// call on, so a caller can say each cause once, with all the sections it takes out.
 ///
 /// When `progress` asks to stop ([`Progress::cancelled`]), the report of the finished methods comes back with
 /// [`Report::incomplete`] naming the others.
@@ -143,7 +146,8 @@ pub fn compare(
         Behavioural::NotAsked
     };
     let unavailable: Vec<Option<String>> = methods.iter().map(|&m| behavioural.unavailable(m)).collect();
-    if opts.methods.is_given()
+    if behavioural.stops_named(&methods)
+        && opts.methods.is_given()
         && let Some((method, reason)) = methods
             .iter()
             .zip(&unavailable)
@@ -168,7 +172,7 @@ pub fn compare(
             device: device_name(&device),
             prompts_sha256: match &behavioural {
                 Behavioural::Ready(prepared) => Some(prepared.prompts_sha256.clone()),
-                Behavioural::NotAsked | Behavioural::Missing(_) => None,
+                Behavioural::NotAsked | Behavioural::Missing(_) | Behavioural::Unsupported(_) => None,
             },
             score: opts.behaviour.score,
         },
@@ -178,32 +182,37 @@ pub fn compare(
         patching: None,
         lens: None,
         crosscoder: None,
-        skipped: Vec::new(),
+        skipped: methods
+            .iter()
+            .zip(&unavailable)
+            .filter_map(|(&method, reason)| Some(SkippedSection::new(method, reason.clone()?)))
+            .collect(),
         timings_ms: BTreeMap::new(),
         incomplete: None,
     };
     // Loaded by the first method that runs the models, then shared.
     let mut pair: Option<ModelPair> = None;
-    for (i, (&method, unavailable)) in methods.iter().zip(unavailable).enumerate() {
+    for (i, (&method, skip_reason)) in methods.iter().zip(&unavailable).enumerate() {
+        if skip_reason.is_some() {
+            // Already in `report.skipped`.
+            on_section(method, &report);
+            continue;
+        }
         let started = Instant::now();
-        let runs = unavailable.is_none();
-        let outcome = match unavailable {
-            Some(reason) => Ok(Outcome::Skipped(reason)),
-            None => checkpoint(progress).and_then(|()| {
-                let mut step = Step {
-                    base,
-                    tuned,
-                    opts,
-                    pair_opts: &pair_opts,
-                    progress,
-                    behavioural: &mut behavioural,
-                    pair: &mut pair,
-                    report: &mut report,
-                };
-                step.run(method)
-            }),
-        };
-        if runs && !matches!(outcome, Err(Error::Interrupted { .. })) {
+        let outcome = checkpoint(progress).and_then(|()| {
+            let mut step = Step {
+                base,
+                tuned,
+                opts,
+                pair_opts: &pair_opts,
+                progress,
+                behavioural: &mut behavioural,
+                pair: &mut pair,
+                report: &mut report,
+            };
+            step.run(method)
+        });
+        if !matches!(outcome, Err(Error::Interrupted { .. })) {
             report
                 .timings_ms
                 .insert(method.name().to_string(), started.elapsed().as_secs_f64() * 1e3);
@@ -213,7 +222,14 @@ pub fn compare(
             Ok(Outcome::Skipped(reason)) => report.skipped.push(SkippedSection::new(method, reason)),
             Err(Error::Interrupted { reason }) => {
                 report.incomplete = Some(Incomplete {
-                    unfinished: methods.get(i..).unwrap_or_default().to_vec(),
+                    // The ones skipped up front were never to run.
+                    unfinished: methods
+                        .iter()
+                        .zip(&unavailable)
+                        .skip(i)
+                        .filter(|(_, skipped)| skipped.is_none())
+                        .map(|(&method, _)| method)
+                        .collect(),
                     reason,
                 });
                 return Ok(report);
@@ -318,6 +334,8 @@ enum Behavioural {
     NotAsked,
     /// A file they need is missing; the reason says which flag supplies it.
     Missing(String),
+    /// The runtime does not implement the architecture; the reason names it and the supported ones.
+    Unsupported(String),
     /// Configs and tokenizer checked, prompts encoded.
     Ready(Box<Prepared>),
 }
@@ -342,12 +360,23 @@ impl Behavioural {
             return None;
         }
         match self {
-            Self::Missing(reason) => Some(reason.clone()),
+            Self::Missing(reason) | Self::Unsupported(reason) => Some(reason.clone()),
             Self::Ready(prepared) if method.is_layerwise() => prepared
                 .layerwise_mismatch
                 .as_ref()
                 .map(|reason| format!("{reason}; leave {method} out of --methods")),
             Self::Ready(_) | Self::NotAsked => None,
+        }
+    }
+
+    /// Whether a named method that cannot run stops the run. A missing file does: a flag supplies it. An
+    /// unsupported architecture does only when every method asked for runs the models: with the weight diff among
+    /// them the run still answers, and no flag would make the others run; without it, nothing asked for could run
+    /// and an empty report would pass for an answer.
+    fn stops_named(&self, methods: &[Method]) -> bool {
+        match self {
+            Self::Unsupported(_) => methods.iter().all(|m| m.runs_models()),
+            Self::NotAsked | Self::Missing(_) | Self::Ready(_) => true,
         }
     }
 
@@ -363,8 +392,9 @@ impl Behavioural {
             None => builtin_prompts(),
         };
         let plan = match PairPlan::prepare(base, tuned, pair_opts)? {
-            Outcome::Done(plan) => plan,
-            Outcome::Skipped(reason) => return Ok(Self::Missing(reason)),
+            PairReadiness::Ready(plan) => *plan,
+            PairReadiness::MissingFile(reason) => return Ok(Self::Missing(reason)),
+            PairReadiness::Unsupported(reason) => return Ok(Self::Unsupported(reason)),
         };
         let score = opts.behaviour.score;
         let ignored = check_score_methods(score, methods, opts.methods.is_given())?;

@@ -186,6 +186,9 @@ struct SectionPrinter {
     started: bool,
     /// stdout was closed (`| head`): stop writing to it, keep going.
     closed: Option<std::io::Error>,
+    /// Skip reasons already warned about: one cause (an unsupported architecture, a missing file) is one line,
+    /// however many sections it takes out.
+    warned: Vec<String>,
 }
 
 impl SectionPrinter {
@@ -195,12 +198,23 @@ impl SectionPrinter {
             top,
             started: false,
             closed: None,
+            warned: Vec::new(),
         }
     }
 
     fn done(&mut self, method: Method, report: &Report) {
-        if let Some(skipped) = report.skipped.iter().rev().find(|s| s.method == method) {
-            eprintln!("warning: {method} skipped: {}", skipped.reason);
+        if let Some(skipped) = report.skipped.iter().rev().find(|s| s.method == method)
+            && !self.warned.contains(&skipped.reason)
+        {
+            // compare lists the skips it knows before any work from the start, so this names them all.
+            let methods: Vec<&str> = report
+                .skipped
+                .iter()
+                .filter(|s| s.reason == skipped.reason)
+                .map(|s| s.method.name())
+                .collect();
+            eprintln!("warning: {} skipped: {}", methods.join(", "), skipped.reason);
+            self.warned.push(skipped.reason.clone());
         }
         if method == Method::Kl {
             for warning in report.behaviour.iter().flat_map(|b| &b.warnings) {

@@ -1,6 +1,7 @@
 //! Behavioural analyses: both models run on the same prompts.
 //!
-//! [`PairPlan::prepare`] checks the configs and loads the shared tokenizer (or says which file is missing);
+//! [`PairPlan::prepare`] checks the configs and loads the shared tokenizer (or says which file is missing, or that
+//! the runtime lacks the architecture);
 //! [`prepare_prompts`] turns a prompt set into token ids that fit the context; [`PairPlan::load`] then reads both
 //! models' weights into a [`ModelPair`], which each analysis takes with the prompts.
 
@@ -19,7 +20,7 @@ mod swap;
 pub use behaviour::{BehaviourOptions, SectionHeader, behaviour};
 pub use lens::{LensOptions, lens};
 pub use outcome::Outcome;
-pub use pair::{ModelPair, PairOptions, PairPlan};
+pub use pair::{ModelPair, PairOptions, PairPlan, PairReadiness};
 pub use patch::{PatchOptions, PositionPrompts, patch};
 pub use prepare::{EncodedPrompt, prepare_prompts, prepare_scored_prompts};
 pub use scored::{check_score_methods, check_scored_positions};

@@ -45,16 +45,43 @@ pub struct ModelPair {
     pub tokenizer: Tokenizer,
 }
 
-impl PairPlan {
-    /// Finds and checks the configs and the tokenizer, or says ([`Outcome::Skipped`]) which file is missing and
-    /// which flag supplies it.
+/// What [`PairPlan::prepare`] found: the plan, or why the models cannot run on this pair.
+#[derive(Debug)]
+#[must_use]
+pub enum PairReadiness {
+    /// Configs and tokenizer checked.
+    Ready(Box<PairPlan>),
+    /// `config.json` or `tokenizer.json` is missing; the reason names the flag that supplies it.
+    MissingFile(String),
+    /// The runtime does not implement the architecture of one model or both. No flag fixes that, so a caller with
+    /// other work (the weight diff) skips the model-running part rather than stopping. The reason is the
+    /// [`Error::UnsupportedArchitecture`] message, the tuned model's as well when it names another architecture.
+    Unsupported(String),
+}
+
+impl PairReadiness {
+    /// The plan, or the reason it cannot be made as the error: for callers that only run the models.
     ///
     /// # Errors
-    /// Broken or unsupported configs, incompatible models, tokenizer errors.
-    pub fn prepare(base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<Outcome<Self>> {
+    /// The reason of [`PairReadiness::MissingFile`] or [`PairReadiness::Unsupported`].
+    pub fn into_result(self) -> std::result::Result<PairPlan, String> {
+        match self {
+            Self::Ready(plan) => Ok(*plan),
+            Self::MissingFile(reason) | Self::Unsupported(reason) => Err(reason),
+        }
+    }
+}
+
+impl PairPlan {
+    /// Finds and checks the configs and the tokenizer, or says which file is missing and which flag supplies it,
+    /// or that the runtime does not implement the models' architecture.
+    ///
+    /// # Errors
+    /// Broken configs, incompatible models, tokenizer errors.
+    pub fn prepare(base: &Checkpoint, tuned: &Checkpoint, opts: &PairOptions) -> Result<PairReadiness> {
         let mut warnings = Vec::new();
         let Some(base_config) = opts.config.as_deref().or(base.config_path()) else {
-            return Ok(Outcome::Skipped(format!(
+            return Ok(PairReadiness::MissingFile(format!(
                 "no config.json beside the base weights ({}); pass --config path/to/config.json",
                 base.path().display()
             )));
@@ -70,20 +97,25 @@ impl PairPlan {
                 base_config
             }
         };
+        // The configs are read before the tokenizer is looked for: on an architecture the runtime lacks, asking
+        // for a --tokenizer would send the user after a file that cannot help.
+        let (base_config, tuned_config) =
+            match supported_configs(ModelConfig::load(base_config), ModelConfig::load(tuned_config))? {
+                Outcome::Done(configs) => configs,
+                Outcome::Skipped(reason) => return Ok(PairReadiness::Unsupported(reason)),
+            };
         let Some(tokenizer_path) = opts
             .tokenizer
             .as_deref()
             .or(tuned.tokenizer_path())
             .or(base.tokenizer_path())
         else {
-            return Ok(Outcome::Skipped(format!(
+            return Ok(PairReadiness::MissingFile(format!(
                 "no tokenizer.json beside either model ({}, {}); pass --tokenizer path/to/tokenizer.json",
                 base.path().display(),
                 tuned.path().display()
             )));
         };
-        let base_config = ModelConfig::load(base_config)?;
-        let tuned_config = ModelConfig::load(tuned_config)?;
         check_compatible(&base_config, &tuned_config)?;
         let tokenizer = Tokenizer::load(tokenizer_path)?;
         if opts.tokenizer.is_none() {
@@ -99,12 +131,12 @@ impl PairPlan {
                 ),
             });
         }
-        Ok(Outcome::Done(Self {
+        Ok(PairReadiness::Ready(Box::new(Self {
             base_config,
             tuned_config,
             tokenizer,
             warnings,
-        }))
+        })))
     }
 
     /// Checks both configs against the tensors they describe (layer count, sizes): call it before anything is
@@ -174,6 +206,27 @@ impl PairPlan {
             tuned: load(tuned, &self.tuned_config)?,
             tokenizer: self.tokenizer,
         })
+    }
+}
+
+/// Both configs, or ([`Outcome::Skipped`]) why the runtime cannot run the pair: the unsupported architecture of
+/// each side, once when both name the same one. Any other config error is the user's to fix and stays an error,
+/// the base's first.
+fn supported_configs(
+    base: Result<ModelConfig>,
+    tuned: Result<ModelConfig>,
+) -> Result<Outcome<(ModelConfig, ModelConfig)>> {
+    let unsupported = |e: &Error| match e {
+        Error::UnsupportedArchitecture { found, .. } => Some(found.clone()),
+        _ => None,
+    };
+    match (base, tuned) {
+        (Ok(base), Ok(tuned)) => Ok(Outcome::Done((base, tuned))),
+        (Err(e), _) | (_, Err(e)) if unsupported(&e).is_none() => Err(e),
+        (Err(base), Err(tuned)) if unsupported(&base) != unsupported(&tuned) => {
+            Ok(Outcome::Skipped(format!("{base}; {tuned}")))
+        }
+        (Err(e), _) | (_, Err(e)) => Ok(Outcome::Skipped(e.to_string())),
     }
 }
 
