@@ -9,7 +9,7 @@ use crate::model::config::{Defaults, Fields, ModelConfig, SlidingLayers};
 
 pub(crate) const SPEC: Spec = Spec {
     id: "phi3",
-    display: "Phi3ForCausalLM (Phi-3, Phi-3.5, Phi-4-mini)",
+    display: "Phi3ForCausalLM (4k-context Phi-3)",
     architectures: &["Phi3ForCausalLM"],
     model_types: &["phi3"],
     config,
