@@ -68,7 +68,7 @@ impl RopeTables {
     }
 
     /// Rotates `x` of shape `[batch, heads, seq, head_dim]` (contiguous): all of each head, or its leading
-    /// dimensions when the tables are narrower (partial rotary, Phi-4-mini), the rest passed through.
+    /// dimensions when the tables are narrower (partial rotary, `partial_rotary_factor` < 1), the rest passed through.
     ///
     /// # Errors
     /// Shape errors.
