@@ -155,7 +155,10 @@ pub fn compare(
     {
         return Err(Error::MethodUnavailable {
             method: method.name().to_string(),
-            reason: reason.clone(),
+            reason: match behavioural {
+                Behavioural::Unsupported(_) => format!("{reason}; the weight diff still runs with --methods weights"),
+                _ => reason.clone(),
+            },
         });
     }
 

@@ -155,8 +155,7 @@ pub enum Error {
 
     /// An architecture the hooked runtime does not implement.
     #[error(
-        "{}: architecture {found} is not supported for behavioural analyses (supported: {supported}); \
-         the weight diff still works with --methods weights",
+        "{}: architecture {found} is not supported for behavioural analyses (supported: {supported})",
         path.display()
     )]
     UnsupportedArchitecture {

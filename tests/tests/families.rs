@@ -90,7 +90,11 @@ fn hook_values_match_transformers() {
         let model = load_with(&ck, &config);
         let golden = safetensors(&format!("golden/hooks/tiny-{family}-base.safetensors"));
         let prompts: BTreeSet<&str> = golden.keys().filter_map(|k| k.strip_suffix(".ids")).collect();
-        assert!(prompts.len() >= 2, "{family}: hook goldens for {} prompts", prompts.len());
+        assert!(
+            prompts.len() >= 2,
+            "{family}: hook goldens for {} prompts",
+            prompts.len()
+        );
         let points = every_hook(model.num_layers());
         let hooks = points.iter().fold(Hooks::new(), |h, &p| h.capture(p));
         let mut checked = 0;
@@ -100,9 +104,19 @@ fn hook_values_match_transformers() {
             for &point in &points {
                 let want = &golden[&format!("{prompt}.{point}")];
                 let got = captured.get(point).unwrap().squeeze(0).unwrap();
-                let scale = want.abs().unwrap().max_all().unwrap().to_scalar::<f32>().unwrap().max(1.0);
+                let scale = want
+                    .abs()
+                    .unwrap()
+                    .max_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap()
+                    .max(1.0);
                 let diff = max_abs(&got, want);
-                assert!(diff <= 1e-4 * scale, "{family} {prompt} {point}: max |Δ| = {diff:e} (scale {scale})");
+                assert!(
+                    diff <= 1e-4 * scale,
+                    "{family} {prompt} {point}: max |Δ| = {diff:e} (scale {scale})"
+                );
                 checked += 1;
             }
         }
@@ -116,7 +130,7 @@ fn the_lens_reads_through_the_final_norm_and_the_final_softcap() {
     // Gemma 2 caps logits at 8 in the fixture: every lens point, at every layer, must be capped too, and the lens
     // of the last residual stream is the model's output.
     let (ck, config) = config("gemma2");
-    let cap = config.final_softcap.unwrap();
+    let cap = config.block.final_softcap.unwrap();
     let model = load_with(&ck, &config);
     let (ids, want) = longest_golden("gemma2");
     let n = model.num_layers();
@@ -141,23 +155,28 @@ fn the_goldens_would_catch_a_missing_detail() {
     // golden test allows: that test cannot pass with a detail missing. The longest prompt outgrows the window.
     type Edit = fn(&mut ModelConfig);
     let details: [(&str, &str, Edit); 11] = [
-        ("gemma2", "final softcap", |c| c.final_softcap = None),
-        ("gemma2", "attention softcap", |c| c.attn_softcap = None),
-        ("gemma2", "sliding window", |c| c.sliding_window = None),
-        ("gemma2", "embedding scale", |c| c.embed_scale = false),
-        ("gemma2", "query_pre_attn_scalar", |c| c.query_pre_attn_scalar = None),
+        ("gemma2", "final softcap", |c| c.block.final_softcap = None),
+        ("gemma2", "attention softcap", |c| c.block.attn_softcap = None),
+        ("gemma2", "sliding window", |c| c.block.sliding_window = None),
+        ("gemma2", "embedding scale", |c| c.block.embed_scale = false),
+        ("gemma2", "query_pre_attn_scalar", |c| {
+            c.block.query_pre_attn_scalar = None
+        }),
         ("gemma2", "(1 + w) norms", |c| c.norm = NormStyle::F32Weight),
         ("gemma3", "local RoPE base", |c| c.local_rope = None),
-        ("gemma3", "sliding window", |c| c.sliding_window = None),
-        ("qwen3", "q/k norms", |c| c.qk_norm = None),
-        ("phi3", "sliding window", |c| c.sliding_window = None),
-        ("olmo2", "q/k norms", |c| c.qk_norm = None),
+        ("gemma3", "sliding window", |c| c.block.sliding_window = None),
+        ("qwen3", "q/k norms", |c| c.block.qk_norm = None),
+        ("phi3", "sliding window", |c| c.block.sliding_window = None),
+        ("olmo2", "q/k norms", |c| c.block.qk_norm = None),
     ];
     for (family, detail, edit) in details {
         let (ck, mut config) = config(family);
         let (ids, want) = longest_golden(family);
-        if let Some(window) = config.sliding_window {
-            assert!(ids.len() > window, "{family}: the longest golden prompt must outgrow the window");
+        if let Some(window) = config.block.sliding_window {
+            assert!(
+                ids.len() > window,
+                "{family}: the longest golden prompt must outgrow the window"
+            );
         }
         let faithful = max_abs(&logits(&load_with(&ck, &config), &ids), &want);
         edit(&mut config);
@@ -211,7 +230,11 @@ fn every_method_runs_on_every_family_and_names_parts_as_its_checkpoint_does() {
         for section in ["weights", "behaviour", "swap", "patching", "lens", "crosscoder"] {
             assert!(report[section].is_object(), "{family}: no {section} section");
         }
-        assert!(report["skipped"].as_array().is_none_or(Vec::is_empty), "{family}: {}", report["skipped"]);
+        assert!(
+            report["skipped"].as_array().is_none_or(Vec::is_empty),
+            "{family}: {}",
+            report["skipped"]
+        );
         let rows = report["swap"]["rows"].as_array().unwrap();
         // Planted truth: exactly the two perturbed tensors carry the divergence.
         let carrying: BTreeSet<&str> = rows

@@ -579,7 +579,13 @@ fn ids_tensor(ids: &[u32]) -> Tensor {
 #[test]
 fn hooks_follow_the_transformer_lens_residual_algebra() {
     // Gemma and OLMo-2 hook attn_out/mlp_out after their post-norms, so the algebra holds there too.
-    for dir in ["tiny-llama/base", "tiny-gpt2/base", "tiny-gemma2/base", "tiny-gemma3/base", "tiny-olmo2/base"] {
+    for dir in [
+        "tiny-llama/base",
+        "tiny-gpt2/base",
+        "tiny-gemma2/base",
+        "tiny-gemma3/base",
+        "tiny-olmo2/base",
+    ] {
         let model = load(dir, None);
         let n = model.num_layers();
         let (ids, _) = golden_logits(&dir.replace('/', "-")).swap_remove(0);

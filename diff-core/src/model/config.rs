@@ -60,9 +60,10 @@ impl QkNorm {
 }
 
 /// Which layers attend through the sliding window (when the model has one).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub enum SlidingLayers {
     /// None.
+    #[default]
     None,
     /// Layers from this one on (Mistral: 0; Qwen2's `max_window_layers`).
     From(usize),
@@ -166,6 +167,14 @@ pub struct ModelConfig {
     pub mlp_bias: bool,
     /// MLP non-linearity.
     pub activation: Activation,
+    /// The block's optional parts and how attention and the output are shaped.
+    pub block: BlockOptions,
+}
+
+/// What a family switches on in the general block, and how it shapes attention and the output. The default is
+/// the plain pre-norm block: no q/k norms, no window, no softcaps, queries scaled by 1/√head_dim.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct BlockOptions {
     /// Norms of the queries and keys.
     pub qk_norm: Option<QkNorm>,
     /// A query in a sliding layer sees at most this many keys (itself included).
@@ -250,13 +259,11 @@ impl ModelConfig {
             )));
         }
         let Some(family) = families::select(&architecture, model_type) else {
-            return Err(unsupported(
-                if model_type.is_empty() || architecture == model_type {
-                    architecture
-                } else {
-                    format!("{architecture} (model_type {model_type})")
-                },
-            ));
+            return Err(unsupported(if model_type.is_empty() || architecture == model_type {
+                architecture
+            } else {
+                format!("{architecture} (model_type {model_type})")
+            }));
         };
         (family.spec().config)(&fields, architecture)?.validate()
     }
@@ -264,7 +271,9 @@ impl ModelConfig {
     /// Whether `layer` attends through a sliding window, and its width.
     #[must_use]
     pub fn window(&self, layer: usize) -> Option<usize> {
-        self.sliding_window.filter(|_| self.sliding_layers.contains(layer))
+        self.block
+            .sliding_window
+            .filter(|_| self.block.sliding_layers.contains(layer))
     }
 
     /// The RoPE of `layer`: the local one for sliding layers where the model has one.
@@ -293,7 +302,7 @@ impl ModelConfig {
                 self.head_dim, self.rotary_dim
             )));
         }
-        if let SlidingLayers::Listed(kinds) = &self.sliding_layers
+        if let SlidingLayers::Listed(kinds) = &self.block.sliding_layers
             && kinds.len() != self.num_layers
         {
             return Err(bad(format!(
@@ -302,7 +311,7 @@ impl ModelConfig {
                 self.num_layers
             )));
         }
-        if self.sliding_layers == (SlidingLayers::Pattern { period: 0 }) {
+        if self.block.sliding_layers == (SlidingLayers::Pattern { period: 0 }) {
             return Err(bad("sliding_window_pattern is 0; it must be positive".into()));
         }
         let gpt2 = self.family.id() == "gpt2";
@@ -323,7 +332,7 @@ impl ModelConfig {
         if let Some((key, _)) = sizes.iter().find(|(_, size)| *size == 0) {
             return Err(bad(format!("\"{key}\" is 0; every size of a model must be positive")));
         }
-        if self.sliding_window == Some(0) {
+        if self.block.sliding_window == Some(0) {
             return Err(bad("\"sliding_window\" is 0; a query must see at least itself".into()));
         }
         Ok(self)
@@ -524,7 +533,11 @@ impl Fields<'_> {
             }
         };
         let (rope, local_rope, rotary_fraction) = self.ropes(defaults.rope_theta)?;
-        #[allow(clippy::cast_possible_truncation, clippy::cast_sign_loss, clippy::cast_precision_loss)]
+        #[allow(
+            clippy::cast_possible_truncation,
+            clippy::cast_sign_loss,
+            clippy::cast_precision_loss
+        )]
         let rotary_dim = (head_dim as f64 * rotary_fraction) as usize;
         let attention_bias = self.bool("attention_bias", false)?;
         Ok(ModelConfig {
@@ -549,14 +562,7 @@ impl Fields<'_> {
             o_bias: attention_bias,
             mlp_bias: self.bool("mlp_bias", false)?,
             activation,
-            qk_norm: None,
-            sliding_window: None,
-            sliding_layers: SlidingLayers::None,
-            attn_softcap: None,
-            final_softcap: None,
-            query_pre_attn_scalar: None,
-            embed_scale: false,
-            scale_attn_by_inverse_layer_idx: false,
+            block: BlockOptions::default(),
         })
     }
 
@@ -689,14 +695,14 @@ mod tests {
             "vocab_size":512,"rope_theta":1000000.0,"use_sliding_window":false,"sliding_window":32}"#,
         )
         .unwrap();
-        assert!(q.qkv_bias && !q.o_bias && q.sliding_window.is_none());
+        assert!(q.qkv_bias && !q.o_bias && q.block.sliding_window.is_none());
         let m = parse(
             r#"{"architectures":["MistralForCausalLM"],"hidden_size":64,"intermediate_size":128,
             "num_attention_heads":4,"num_hidden_layers":2,"num_key_value_heads":1,"vocab_size":512,
             "sliding_window":4096}"#,
         )
         .unwrap();
-        assert_eq!(m.sliding_window, Some(4096));
+        assert_eq!(m.block.sliding_window, Some(4096));
         let windowed = parse(
             r#"{"architectures":["Qwen2ForCausalLM"],"hidden_size":64,"intermediate_size":128,
             "num_attention_heads":4,"num_hidden_layers":4,"vocab_size":512,"use_sliding_window":true,
@@ -704,7 +710,7 @@ mod tests {
         )
         .unwrap();
         assert_eq!(
-            (windowed.sliding_window, windowed.sliding_layers.clone()),
+            (windowed.block.sliding_window, windowed.block.sliding_layers.clone()),
             (Some(16), SlidingLayers::From(2))
         );
         assert_eq!((windowed.window(1), windowed.window(2)), (None, Some(16)));
@@ -780,13 +786,19 @@ mod tests {
         )
         .unwrap();
         assert_eq!(c.family.id(), "gemma2");
-        assert_eq!((c.attn_softcap, c.final_softcap), (Some(50.0), Some(30.0)));
+        assert_eq!((c.block.attn_softcap, c.block.final_softcap), (Some(50.0), Some(30.0)));
         assert_eq!((c.norm, c.activation), (NormStyle::OnePlusWeight, Activation::GeluTanh));
-        assert!(c.embed_scale && c.tie_word_embeddings && c.qk_norm.is_none());
+        assert!(c.block.embed_scale && c.tie_word_embeddings && c.block.qk_norm.is_none());
         // Layer 0 slides, layer 1 is global, alternating.
-        assert_eq!((c.window(0), c.window(1), c.window(24), c.window(25)), (Some(4096), None, Some(4096), None));
-        assert_eq!(c.query_pre_attn_scalar, Some(256.0));
-        assert_eq!(c.family.piece_name(super::super::Piece::MlpNorm), Some("pre_feedforward_layernorm"));
+        assert_eq!(
+            (c.window(0), c.window(1), c.window(24), c.window(25)),
+            (Some(4096), None, Some(4096), None)
+        );
+        assert_eq!(c.block.query_pre_attn_scalar, Some(256.0));
+        assert_eq!(
+            c.family.piece_name(super::super::Piece::MlpNorm),
+            Some("pre_feedforward_layernorm")
+        );
     }
 
     #[test]
@@ -801,14 +813,20 @@ mod tests {
         )
         .unwrap();
         assert_eq!((c.family.id(), c.num_layers, c.vocab_size), ("gemma3", 34, 262_208));
-        assert_eq!(c.qk_norm, Some(QkNorm::PerHead));
-        assert_eq!((c.attn_softcap, c.final_softcap), (None, None));
+        assert_eq!(c.block.qk_norm, Some(QkNorm::PerHead));
+        assert_eq!((c.block.attn_softcap, c.block.final_softcap), (None, None));
         // Every sixth layer is global, with the scaled 1e6 base; the others slide with the local 1e4 base.
         assert_eq!((c.window(4), c.window(5), c.window(6)), (Some(1024), None, Some(1024)));
         let global = c.rope_of(5).unwrap();
         assert_eq!(global.theta, 1e6);
         assert!(matches!(global.scaling, RopeScaling::Linear { factor } if factor == 8.0));
-        assert_eq!(c.rope_of(4), Some(&RopeConfig { theta: 1e4, scaling: RopeScaling::None }));
+        assert_eq!(
+            c.rope_of(4),
+            Some(&RopeConfig {
+                theta: 1e4,
+                scaling: RopeScaling::None
+            })
+        );
         // transformers 5: the two ropes under rope_parameters, keyed by layer type; layer_types listed.
         let c = parse(
             r#"{"architectures":["Gemma3ForCausalLM"],"model_type":"gemma3_text","head_dim":16,"hidden_size":32,
@@ -827,7 +845,11 @@ mod tests {
             "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"layer_types":["sliding_attention"]}"#,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("layer_types lists 1 layers but num_hidden_layers is 2"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("layer_types lists 1 layers but num_hidden_layers is 2"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -840,7 +862,10 @@ mod tests {
             "vocab_size":151936}"#,
         )
         .unwrap();
-        assert_eq!((q.family.id(), q.head_dim, q.qk_norm), ("qwen3", 128, Some(QkNorm::PerHead)));
+        assert_eq!(
+            (q.family.id(), q.head_dim, q.block.qk_norm),
+            ("qwen3", 128, Some(QkNorm::PerHead))
+        );
         assert!(q.window(0).is_none() && !q.qkv_bias && q.tie_word_embeddings);
         let p = parse(
             r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":3072,"intermediate_size":8192,
@@ -851,7 +876,10 @@ mod tests {
         )
         .unwrap();
         assert_eq!((p.family.id(), p.head_dim, p.rotary_dim), ("phi3", 96, 96));
-        assert_eq!(p.family.piece_name(super::super::Piece::QueryKeyValue), Some("self_attn.qkv_proj"));
+        assert_eq!(
+            p.family.piece_name(super::super::Piece::QueryKeyValue),
+            Some("self_attn.qkv_proj")
+        );
         let partial = parse(
             r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
             "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"partial_rotary_factor":0.75}"#,
@@ -864,7 +892,11 @@ mod tests {
             "rope_scaling":{"type":"longrope","short_factor":[1.0],"long_factor":[2.0]}}"#,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("\"longrope\" (long-context Phi-3) is not supported"), "{e}");
+        assert!(
+            e.to_string()
+                .contains("\"longrope\" (long-context Phi-3) is not supported"),
+            "{e}"
+        );
         let o = parse(
             r#"{"architectures":["Olmo2ForCausalLM"],"hidden_size":2048,"intermediate_size":8192,
             "max_position_embeddings":4096,"model_type":"olmo2","num_attention_heads":16,"num_hidden_layers":16,
@@ -872,7 +904,10 @@ mod tests {
             "tie_word_embeddings":false,"vocab_size":100352,"attention_bias":false}"#,
         )
         .unwrap();
-        assert_eq!((o.family.id(), o.qk_norm, o.norm), ("olmo2", Some(QkNorm::Whole), NormStyle::F32Weight));
+        assert_eq!(
+            (o.family.id(), o.block.qk_norm, o.norm),
+            ("olmo2", Some(QkNorm::Whole), NormStyle::F32Weight)
+        );
         assert_eq!(o.family.piece_name(super::super::Piece::AttnNorm), None);
     }
 
@@ -885,7 +920,10 @@ mod tests {
         ] {
             let e = parse(json).unwrap_err();
             assert!(matches!(e, Error::UnsupportedArchitecture { .. }), "{e}");
-            assert!(e.to_string().contains("a mixture of experts; only dense models run"), "{e}");
+            assert!(
+                e.to_string().contains("a mixture of experts; only dense models run"),
+                "{e}"
+            );
             assert!(e.to_string().contains("Gemma2ForCausalLM"), "{e}");
         }
     }

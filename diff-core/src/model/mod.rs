@@ -16,7 +16,9 @@ mod loader;
 mod rope;
 mod transplant;
 
-pub use config::{Activation, Family, ModelConfig, NormStyle, QkNorm, RopeConfig, RopeScaling, SlidingLayers};
+pub use config::{
+    Activation, BlockOptions, Family, ModelConfig, NormStyle, QkNorm, RopeConfig, RopeScaling, SlidingLayers,
+};
 pub use device::{DeviceSpec, RunDtype, device_name, parse_device, parse_dtype};
 pub use hooks::{Captured, HookPoint, Hooks, Replacement};
 pub use kernels::with_f32_values;
@@ -42,8 +44,8 @@ pub(crate) struct Parts {
 /// 1/√head_dim (Gemma: 1/√query_pre_attn_scalar), and GPT-2's optional extra 1/(layer + 1).
 #[allow(clippy::cast_precision_loss)]
 pub(crate) fn attention_scale(c: &ModelConfig, layer: usize) -> f64 {
-    let scale = 1.0 / c.query_pre_attn_scalar.unwrap_or(c.head_dim as f64).sqrt();
-    if c.scale_attn_by_inverse_layer_idx {
+    let scale = 1.0 / c.block.query_pre_attn_scalar.unwrap_or(c.head_dim as f64).sqrt();
+    if c.block.scale_attn_by_inverse_layer_idx {
         scale / (layer + 1) as f64
     } else {
         scale
@@ -261,7 +263,7 @@ impl Model {
             .embed
             .index_select(&ids.flatten_all()?, 0)?
             .reshape((b, t, self.config.hidden_size))?;
-        if self.config.embed_scale {
+        if self.config.block.embed_scale {
             // As transformers: √d is rounded to the run dtype before it multiplies (bf16 √2304 = 48.0, not 48.0104).
             #[allow(clippy::cast_precision_loss)]
             let scale = Tensor::new((self.config.hidden_size as f32).sqrt(), &self.device)?.to_dtype(self.dtype)?;
@@ -411,7 +413,7 @@ impl Model {
         let group = c.num_heads / c.num_kv_heads;
         let mask = causal_mask_after(offset, t, group, None, &self.device, self.dtype)?;
         // One window per model: a sliding layer's mask differs only when the sequence outgrows it.
-        let windowed = match c.sliding_window {
+        let windowed = match c.block.sliding_window {
             Some(w) if w < total && (first..end).any(|l| c.window(l).is_some()) => {
                 Some(causal_mask_after(offset, t, group, Some(w), &self.device, self.dtype)?)
             }
@@ -474,7 +476,7 @@ impl Model {
         let rows = rows.to_device(&self.device)?.to_dtype(self.dtype)?;
         let logits = rows.matmul(&self.unembed.t()?)?;
         // In the run dtype, as transformers caps before any upcast.
-        let logits = match self.config.final_softcap {
+        let logits = match self.config.block.final_softcap {
             Some(cap) => (logits.affine(1.0 / cap, 0.0)?.tanh()? * cap)?,
             None => logits,
         };

@@ -29,7 +29,7 @@ pub(crate) fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Parts> {
                 ])?,
                 Projections::Fused(qkv) => l.linear(&at(qkv), q_rows + 2 * kv_rows, d, c.qkv_bias)?,
             };
-            let qk_norm = match (c.qk_norm, names.q_norm, names.k_norm) {
+            let qk_norm = match (c.block.qk_norm, names.q_norm, names.k_norm) {
                 (None, ..) => None,
                 (Some(kind), Some(q), Some(k)) => {
                     let (q_width, k_width) = kind.widths(c);
@@ -39,7 +39,12 @@ pub(crate) fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Parts> {
                         k: norm(&at(k), k_width)?,
                     })
                 }
-                _ => return Err(Error::Internal(format!("the {} layout names no q/k norms", c.family.id()))),
+                _ => {
+                    return Err(Error::Internal(format!(
+                        "the {} layout names no q/k norms",
+                        c.family.id()
+                    )));
+                }
             };
             let mlp = match names.mlp {
                 MlpNames::Gated { gate, up, down } => Mlp::Gated {
@@ -72,7 +77,7 @@ pub(crate) fn load(c: &ModelConfig, l: &Loader<'_>) -> Result<Parts> {
                     kv_heads: c.num_kv_heads,
                     head_dim: hd,
                     scale: attention_scale(c, i),
-                    softcap: c.attn_softcap,
+                    softcap: c.block.attn_softcap,
                 },
                 attn_post_norm: optional_norm(names.attn_post_norm)?,
                 mlp_norm: optional_norm(names.mlp_norm)?,

@@ -42,11 +42,11 @@ pub(crate) const GEMMA: Defaults = Defaults {
 fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
     let mut c = f.decoder(&SPEC, architecture, &GEMMA)?;
     gemma_options(f, &mut c)?;
-    c.attn_softcap = f.softcap("attn_logit_softcapping", Some(50.0))?;
-    c.final_softcap = f.softcap("final_logit_softcapping", Some(30.0))?;
-    c.sliding_window = Some(f.usize("sliding_window")?.unwrap_or(4096));
+    c.block.attn_softcap = f.softcap("attn_logit_softcapping", Some(50.0))?;
+    c.block.final_softcap = f.softcap("final_logit_softcapping", Some(30.0))?;
+    c.block.sliding_window = Some(f.usize("sliding_window")?.unwrap_or(4096));
     // Layer i slides when (i + 1) is odd, unless layer_types lists them.
-    c.sliding_layers = match f.layer_types()? {
+    c.block.sliding_layers = match f.layer_types()? {
         Some(listed) => SlidingLayers::Listed(listed),
         None => SlidingLayers::Pattern { period: 2 },
     };
@@ -55,7 +55,7 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
 
 /// The options every Gemma shares: √d embedding scale and the query scalar (default 256, as transformers).
 pub(crate) fn gemma_options(f: &Fields<'_>, c: &mut ModelConfig) -> Result<()> {
-    c.embed_scale = true;
-    c.query_pre_attn_scalar = Some(f.positive_f64("query_pre_attn_scalar")?.unwrap_or(256.0));
+    c.block.embed_scale = true;
+    c.block.query_pre_attn_scalar = Some(f.positive_f64("query_pre_attn_scalar")?.unwrap_or(256.0));
     Ok(())
 }

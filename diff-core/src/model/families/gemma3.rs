@@ -45,11 +45,11 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
         ));
     }
     gemma_options(f, &mut c)?;
-    c.qk_norm = Some(QkNorm::PerHead);
-    c.attn_softcap = f.softcap("attn_logit_softcapping", None)?;
-    c.final_softcap = f.softcap("final_logit_softcapping", None)?;
-    c.sliding_window = Some(f.usize("sliding_window")?.unwrap_or(4096));
-    c.sliding_layers = match f.layer_types()? {
+    c.block.qk_norm = Some(QkNorm::PerHead);
+    c.block.attn_softcap = f.softcap("attn_logit_softcapping", None)?;
+    c.block.final_softcap = f.softcap("final_logit_softcapping", None)?;
+    c.block.sliding_window = Some(f.usize("sliding_window")?.unwrap_or(4096));
+    c.block.sliding_layers = match f.layer_types()? {
         Some(listed) => SlidingLayers::Listed(listed),
         None => SlidingLayers::Pattern {
             period: f.usize("sliding_window_pattern")?.unwrap_or(6),

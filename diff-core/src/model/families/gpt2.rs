@@ -8,7 +8,7 @@ use candle_core::Tensor;
 
 use super::{BlockNames, Layout, MlpNames, Projections, Spec};
 use crate::error::Result;
-use crate::model::config::{Activation, Fields, ModelConfig, NormStyle, SlidingLayers};
+use crate::model::config::{Activation, BlockOptions, Fields, ModelConfig, NormStyle};
 use crate::model::layers::{Attention, Block, Linear, Mlp};
 use crate::model::loader::Loader;
 use crate::model::{Parts, attention_scale};
@@ -58,9 +58,7 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
     }
     let head_dim = hidden_size.checked_div(num_heads).unwrap_or(0);
     if head_dim * num_heads != hidden_size {
-        return Err(f.error(format!(
-            "n_embd {hidden_size} is not divisible by n_head {num_heads}"
-        )));
+        return Err(f.error(format!("n_embd {hidden_size} is not divisible by n_head {num_heads}")));
     }
     Ok(ModelConfig {
         path: f.path().to_path_buf(),
@@ -89,14 +87,10 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
         o_bias: true,
         mlp_bias: true,
         activation,
-        qk_norm: None,
-        sliding_window: None,
-        sliding_layers: SlidingLayers::None,
-        attn_softcap: None,
-        final_softcap: None,
-        query_pre_attn_scalar: None,
-        embed_scale: false,
-        scale_attn_by_inverse_layer_idx: f.bool("scale_attn_by_inverse_layer_idx", false)?,
+        block: BlockOptions {
+            scale_attn_by_inverse_layer_idx: f.bool("scale_attn_by_inverse_layer_idx", false)?,
+            ..BlockOptions::default()
+        },
     })
 }
 

@@ -67,7 +67,7 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
     )?;
     // As transformers: Mistral defaults to a 4096 window unless the key is explicitly null; Qwen2 windows only
     // layers from max_window_layers on, and only with use_sliding_window.
-    (c.sliding_window, c.sliding_layers) = match dialect {
+    (c.block.sliding_window, c.block.sliding_layers) = match dialect {
         Dialect::Mistral if !f.has("sliding_window") => (Some(4096), SlidingLayers::From(0)),
         Dialect::Mistral => (f.usize("sliding_window")?, SlidingLayers::From(0)),
         Dialect::Qwen2 if f.bool("use_sliding_window", false)? => (

@@ -39,6 +39,6 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
             ..Defaults::LLAMA
         },
     )?;
-    c.qk_norm = Some(QkNorm::Whole);
+    c.block.qk_norm = Some(QkNorm::Whole);
     Ok(c)
 }

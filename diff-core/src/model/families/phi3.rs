@@ -37,7 +37,7 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
         },
     )?;
     if let Some(window) = f.usize("sliding_window")? {
-        (c.sliding_window, c.sliding_layers) = (Some(window), SlidingLayers::From(0));
+        (c.block.sliding_window, c.block.sliding_layers) = (Some(window), SlidingLayers::From(0));
     }
     Ok(c)
 }

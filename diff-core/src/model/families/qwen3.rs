@@ -33,11 +33,11 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
             ..Defaults::LLAMA
         },
     )?;
-    c.qk_norm = Some(QkNorm::PerHead);
+    c.block.qk_norm = Some(QkNorm::PerHead);
     // As Qwen2: a window only with use_sliding_window, and only from max_window_layers on (or as listed).
     if f.bool("use_sliding_window", false)? {
-        c.sliding_window = f.usize("sliding_window")?;
-        c.sliding_layers = match f.layer_types()? {
+        c.block.sliding_window = f.usize("sliding_window")?;
+        c.block.sliding_layers = match f.layer_types()? {
             Some(listed) => SlidingLayers::Listed(listed),
             None => SlidingLayers::From(f.usize("max_window_layers")?.unwrap_or(28)),
         };
