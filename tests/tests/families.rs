@@ -256,3 +256,85 @@ fn every_method_runs_on_every_family_and_names_parts_as_its_checkpoint_does() {
         assert!(lens.is_object(), "{family}: lens");
     }
 }
+
+fn golden_rows(stem: &str) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
+    let golden = safetensors(&format!("golden/logits/{stem}.safetensors"));
+    (0..)
+        .map_while(|i| {
+            let prompt = format!("p{i}");
+            let logits = golden.get(&format!("{prompt}.logits"))?;
+            Some((ids_of(&golden, &prompt), logits.to_vec2().unwrap()))
+        })
+        .collect()
+}
+
+#[test]
+fn longrope_prompts_are_batched_by_their_own_length() {
+    // Phi-3's longrope picks its factors by the sequence's length (16 in the fixture), and a padded batch decides
+    // by its padded length: `compare` must never batch a short prompt with a long one. The prompts fit one batch
+    // by size, so a mixed batch would give the 8-token prompt the long factors. Expected values: the KL between
+    // transformers' own single-prompt logits of the longrope model and of the plain-RoPE model (same weights).
+    let sb = Sandbox::new();
+    let out = sb.join("longrope.json");
+    let (base, tuned) = (fixture("tiny-phi3/base-longrope"), fixture("tiny-phi3/base"));
+    let prompts = fixture("prompts/golden.txt");
+    sb.mdiff(&[
+        "compare".as_ref(),
+        base.as_os_str(),
+        tuned.as_os_str(),
+        "--methods".as_ref(),
+        "kl".as_ref(),
+        "--prompts".as_ref(),
+        prompts.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ])
+    .assert_ok();
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let got = report["behaviour"]["prompts"].as_array().unwrap();
+    let (long, plain) = (golden_rows("tiny-phi3-base-longrope"), golden_rows("tiny-phi3-base"));
+    let lengths: Vec<usize> = long.iter().map(|(ids, _)| ids.len()).collect();
+    assert!(lengths.iter().any(|&l| l <= 16) && lengths.iter().any(|&l| l > 16), "{lengths:?}");
+    assert_eq!(got.len(), long.len());
+    for (i, ((ids, b), (_, t))) in long.iter().zip(&plain).enumerate() {
+        let kl = got[i]["kl_tuned_base"].as_array().unwrap();
+        for (pos, (rb, rt)) in b.iter().zip(t).enumerate() {
+            let want = mdiff_core::stats::compare_rows(rb, rt, ids.get(pos + 1).copied())
+                .unwrap()
+                .kl_tuned_base;
+            let g = kl[pos].as_f64().unwrap();
+            assert!((g - want).abs() <= 1e-5 * want.max(1.0), "prompt {i} pos {pos}: {g} vs {want}");
+        }
+    }
+}
+
+#[test]
+fn a_setting_the_runtime_lacks_gives_the_weight_diff_and_skips_the_rest() {
+    // A RoPE type without an implementation makes the pair an unsupported architecture, like an unknown one:
+    // the weights are still diffed, the model-running methods are skipped, exit 0.
+    let sb = Sandbox::new();
+    let (base, tuned) = (sb.copy_fixture("tiny-qwen3/base", "base"), sb.copy_fixture("tiny-qwen3/tuned", "tuned"));
+    for dir in [&base, &tuned] {
+        mdiff_tests::edit_json(&dir.join("config.json"), |c| {
+            c["rope_parameters"]["rope_type"] = "yarn".into();
+            c["rope_parameters"]["factor"] = 4.0.into();
+        });
+    }
+    let out = sb.join("report.json");
+    let run = sb.mdiff(&[
+        "compare".as_ref(),
+        base.as_os_str(),
+        tuned.as_os_str(),
+        "-o".as_ref(),
+        out.as_os_str(),
+    ]);
+    run.assert_ok();
+    assert_eq!(run.warnings().len(), 1, "{:?}", run.warnings());
+    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    assert!(report["weights"].is_object());
+    let skipped = report["skipped"].as_array().unwrap();
+    assert_eq!(skipped.len(), 2, "kl and lens: {skipped:?}");
+    for s in skipped {
+        assert!(s["reason"].as_str().unwrap().contains("Qwen3ForCausalLM with rope type \"yarn\""), "{s}");
+    }
+}

@@ -17,7 +17,7 @@ use mdiff_tests::{Sandbox, fixture};
 use serde_json::Value;
 
 /// Every model with golden logits: (golden file stem, model directory, adapter directory).
-const MODELS: [(&str, &str, Option<&str>); 20] = [
+const MODELS: [(&str, &str, Option<&str>); 21] = [
     ("tiny-llama-base", "tiny-llama/base", None),
     ("tiny-llama-full-ft", "tiny-llama/full-ft", None),
     ("tiny-llama-lora", "tiny-llama/base", Some("tiny-llama/lora")),
@@ -37,6 +37,8 @@ const MODELS: [(&str, &str, Option<&str>); 20] = [
     ("tiny-qwen3-tuned", "tiny-qwen3/tuned", None),
     ("tiny-phi3-base", "tiny-phi3/base", None),
     ("tiny-phi3-tuned", "tiny-phi3/tuned", None),
+    // longrope switching at 16 tokens: the first golden prompt takes the short factors, the others the long ones.
+    ("tiny-phi3-base-longrope", "tiny-phi3/base-longrope", None),
     ("tiny-olmo2-base", "tiny-olmo2/base", None),
     ("tiny-olmo2-tuned", "tiny-olmo2/tuned", None),
 ];

@@ -8,15 +8,22 @@ use crate::error::{Error, Result};
 use super::EncodedPrompt;
 
 /// Prompt indices grouped so that rows × longest ≤ `batch_tokens` (a longer prompt runs alone), longest first.
-/// Empty prompts are left out.
-pub(crate) fn batches(prompts: &[EncodedPrompt], batch_tokens: usize) -> Vec<Vec<usize>> {
+/// Empty prompts are left out. No batch holds prompts on both sides of a length in `switches` (where a model
+/// computes every position differently past a length, as longrope does, the padded length decides for the whole
+/// batch; keeping the sides apart makes each prompt's result its own).
+pub(crate) fn batches(prompts: &[EncodedPrompt], batch_tokens: usize, switches: &[usize]) -> Vec<Vec<usize>> {
+    let side = |i: usize| switches.iter().filter(|&&s| prompts[i].ids.len() > s).count();
     let mut order: Vec<usize> = (0..prompts.len()).filter(|&i| !prompts[i].ids.is_empty()).collect();
     order.sort_by_key(|&i| (std::cmp::Reverse(prompts[i].ids.len()), i));
     let mut out: Vec<Vec<usize>> = Vec::new();
     for i in order {
         match out.last_mut() {
             // Sorted longest first, so the batch's first prompt is its longest.
-            Some(batch) if (batch.len() + 1) * prompts[batch[0]].ids.len() <= batch_tokens => batch.push(i),
+            Some(batch)
+                if (batch.len() + 1) * prompts[batch[0]].ids.len() <= batch_tokens && side(batch[0]) == side(i) =>
+            {
+                batch.push(i);
+            }
             _ => out.push(vec![i]),
         }
     }

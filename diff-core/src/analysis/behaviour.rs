@@ -88,7 +88,7 @@ pub fn behaviour(
     // batch.
     let total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum::<u64>() * 3;
     progress.begin("behaviour", total);
-    for batch in batches(prompts, opts.batch_tokens) {
+    for batch in batches(prompts, opts.batch_tokens, &pair.length_switches()) {
         checkpoint(progress)?;
         run_batch(base, tuned, tokenizer, prompts, &batch, opts, &mut collected, progress)?;
     }
@@ -638,7 +638,7 @@ mod tests {
     #[test]
     fn batches_respect_the_token_budget_and_cover_every_prompt_once() {
         let prompts: Vec<EncodedPrompt> = [5, 9, 0, 3, 9, 12, 1].into_iter().map(prompt).collect();
-        let b = batches(&prompts, 20);
+        let b = batches(&prompts, 20, &[]);
         let mut seen: Vec<usize> = b.iter().flatten().copied().collect();
         seen.sort_unstable();
         assert_eq!(seen, vec![0, 1, 3, 4, 5, 6], "empty prompts are not run");
@@ -647,6 +647,9 @@ mod tests {
             assert!(batch.len() == 1 || batch.len() * longest <= 20, "{b:?}");
         }
         assert_eq!(b[0], vec![5], "12 tokens leave no room for another 9");
+        // A length switch at 4 (longrope's): prompts of 5 and 3 tokens never share a batch, however much room.
+        let b = batches(&prompts, 1000, &[4]);
+        assert_eq!(b, vec![vec![5, 1, 4, 0], vec![3, 6]]);
     }
 
     #[test]

@@ -85,7 +85,7 @@ pub fn lens(
     // Three steps per position (each model's pass, then the unembeddings), so the bar moves within a batch.
     let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum::<u64>() * 3;
     progress.begin("lens", total);
-    for batch in batches(&prompts[..used], opts.batch_tokens) {
+    for batch in batches(&prompts[..used], opts.batch_tokens, &pair.length_switches()) {
         checkpoint(progress)?;
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let residuals = |model: &Model| -> Result<Vec<Tensor>> {

@@ -72,6 +72,18 @@ impl PairReadiness {
     }
 }
 
+impl ModelPair {
+    /// The lengths past which either model computes every position differently (longrope's switch to its long
+    /// factors): batches keep prompts on the two sides apart (see [`super::batch::batches`]).
+    #[must_use]
+    pub(crate) fn length_switches(&self) -> Vec<usize> {
+        let mut switches: Vec<usize> =
+            [&self.base, &self.tuned].iter().filter_map(|m| m.config().length_switch()).collect();
+        switches.dedup();
+        switches
+    }
+}
+
 impl PairPlan {
     /// Finds and checks the configs and the tokenizer, or says which file is missing and which flag supplies it,
     /// or that the runtime does not implement the models' architecture.

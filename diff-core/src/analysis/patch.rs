@@ -148,7 +148,7 @@ pub fn patch(
     let steps_per_position = 1 + 2 * cells.len() as u64;
     let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum::<u64>() * steps_per_position;
     progress.begin("patching", total);
-    for batch in batches(&prompts[..used], batch_tokens) {
+    for batch in batches(&prompts[..used], batch_tokens, &pair.length_switches()) {
         checkpoint(progress)?;
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let runs = Runs::new(&sweep, &padded.ids, &cells, false)?;

@@ -88,7 +88,7 @@ pub fn swap(
     let steps_per_position = runs.len() as u64 + 1;
     let total: u64 = prompts[..used].iter().map(|p| p.ids.len() as u64).sum::<u64>() * steps_per_position;
     progress.begin("swap", total);
-    for batch in batches(&prompts[..used], batch_tokens) {
+    for batch in batches(&prompts[..used], batch_tokens, &pair.length_switches()) {
         checkpoint(progress)?;
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let hosts = [Host::run(tuned, base, &padded)?, Host::run(base, tuned, &padded)?];

@@ -111,6 +111,18 @@ pub enum RopeScaling {
         /// Context length the model was pre-trained with.
         original_max_position_embeddings: f64,
     },
+    /// Phi-3's long-context RoPE: every frequency divided by a per-dimension factor, one list for sequences up to
+    /// the pre-training length and another beyond it, and cos/sin multiplied by `attention_factor`.
+    LongRope {
+        /// Divisors for sequences of at most `original_max_position_embeddings` tokens.
+        short_factor: Vec<f64>,
+        /// Divisors for longer sequences.
+        long_factor: Vec<f64>,
+        /// The length at which the long factors take over (a sequence longer than this uses them everywhere).
+        original_max_position_embeddings: usize,
+        /// Multiplies cos and sin.
+        attention_factor: f64,
+    },
 }
 
 /// Rotary position embedding settings.
@@ -234,11 +246,13 @@ impl ModelConfig {
         let fields = match top.get("text_config").and_then(Value::as_object) {
             Some(text) => Fields {
                 path,
+                architecture: &architecture,
                 map: text,
                 outer: Some(top),
             },
             None => Fields {
                 path,
+                architecture: &architecture,
                 map: top,
                 outer: None,
             },
@@ -260,12 +274,12 @@ impl ModelConfig {
         }
         let Some(family) = families::select(&architecture, model_type) else {
             return Err(unsupported(if model_type.is_empty() || architecture == model_type {
-                architecture
+                architecture.clone()
             } else {
                 format!("{architecture} (model_type {model_type})")
             }));
         };
-        (family.spec().config)(&fields, architecture)?.validate()
+        (family.spec().config)(&fields, architecture.clone())?.validate()
     }
 
     /// Whether `layer` attends through a sliding window, and its width.
@@ -274,6 +288,19 @@ impl ModelConfig {
         self.block
             .sliding_window
             .filter(|_| self.block.sliding_layers.contains(layer))
+    }
+
+    /// The sequence length past which the model computes every position differently (longrope switches to its
+    /// long factors): prompts on the two sides of it must not share a padded batch, whose length decides.
+    #[must_use]
+    pub fn length_switch(&self) -> Option<usize> {
+        [&self.rope, &self.local_rope].into_iter().flatten().find_map(|r| match r.scaling {
+            RopeScaling::LongRope {
+                original_max_position_embeddings,
+                ..
+            } => Some(original_max_position_embeddings),
+            _ => None,
+        })
     }
 
     /// The RoPE of `layer`: the local one for sliding layers where the model has one.
@@ -301,6 +328,24 @@ impl ModelConfig {
                 "RoPE needs an even number of rotated dimensions up to head_dim {}, found {}",
                 self.head_dim, self.rotary_dim
             )));
+        }
+        for rope in [&self.rope, &self.local_rope].into_iter().flatten() {
+            if let RopeScaling::LongRope {
+                short_factor,
+                long_factor,
+                ..
+            } = &rope.scaling
+                && (short_factor.len() != self.rotary_dim / 2 || long_factor.len() != self.rotary_dim / 2)
+            {
+                return Err(bad(format!(
+                    "longrope's short_factor and long_factor hold {} and {} numbers; a head rotating {} dimensions \
+                     needs {} each",
+                    short_factor.len(),
+                    long_factor.len(),
+                    self.rotary_dim,
+                    self.rotary_dim / 2
+                )));
+            }
         }
         if let SlidingLayers::Listed(kinds) = &self.block.sliding_layers
             && kinds.len() != self.num_layers
@@ -373,6 +418,8 @@ impl Defaults {
 /// Typed reads of one config's keys, with messages that name the key.
 pub(crate) struct Fields<'a> {
     path: &'a Path,
+    /// `architectures[0]` as found, for [`Fields::unsupported`].
+    architecture: &'a str,
     map: &'a Map<String, Value>,
     /// The top level, when `map` is a multimodal config's `text_config`: consulted for keys `map` lacks.
     outer: Option<&'a Map<String, Value>>,
@@ -387,6 +434,16 @@ impl Fields<'_> {
         Error::ModelConfig {
             path: self.path.to_path_buf(),
             reason,
+        }
+    }
+
+    /// A setting the runtime does not implement in an otherwise supported family: the pair is then an
+    /// unsupported architecture (weight diff and skipped sections), not a broken config.
+    pub fn unsupported(&self, setting: &str) -> Error {
+        Error::UnsupportedArchitecture {
+            path: self.path.to_path_buf(),
+            found: format!("{} with {setting}", self.architecture),
+            supported: families::supported(),
         }
     }
 
@@ -493,6 +550,55 @@ impl Fields<'_> {
             })
             .collect::<Result<Vec<_>>>()
             .map(Some)
+    }
+
+    /// Phi-3's long-context RoPE, as transformers' `_compute_longrope_parameters` reads it: the pre-training
+    /// length from the top-level `original_max_position_embeddings` (else the entry's, else the context), and,
+    /// unless the entry gives `attention_factor`, √(1 + ln s / ln original) with s = context / original (1 when
+    /// s ≤ 1).
+    fn long_rope(&self, entry: &Map<String, Value>) -> Result<RopeScaling> {
+        let factors = |key: &str| -> Result<Vec<f64>> {
+            let list = entry.get(key).and_then(Value::as_array).ok_or_else(|| {
+                self.error(format!("rope scaling \"longrope\" needs \"{key}\", a list of numbers"))
+            })?;
+            list.iter()
+                .map(|v| match v.as_f64() {
+                    Some(f) if f.is_finite() && f > 0.0 => Ok(f),
+                    _ => Err(self.error(format!("\"{key}\" must hold finite numbers above 0, found {v}"))),
+                })
+                .collect()
+        };
+        let context = self.usize("max_position_embeddings")?;
+        let original = match self.usize("original_max_position_embeddings")? {
+            Some(o) => Some(o),
+            None => entry
+                .get("original_max_position_embeddings")
+                .and_then(Value::as_u64)
+                .and_then(|o| usize::try_from(o).ok()),
+        };
+        let Some(original) = original.or(context).filter(|&o| o > 1) else {
+            return Err(self.error(
+                "rope scaling \"longrope\" needs \"original_max_position_embeddings\" above 1".into(),
+            ));
+        };
+        #[allow(clippy::cast_precision_loss)]
+        let attention_factor = match self.positive_f64_in(entry, "attention_factor")? {
+            Some(a) => a,
+            None => {
+                let scale = context.map_or(1.0, |c| c as f64 / original as f64);
+                if scale <= 1.0 {
+                    1.0
+                } else {
+                    (1.0 + scale.ln() / (original as f64).ln()).sqrt()
+                }
+            }
+        };
+        Ok(RopeScaling::LongRope {
+            short_factor: factors("short_factor")?,
+            long_factor: factors("long_factor")?,
+            original_max_position_embeddings: original,
+            attention_factor,
+        })
     }
 
     /// Plain RoPE with base `theta`.
@@ -627,15 +733,10 @@ impl Fields<'_> {
                 high_freq_factor: number("high_freq_factor")?,
                 original_max_position_embeddings: number("original_max_position_embeddings")?,
             },
-            "longrope" | "su" => {
-                return Err(self.error(format!(
-                    "rope type \"{rope_type}\" (long-context Phi-3) is not supported yet; the 4k-context \
-                     checkpoints (no rope_scaling) run"
-                )));
-            }
+            "longrope" | "su" => self.long_rope(entry)?,
             other => {
-                return Err(self.error(format!(
-                    "rope type \"{other}\" is not supported (supported: default, linear, llama3)"
+                return Err(self.unsupported(&format!(
+                    "rope type \"{other}\" (supported: default, linear, llama3, longrope)"
                 )));
             }
         };
@@ -745,7 +846,8 @@ mod tests {
             "num_hidden_layers":1,"vocab_size":8,"rope_scaling":{"type":"yarn","factor":4.0}}"#,
         )
         .unwrap_err();
-        assert!(e.to_string().contains("\"yarn\" is not supported"), "{e}");
+        assert!(matches!(e, Error::UnsupportedArchitecture { .. }), "{e}");
+        assert!(e.to_string().contains("with rope type \"yarn\""), "{e}");
     }
 
     #[test]
@@ -886,17 +988,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!((partial.head_dim, partial.rotary_dim), (16, 12));
-        let e = parse(
-            r#"{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
-            "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,
-            "rope_scaling":{"type":"longrope","short_factor":[1.0],"long_factor":[2.0]}}"#,
-        )
-        .unwrap_err();
-        assert!(
-            e.to_string()
-                .contains("\"longrope\" (long-context Phi-3) is not supported"),
-            "{e}"
-        );
+        // Phi-3-mini-128k's shape of longrope: the attention factor from the context ratio, the switch at 4096.
+        let long = |factors: &str| {
+            parse(&format!(
+                r#"{{"architectures":["Phi3ForCausalLM"],"hidden_size":64,"intermediate_size":128,
+                "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"max_position_embeddings":131072,
+                "original_max_position_embeddings":4096,
+                "rope_scaling":{{"type":"longrope","short_factor":{factors},"long_factor":{factors}}}}}"#
+            ))
+        };
+        let c = long("[1,1,1,1,1,1,1,1]").unwrap();
+        assert_eq!(c.length_switch(), Some(4096));
+        let RopeScaling::LongRope { attention_factor, .. } = c.rope.unwrap().scaling else {
+            panic!("longrope")
+        };
+        assert!((attention_factor - (1.0 + 32f64.ln() / 4096f64.ln()).sqrt()).abs() < 1e-12);
+        let e = long("[1.0]").unwrap_err();
+        assert!(e.to_string().contains("needs 8 each"), "{e}");
         let o = parse(
             r#"{"architectures":["Olmo2ForCausalLM"],"hidden_size":2048,"intermediate_size":8192,
             "max_position_embeddings":4096,"model_type":"olmo2","num_attention_heads":16,"num_hidden_layers":16,

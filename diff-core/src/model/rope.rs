@@ -12,6 +12,10 @@ use crate::error::Result;
 #[derive(Debug, Clone)]
 pub struct Rope {
     inv_freq: Vec<f32>,
+    /// Longrope's frequencies for sequences longer than the length given with them.
+    long: Option<(Vec<f32>, usize)>,
+    /// Multiplies cos and sin (longrope's attention factor; 1 otherwise).
+    scale: f32,
 }
 
 /// cos/sin tables `[seq, head_dim / 2]` for positions `0..seq`.
@@ -25,8 +29,26 @@ impl Rope {
     /// Frequencies for the `rotary_dim` leading dimensions of each head (all of it unless partial rotary).
     #[must_use]
     pub fn new(config: &RopeConfig, rotary_dim: usize) -> Self {
-        Self {
-            inv_freq: inverse_frequencies(config, rotary_dim),
+        match &config.scaling {
+            RopeScaling::LongRope {
+                long_factor,
+                original_max_position_embeddings,
+                attention_factor,
+                ..
+            } => Self {
+                inv_freq: inverse_frequencies(config, rotary_dim),
+                long: Some((
+                    divided(config.theta, rotary_dim, long_factor),
+                    *original_max_position_embeddings,
+                )),
+                #[allow(clippy::cast_possible_truncation)]
+                scale: *attention_factor as f32,
+            },
+            _ => Self {
+                inv_freq: inverse_frequencies(config, rotary_dim),
+                long: None,
+                scale: 1.0,
+            },
         }
     }
 
@@ -35,16 +57,24 @@ impl Rope {
     ///
     /// # Errors
     /// Tensor allocation failures.
+    ///
+    /// As transformers, longrope picks its frequencies by the sequence's length: the long ones for every position
+    /// of a sequence longer than the pre-training length (so a padded batch decides by its padded length; the
+    /// analyses never batch prompts from the two sides together).
     pub fn tables(&self, seq: usize, device: &Device, dtype: DType) -> Result<RopeTables> {
-        let half = self.inv_freq.len();
+        let inv_freq = match &self.long {
+            Some((long, after)) if seq > *after => long,
+            _ => &self.inv_freq,
+        };
+        let half = inv_freq.len();
         let mut cos = Vec::with_capacity(seq * half);
         let mut sin = Vec::with_capacity(seq * half);
         for pos in 0..seq {
-            for &f in &self.inv_freq {
+            for &f in inv_freq {
                 #[allow(clippy::cast_precision_loss)]
                 let angle = pos as f32 * f;
-                cos.push(angle.cos());
-                sin.push(angle.sin());
+                cos.push(angle.cos() * self.scale);
+                sin.push(angle.sin() * self.scale);
             }
         }
         let table = |v: Vec<f32>| Tensor::from_vec(v, (seq, half), device)?.to_dtype(dtype);
@@ -82,6 +112,18 @@ impl RopeTables {
     }
 }
 
+/// Longrope's `1 / (factor_i · theta^(2i / d))`, in f32 as transformers computes it.
+fn divided(theta: f64, dim: usize, factors: &[f64]) -> Vec<f32> {
+    #[allow(clippy::cast_possible_truncation)]
+    let theta = theta as f32;
+    #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+    (0..dim)
+        .step_by(2)
+        .zip(factors)
+        .map(|(i, &factor)| 1.0 / (factor as f32 * theta.powf(i as f32 / dim as f32)))
+        .collect()
+}
+
 /// `1 / theta^(2i / d)` for `i < d / 2`, then scaled as the config says.
 #[must_use]
 pub fn inverse_frequencies(config: &RopeConfig, head_dim: usize) -> Vec<f32> {
@@ -92,14 +134,15 @@ pub fn inverse_frequencies(config: &RopeConfig, head_dim: usize) -> Vec<f32> {
         .step_by(2)
         .map(|i| 1.0 / theta.powf(i as f32 / head_dim as f32))
         .collect();
-    match config.scaling {
+    match &config.scaling {
         RopeScaling::None => base,
-        RopeScaling::Linear { factor } => {
+        RopeScaling::LongRope { short_factor, .. } => divided(config.theta, head_dim, short_factor),
+        &RopeScaling::Linear { factor } => {
             #[allow(clippy::cast_possible_truncation)]
             let factor = factor as f32;
             base.into_iter().map(|f| f / factor).collect()
         }
-        RopeScaling::Llama3 {
+        &RopeScaling::Llama3 {
             factor,
             low_freq_factor,
             high_freq_factor,

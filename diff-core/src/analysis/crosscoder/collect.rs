@@ -63,7 +63,7 @@ pub fn collect(
     let mut writer = ActivationWriter::create(out, &hook.to_string(), d, opts.shard_tokens)?;
     let total: u64 = prompts.iter().map(|p| p.ids.len() as u64).sum();
     progress.begin("collect", total);
-    'batches: for batch in batches(prompts, opts.batch_tokens) {
+    'batches: for batch in batches(prompts, opts.batch_tokens, &pair.length_switches()) {
         let padded = PaddedBatch::new(prompts, &batch, base.device())?;
         let rows = |model: &crate::model::Model| -> Result<Vec<f32>> {
             let mut captured = match hook.layer() {
