@@ -294,7 +294,10 @@ fn longrope_prompts_are_batched_by_their_own_length() {
     let got = report["behaviour"]["prompts"].as_array().unwrap();
     let (long, plain) = (golden_rows("tiny-phi3-base-longrope"), golden_rows("tiny-phi3-base"));
     let lengths: Vec<usize> = long.iter().map(|(ids, _)| ids.len()).collect();
-    assert!(lengths.iter().any(|&l| l <= 16) && lengths.iter().any(|&l| l > 16), "{lengths:?}");
+    assert!(
+        lengths.iter().any(|&l| l <= 16) && lengths.iter().any(|&l| l > 16),
+        "{lengths:?}"
+    );
     assert_eq!(got.len(), long.len());
     for (i, ((ids, b), (_, t))) in long.iter().zip(&plain).enumerate() {
         let kl = got[i]["kl_tuned_base"].as_array().unwrap();
@@ -303,7 +306,10 @@ fn longrope_prompts_are_batched_by_their_own_length() {
                 .unwrap()
                 .kl_tuned_base;
             let g = kl[pos].as_f64().unwrap();
-            assert!((g - want).abs() <= 1e-5 * want.max(1.0), "prompt {i} pos {pos}: {g} vs {want}");
+            assert!(
+                (g - want).abs() <= 1e-5 * want.max(1.0),
+                "prompt {i} pos {pos}: {g} vs {want}"
+            );
         }
     }
 }
@@ -313,7 +319,10 @@ fn a_setting_the_runtime_lacks_gives_the_weight_diff_and_skips_the_rest() {
     // A RoPE type without an implementation makes the pair an unsupported architecture, like an unknown one:
     // the weights are still diffed, the model-running methods are skipped, exit 0.
     let sb = Sandbox::new();
-    let (base, tuned) = (sb.copy_fixture("tiny-qwen3/base", "base"), sb.copy_fixture("tiny-qwen3/tuned", "tuned"));
+    let (base, tuned) = (
+        sb.copy_fixture("tiny-qwen3/base", "base"),
+        sb.copy_fixture("tiny-qwen3/tuned", "tuned"),
+    );
     for dir in [&base, &tuned] {
         mdiff_tests::edit_json(&dir.join("config.json"), |c| {
             c["rope_parameters"]["rope_type"] = "yarn".into();
@@ -335,6 +344,12 @@ fn a_setting_the_runtime_lacks_gives_the_weight_diff_and_skips_the_rest() {
     let skipped = report["skipped"].as_array().unwrap();
     assert_eq!(skipped.len(), 2, "kl and lens: {skipped:?}");
     for s in skipped {
-        assert!(s["reason"].as_str().unwrap().contains("Qwen3ForCausalLM with rope type \"yarn\""), "{s}");
+        assert!(
+            s["reason"]
+                .as_str()
+                .unwrap()
+                .contains("Qwen3ForCausalLM with rope type \"yarn\""),
+            "{s}"
+        );
     }
 }

@@ -77,8 +77,10 @@ impl ModelPair {
     /// factors): batches keep prompts on the two sides apart (see [`super::batch::batches`]).
     #[must_use]
     pub(crate) fn length_switches(&self) -> Vec<usize> {
-        let mut switches: Vec<usize> =
-            [&self.base, &self.tuned].iter().filter_map(|m| m.config().length_switch()).collect();
+        let mut switches: Vec<usize> = [&self.base, &self.tuned]
+            .iter()
+            .filter_map(|m| m.config().length_switch())
+            .collect();
         switches.dedup();
         switches
     }

@@ -294,13 +294,16 @@ impl ModelConfig {
     /// long factors): prompts on the two sides of it must not share a padded batch, whose length decides.
     #[must_use]
     pub fn length_switch(&self) -> Option<usize> {
-        [&self.rope, &self.local_rope].into_iter().flatten().find_map(|r| match r.scaling {
-            RopeScaling::LongRope {
-                original_max_position_embeddings,
-                ..
-            } => Some(original_max_position_embeddings),
-            _ => None,
-        })
+        [&self.rope, &self.local_rope]
+            .into_iter()
+            .flatten()
+            .find_map(|r| match r.scaling {
+                RopeScaling::LongRope {
+                    original_max_position_embeddings,
+                    ..
+                } => Some(original_max_position_embeddings),
+                _ => None,
+            })
     }
 
     /// The RoPE of `layer`: the local one for sliding layers where the model has one.
@@ -558,9 +561,10 @@ impl Fields<'_> {
     /// s ≤ 1).
     fn long_rope(&self, entry: &Map<String, Value>) -> Result<RopeScaling> {
         let factors = |key: &str| -> Result<Vec<f64>> {
-            let list = entry.get(key).and_then(Value::as_array).ok_or_else(|| {
-                self.error(format!("rope scaling \"longrope\" needs \"{key}\", a list of numbers"))
-            })?;
+            let list = entry
+                .get(key)
+                .and_then(Value::as_array)
+                .ok_or_else(|| self.error(format!("rope scaling \"longrope\" needs \"{key}\", a list of numbers")))?;
             list.iter()
                 .map(|v| match v.as_f64() {
                     Some(f) if f.is_finite() && f > 0.0 => Ok(f),
@@ -577,9 +581,9 @@ impl Fields<'_> {
                 .and_then(|o| usize::try_from(o).ok()),
         };
         let Some(original) = original.or(context).filter(|&o| o > 1) else {
-            return Err(self.error(
-                "rope scaling \"longrope\" needs \"original_max_position_embeddings\" above 1".into(),
-            ));
+            return Err(
+                self.error("rope scaling \"longrope\" needs \"original_max_position_embeddings\" above 1".into())
+            );
         };
         #[allow(clippy::cast_precision_loss)]
         let attention_factor = match self.positive_f64_in(entry, "attention_factor")? {

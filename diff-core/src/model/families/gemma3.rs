@@ -40,7 +40,9 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
         },
     )?;
     if f.bool("use_bidirectional_attention", false)? {
-        return Err(f.unsupported("use_bidirectional_attention (an embedding model; mdiff runs causal language models)"));
+        return Err(
+            f.unsupported("use_bidirectional_attention (an embedding model; mdiff runs causal language models)")
+        );
     }
     gemma_options(f, &mut c)?;
     c.block.qk_norm = Some(QkNorm::PerHead);

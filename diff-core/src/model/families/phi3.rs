@@ -1,5 +1,6 @@
 //! Phi-3: the Llama block with q/k/v fused in `qkv_proj` and gate/up fused in `gate_up_proj` (gate rows first),
-//! optional partial rotary embedding and a sliding window on every layer.
+//! optional partial rotary embedding, a sliding window on every layer, and `longrope` for the long-context
+//! checkpoints (see `rope.rs`).
 //!
 //! Sources: transformers' `modeling_phi3.py` / `configuration_phi3.py`.
 
@@ -9,7 +10,7 @@ use crate::model::config::{Defaults, Fields, ModelConfig, SlidingLayers};
 
 pub(crate) const SPEC: Spec = Spec {
     id: "phi3",
-    display: "Phi3ForCausalLM (4k-context Phi-3)",
+    display: "Phi3ForCausalLM (Phi-3, Phi-3.5, Phi-4-mini)",
     architectures: &["Phi3ForCausalLM"],
     model_types: &["phi3"],
     config,
