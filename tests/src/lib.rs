@@ -406,3 +406,61 @@ pub fn load_golden_pair(
         prepare_prompts(&set, plan.tokenizer(), plan.context_len(), plan.vocab_size()).expect("encoded prompts");
     (plan.load(&base, &tuned, &opts).expect("models"), prompts)
 }
+
+/// (ids, logits `[t, vocab]`) of every prompt in a golden logits file `fixtures/golden/logits/{stem}.safetensors`
+/// (written by `fixtures/generate.py` / `families.py` from transformers, one prompt at a time).
+///
+/// # Panics
+/// When the file is missing or malformed.
+#[must_use]
+pub fn golden_logits(stem: &str) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
+    let path = fixture(&format!("golden/logits/{stem}.safetensors"));
+    let tensors = candle_core::safetensors::load(&path, &candle_core::Device::Cpu).expect("golden logits");
+    (0..)
+        .map_while(|i| {
+            let ids: Vec<i64> = tensors.get(&format!("p{i}.ids"))?.to_vec1().expect("ids");
+            Some((
+                ids.into_iter().map(|id| u32::try_from(id).expect("token id")).collect(),
+                tensors[&format!("p{i}.logits")].to_vec2().expect("logits"),
+            ))
+        })
+        .collect()
+}
+
+/// Largest |a − b| over two `[positions, vocab]` tables of one shape.
+///
+/// # Panics
+/// When the shapes differ.
+#[must_use]
+pub fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
+    assert_eq!(a.len(), b.len(), "positions");
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len(), "vocabulary");
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
+}
+
+impl Sandbox {
+    /// Runs `mdiff compare BASE TUNED ARGS… -o NAME` in this dir, requires success, and returns the report.
+    ///
+    /// # Panics
+    /// When the run fails or the report is not JSON.
+    #[must_use]
+    pub fn compare_report<S: AsRef<OsStr>>(
+        &self,
+        base: &Path,
+        tuned: &Path,
+        args: &[S],
+        name: &str,
+    ) -> serde_json::Value {
+        let out = self.join(name);
+        let mut all: Vec<&OsStr> = vec!["compare".as_ref(), base.as_os_str(), tuned.as_os_str()];
+        all.extend(args.iter().map(AsRef::as_ref));
+        all.extend(["-o".as_ref(), out.as_os_str()]);
+        self.mdiff(&all).assert_ok();
+        serde_json::from_str(&std::fs::read_to_string(&out).expect("report")).expect("report JSON")
+    }
+}

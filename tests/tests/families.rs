@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use candle_core::{DType, Device, Tensor};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, ModelConfig, NormStyle};
-use mdiff_tests::{Sandbox, fixture};
+use mdiff_tests::{Sandbox, fixture, golden_logits};
 use serde_json::Value;
 
 const FAMILIES: [&str; 5] = ["gemma2", "gemma3", "qwen3", "phi3", "olmo2"];
@@ -205,28 +205,25 @@ fn every_method_runs_on_every_family_and_names_parts_as_its_checkpoint_does() {
     let sb = Sandbox::new();
     let prompts = fixture("prompts/golden.txt");
     for family in FAMILIES {
-        let out = sb.join(&format!("{family}.json"));
         let (base, tuned) = (
             fixture(&format!("tiny-{family}/base")),
             fixture(&format!("tiny-{family}/tuned")),
         );
-        sb.mdiff(&[
-            "compare".as_ref(),
-            base.as_os_str(),
-            tuned.as_os_str(),
-            "--methods".as_ref(),
-            "weights,kl,swap,patch,lens,crosscoder".as_ref(),
-            "--swap-granularity".as_ref(),
-            "tensor".as_ref(),
-            "--crosscoder-steps".as_ref(),
-            "30".as_ref(),
-            "--prompts".as_ref(),
-            prompts.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ])
-        .assert_ok();
-        let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let report = sb.compare_report(
+            &base,
+            &tuned,
+            &[
+                "--methods".as_ref(),
+                "weights,kl,swap,patch,lens,crosscoder".as_ref(),
+                "--swap-granularity".as_ref(),
+                "tensor".as_ref(),
+                "--crosscoder-steps".as_ref(),
+                "30".as_ref(),
+                "--prompts".as_ref(),
+                prompts.as_os_str(),
+            ],
+            &format!("{family}.json"),
+        );
         for section in ["weights", "behaviour", "swap", "patching", "lens", "crosscoder"] {
             assert!(report[section].is_object(), "{family}: no {section} section");
         }
@@ -257,17 +254,6 @@ fn every_method_runs_on_every_family_and_names_parts_as_its_checkpoint_does() {
     }
 }
 
-fn golden_rows(stem: &str) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
-    let golden = safetensors(&format!("golden/logits/{stem}.safetensors"));
-    (0..)
-        .map_while(|i| {
-            let prompt = format!("p{i}");
-            let logits = golden.get(&format!("{prompt}.logits"))?;
-            Some((ids_of(&golden, &prompt), logits.to_vec2().unwrap()))
-        })
-        .collect()
-}
-
 #[test]
 fn longrope_prompts_are_batched_by_their_own_length() {
     // Phi-3's longrope picks its factors by the sequence's length (16 in the fixture), and a padded batch decides
@@ -275,24 +261,24 @@ fn longrope_prompts_are_batched_by_their_own_length() {
     // by size, so a mixed batch would give the 8-token prompt the long factors. Expected values: the KL between
     // transformers' own single-prompt logits of the longrope model and of the plain-RoPE model (same weights).
     let sb = Sandbox::new();
-    let out = sb.join("longrope.json");
     let (base, tuned) = (fixture("tiny-phi3/base-longrope"), fixture("tiny-phi3/base"));
     let prompts = fixture("prompts/golden.txt");
-    sb.mdiff(&[
-        "compare".as_ref(),
-        base.as_os_str(),
-        tuned.as_os_str(),
-        "--methods".as_ref(),
-        "kl".as_ref(),
-        "--prompts".as_ref(),
-        prompts.as_os_str(),
-        "-o".as_ref(),
-        out.as_os_str(),
-    ])
-    .assert_ok();
-    let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+    let report = sb.compare_report(
+        &base,
+        &tuned,
+        &[
+            "--methods".as_ref(),
+            "kl".as_ref(),
+            "--prompts".as_ref(),
+            prompts.as_os_str(),
+        ],
+        "longrope.json",
+    );
     let got = report["behaviour"]["prompts"].as_array().unwrap();
-    let (long, plain) = (golden_rows("tiny-phi3-base-longrope"), golden_rows("tiny-phi3-base"));
+    let (long, plain) = (
+        golden_logits("tiny-phi3-base-longrope"),
+        golden_logits("tiny-phi3-base"),
+    );
     let lengths: Vec<usize> = long.iter().map(|(ids, _)| ids.len()).collect();
     assert!(
         lengths.iter().any(|&l| l <= 16) && lengths.iter().any(|&l| l > 16),

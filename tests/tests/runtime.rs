@@ -13,7 +13,7 @@ use candle_core::{DType, Device, Tensor};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, ModelConfig};
 use mdiff_core::text::{Tokenizer, read_prompt_file};
-use mdiff_tests::{Sandbox, fixture};
+use mdiff_tests::{Sandbox, fixture, golden_logits, max_abs_diff};
 use serde_json::Value;
 
 /// Every model with golden logits: (golden file stem, model directory, adapter directory).
@@ -81,23 +81,6 @@ fn load(dir: &str, adapter: Option<&str>) -> Model {
     Model::load(ck.source(), &config, &Device::Cpu, DType::F32, dir).unwrap()
 }
 
-/// (ids, logits `[t, vocab]`) of every prompt in a golden logits file.
-fn golden_logits(stem: &str) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
-    let path = fixture(&format!("golden/logits/{stem}.safetensors"));
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    (0..)
-        .map_while(|i| {
-            let ids = tensors.get(&format!("p{i}.ids"))?;
-            let logits = &tensors[&format!("p{i}.logits")];
-            let ids: Vec<i64> = ids.to_vec1().unwrap();
-            Some((
-                ids.into_iter().map(|id| u32::try_from(id).unwrap()).collect(),
-                logits.to_vec2().unwrap(),
-            ))
-        })
-        .collect()
-}
-
 fn run_logits(model: &Model, ids: &[u32], hooks: &Hooks) -> Vec<Vec<f32>> {
     let t = Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap();
     let normalized = model.forward(&t, hooks).unwrap().normalized;
@@ -106,17 +89,6 @@ fn run_logits(model: &Model, ids: &[u32], hooks: &Hooks) -> Vec<Vec<f32>> {
         .unwrap()
         .to_vec2()
         .unwrap()
-}
-
-fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len(), "positions");
-    a.iter()
-        .zip(b)
-        .flat_map(|(x, y)| {
-            assert_eq!(x.len(), y.len(), "vocabulary");
-            x.iter().zip(y).map(|(p, q)| (p - q).abs())
-        })
-        .fold(0.0, f32::max)
 }
 
 #[test]
@@ -233,22 +205,19 @@ fn per_token_kl_matches_torch() {
         )
         .unwrap();
         let prompts = combined_prompts(&sb, family);
-        let out = sb.join(&format!("{family}-{tuned}.json"));
         let base = fixture(&format!("{family}/base"));
         let tuned_dir = fixture(&format!("{family}/{tuned}"));
-        sb.mdiff(&[
-            "compare".as_ref(),
-            base.as_os_str(),
-            tuned_dir.as_os_str(),
-            "--methods".as_ref(),
-            "kl".as_ref(),
-            "--prompts".as_ref(),
-            prompts.as_os_str(),
-            "-o".as_ref(),
-            out.as_os_str(),
-        ])
-        .assert_ok();
-        let report: Value = serde_json::from_str(&std::fs::read_to_string(&out).unwrap()).unwrap();
+        let report = sb.compare_report(
+            &base,
+            &tuned_dir,
+            &[
+                "--methods".as_ref(),
+                "kl".as_ref(),
+                "--prompts".as_ref(),
+                prompts.as_os_str(),
+            ],
+            &format!("{family}-{tuned}.json"),
+        );
         let section = &report["behaviour"];
         let got_prompts = section["prompts"].as_array().unwrap();
         let want_prompts = golden["prompts"].as_array().unwrap();

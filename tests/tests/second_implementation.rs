@@ -21,7 +21,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::{gemma2, gemma3, llama, olmo2, phi3, qwen2, qwen3};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{Hooks, Model, ModelConfig};
-use mdiff_tests::fixture;
+use mdiff_tests::{fixture, golden_logits, max_abs_diff};
 use serde_json::{Value, json};
 
 /// Both sides are float32 implementations of the same arithmetic summed in different orders, like ours and
@@ -253,34 +253,8 @@ fn run_ours(model: &Model, ids: &[u32]) -> Vec<Vec<f32>> {
         .unwrap()
 }
 
-/// (ids, logits `[t, vocab]`) of every prompt in a golden logits file.
-fn golden_logits(stem: &str) -> Vec<(Vec<u32>, Vec<Vec<f32>>)> {
-    let path = fixture(&format!("golden/logits/{stem}.safetensors"));
-    let tensors = candle_core::safetensors::load(&path, &Device::Cpu).unwrap();
-    (0..)
-        .map_while(|i| {
-            let ids: Vec<i64> = tensors.get(&format!("p{i}.ids"))?.to_vec1().unwrap();
-            Some((
-                ids.into_iter().map(|id| u32::try_from(id).unwrap()).collect(),
-                tensors[&format!("p{i}.logits")].to_vec2().unwrap(),
-            ))
-        })
-        .collect()
-}
-
 fn first_rows(rows: &[Vec<f32>], n: usize) -> Vec<Vec<f32>> {
     rows[..n.min(rows.len())].to_vec()
-}
-
-fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
-    assert_eq!(a.len(), b.len(), "positions");
-    a.iter()
-        .zip(b)
-        .flat_map(|(x, y)| {
-            assert_eq!(x.len(), y.len(), "vocabulary");
-            x.iter().zip(y).map(|(p, q)| (p - q).abs())
-        })
-        .fold(0.0, f32::max)
 }
 
 fn no_fold(_: &Value, _: &mut HashMap<String, Tensor>) {}
