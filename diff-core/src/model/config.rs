@@ -326,9 +326,11 @@ impl ModelConfig {
                 self.num_heads, self.num_kv_heads
             )));
         }
-        if self.rope.is_some() && !(self.rotary_dim.is_multiple_of(2) && self.rotary_dim <= self.head_dim) {
+        if self.rope.is_some()
+            && !(self.rotary_dim > 0 && self.rotary_dim.is_multiple_of(2) && self.rotary_dim <= self.head_dim)
+        {
             return Err(bad(format!(
-                "RoPE needs an even number of rotated dimensions up to head_dim {}, found {}",
+                "RoPE needs an even, positive number of rotated dimensions up to head_dim {}, found {} (check head_dim and partial_rotary_factor)",
                 self.head_dim, self.rotary_dim
             )));
         }
