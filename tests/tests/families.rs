@@ -339,3 +339,62 @@ fn a_setting_the_runtime_lacks_gives_the_weight_diff_and_skips_the_rest() {
         );
     }
 }
+
+#[test]
+fn a_multimodal_gemma3_compares_with_a_text_only_fine_tune_of_its_language_model() {
+    // gemma-3-*-it ship as Gemma3ForConditionalGeneration; a fine-tune may be saved as Gemma3ForCausalLM. The
+    // weight diff pairs the language tower's tensors across the two layouts (the vision tower is only in the
+    // base), and the models run: the per-token KL is the text pair's own (transformers' golden).
+    let sb = Sandbox::new();
+    let prompts = fixture("prompts/golden.txt");
+    let report = sb.compare_report(
+        &fixture("tiny-gemma3/base-multimodal"),
+        &fixture("tiny-gemma3/tuned"),
+        &[
+            "--methods".as_ref(),
+            "weights,kl".as_ref(),
+            "--prompts".as_ref(),
+            prompts.as_os_str(),
+        ],
+        "multimodal.json",
+    );
+    let weights = &report["weights"];
+    let text_tensors = block_modules("gemma3", "tuned", 0).len() * 4 + 2; // blocks, embedding, final norm
+    assert_eq!(
+        weights["totals"]["num_tensors"].as_u64().unwrap() as usize,
+        text_tensors
+    );
+    let changed: BTreeSet<&str> = weights["tensors"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["num_changed"].as_u64().unwrap() > 0)
+        .map(|t| t["tuned_name"].as_str().unwrap())
+        .collect();
+    let want: BTreeSet<String> = CHANGED.iter().map(|part| format!("model.{part}.weight")).collect();
+    assert_eq!(changed, want.iter().map(String::as_str).collect());
+    let only_base = weights["unmatched_base"].as_array().unwrap();
+    assert!(!only_base.is_empty());
+    assert!(
+        only_base
+            .iter()
+            .all(|n| !n.as_str().unwrap().starts_with("language_model.")),
+        "{only_base:?}"
+    );
+    let golden: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixture("golden/behaviour-tiny-gemma3-tuned.json")).unwrap())
+            .unwrap();
+    let got = report["behaviour"]["prompts"].as_array().unwrap();
+    for (i, (g, w)) in got.iter().zip(golden["prompts"].as_array().unwrap()).enumerate() {
+        for (pos, (g, w)) in g["kl_tuned_base"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .zip(w["kl_tuned_base"].as_array().unwrap())
+            .enumerate()
+        {
+            let (g, w) = (g.as_f64().unwrap(), w.as_f64().unwrap());
+            assert!((g - w).abs() <= 1e-5 * w.max(1.0), "prompt {i} pos {pos}: {g} vs {w}");
+        }
+    }
+}

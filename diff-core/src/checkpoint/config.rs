@@ -27,7 +27,10 @@ pub fn read_config_summary(path: &Path) -> Result<ModelConfigSummary, String> {
     let Value::Object(map) = value else {
         return Err(format!("{} is not a JSON object", path.display()));
     };
-    let first_u64 = |keys: &[&str]| keys.iter().find_map(|k| map.get(*k).and_then(Value::as_u64));
+    // A multimodal checkpoint keeps its language model's sizes under text_config.
+    let text = map.get("text_config").and_then(Value::as_object);
+    let get = |key: &str| text.and_then(|t| t.get(key)).or_else(|| map.get(key));
+    let first_u64 = |keys: &[&str]| keys.iter().find_map(|k| get(k).and_then(Value::as_u64));
     let first_str = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| map.get(*k).and_then(Value::as_str))
@@ -45,11 +48,14 @@ pub fn read_config_summary(path: &Path) -> Result<ModelConfigSummary, String> {
         hidden_size: first_u64(&["hidden_size", "n_embd", "d_model"]),
         vocab_size: first_u64(&["vocab_size"]),
         dtype: first_str(&["dtype", "torch_dtype"]),
-        // Absent, the architecture's default, as the model loader reads it: GPT-2 ties, the Llama family does not.
-        tie_word_embeddings: map
-            .get("tie_word_embeddings")
-            .and_then(Value::as_bool)
-            .or_else(|| Some(first_str(&["model_type"]).as_deref() == Some("gpt2"))),
+        // Absent, the architecture's default, as the model loader reads it: GPT-2 and Gemma tie, the Llama family
+        // does not.
+        tie_word_embeddings: get("tie_word_embeddings").and_then(Value::as_bool).or_else(|| {
+            Some(matches!(
+                first_str(&["model_type"]).as_deref(),
+                Some("gpt2" | "gemma" | "gemma2" | "gemma3" | "gemma3_text")
+            ))
+        }),
     })
 }
 

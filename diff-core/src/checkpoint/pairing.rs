@@ -11,8 +11,18 @@ use crate::error::{Error, Result};
 use crate::report::{DtypeMismatch, ShapeMismatch};
 
 const PEFT_PREFIX: &str = "base_model.model.";
-/// transformers' `base_model_prefix` values (plus the dot) of the architectures we know.
-const MODEL_PREFIXES: [&str; 4] = ["model.", "transformer.", "gpt_neox.", "backbone."];
+/// transformers' `base_model_prefix` values (plus the dot) of the architectures we know, and where a multimodal
+/// checkpoint keeps its language model (Gemma 3: `language_model.model.` on the Hub, `model.language_model.` in
+/// transformers ≥ 4.52's own layout), so its tower pairs with a text-only model's tensors.
+const MODEL_PREFIXES: [&str; 7] = [
+    "model.",
+    "transformer.",
+    "gpt_neox.",
+    "backbone.",
+    "model.language_model.",
+    "language_model.model.",
+    "language_model.",
+];
 
 /// A name with PEFT's wrapper prefix removed.
 #[must_use]

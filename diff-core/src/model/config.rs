@@ -234,10 +234,8 @@ impl ModelConfig {
                 reason: "not a JSON object".into(),
             });
         };
-        let architecture = top
-            .get("architectures")
-            .and_then(|a| a.get(0))
-            .and_then(Value::as_str)
+        let listed = top.get("architectures").and_then(|a| a.get(0)).and_then(Value::as_str);
+        let architecture = listed
             .or_else(|| top.get("model_type").and_then(Value::as_str))
             .unwrap_or("(none)")
             .to_string();
@@ -272,7 +270,7 @@ impl ModelConfig {
                 "{architecture} (a mixture of experts; only dense models run)"
             )));
         }
-        let Some(family) = families::select(&architecture, model_type) else {
+        let Some(family) = families::select(listed, model_type) else {
             return Err(unsupported(if model_type.is_empty() || architecture == model_type {
                 architecture.clone()
             } else {
@@ -397,14 +395,19 @@ pub(crate) struct Defaults {
     pub norm_eps: f64,
     /// `head_dim` (else `hidden_size / num_attention_heads`).
     pub head_dim: Option<usize>,
-    /// `hidden_act` / `hidden_activation`.
-    pub activation: &'static str,
+    /// The key naming the MLP's non-linearity (`hidden_act`; Gemma: `hidden_activation`), and its default.
+    pub activation: (&'static str, &'static str),
     /// `tie_word_embeddings`.
     pub tie_word_embeddings: bool,
     /// `max_position_embeddings`.
     pub context_len: usize,
     /// `rope_theta`.
     pub rope_theta: f64,
+    /// The sizes transformers' config class fills in when the file omits them (Gemma 3's published
+    /// `text_config`s give only a few keys), in order: `vocab_size`, `hidden_size`, `intermediate_size`,
+    /// `num_hidden_layers`, `num_attention_heads`, `num_key_value_heads`. `None`: the key is required (a wrong
+    /// default is still caught against the tensors' shapes before loading).
+    pub sizes: [Option<usize>; 6],
 }
 
 impl Defaults {
@@ -413,10 +416,11 @@ impl Defaults {
         norm: NormStyle::Rms,
         norm_eps: 1e-6,
         head_dim: None,
-        activation: "silu",
+        activation: ("hidden_act", "silu"),
         tie_word_embeddings: false,
         context_len: 2048,
         rope_theta: 10_000.0,
+        sizes: [None; 6],
     };
 }
 
@@ -549,8 +553,8 @@ impl Fields<'_> {
             .map(|kind| match kind.as_str() {
                 Some("sliding_attention") => Ok(true),
                 Some("full_attention") => Ok(false),
-                _ => Err(self.error(format!(
-                    "layer type {kind} is not supported (supported: sliding_attention, full_attention)"
+                _ => Err(self.unsupported(&format!(
+                    "layer type {kind} (supported: sliding_attention, full_attention)"
                 ))),
             })
             .collect::<Result<Vec<_>>>()
@@ -617,8 +621,13 @@ impl Fields<'_> {
 
     /// The keys every Hugging Face decoder shares, read with `defaults`; a family then sets its block options.
     pub fn decoder(&self, spec: &'static Spec, architecture: String, defaults: &Defaults) -> Result<ModelConfig> {
-        let hidden_size = self.required("hidden_size")?;
-        let num_heads = self.required("num_attention_heads")?;
+        let [vocab, hidden, intermediate, layers, heads, kv_heads] = defaults.sizes;
+        let size = |key: &str, default: Option<usize>| match self.usize(key)? {
+            Some(v) => Ok(v),
+            None => default.map_or_else(|| self.required(key), Ok),
+        };
+        let hidden_size = size("hidden_size", hidden)?;
+        let num_heads = size("num_attention_heads", heads)?;
         let head_dim = match self.usize("head_dim")?.or(defaults.head_dim) {
             Some(d) => d,
             None if num_heads > 0 && hidden_size.is_multiple_of(num_heads) => hidden_size / num_heads,
@@ -629,18 +638,15 @@ impl Fields<'_> {
                 )));
             }
         };
-        let activation = self
-            .str("hidden_activation")
-            .or_else(|| self.str("hidden_act"))
-            .unwrap_or(defaults.activation);
-        let activation = match activation {
+        let (activation_key, default_activation) = defaults.activation;
+        let activation = match self.str(activation_key).unwrap_or(default_activation) {
             "silu" | "swish" => Activation::Silu,
             "gelu_pytorch_tanh" | "gelu_new" | "gelu_fast" => Activation::GeluTanh,
             "gelu" => Activation::Gelu,
             "relu" => Activation::Relu,
             other => {
-                return Err(self.error(format!(
-                    "hidden_act \"{other}\" is not supported (supported: silu, gelu_pytorch_tanh, gelu, relu)"
+                return Err(self.unsupported(&format!(
+                    "{activation_key} \"{other}\" (supported: silu, gelu_pytorch_tanh, gelu, relu)"
                 )));
             }
         };
@@ -656,13 +662,13 @@ impl Fields<'_> {
             path: self.path.to_path_buf(),
             architecture,
             family: Family::of(spec),
-            vocab_size: self.required("vocab_size")?,
+            vocab_size: size("vocab_size", vocab)?,
             hidden_size,
-            num_layers: self.required("num_hidden_layers")?,
+            num_layers: size("num_hidden_layers", layers)?,
             num_heads,
-            num_kv_heads: self.usize("num_key_value_heads")?.unwrap_or(num_heads),
+            num_kv_heads: size("num_key_value_heads", kv_heads.or(Some(num_heads)))?,
             head_dim,
-            intermediate_size: self.required("intermediate_size")?,
+            intermediate_size: size("intermediate_size", intermediate)?,
             norm_eps: self.positive_f64("rms_norm_eps")?.unwrap_or(defaults.norm_eps),
             norm: defaults.norm,
             rope: Some(rope),
@@ -712,7 +718,9 @@ impl Fields<'_> {
                 None => self.local_rope(top_theta),
             },
         };
-        let local = local.map(|l| self.rope_in(l, 10_000.0)).transpose()?;
+        // transformers reads a sliding_attention entry without a base as rope_local_base_freq's.
+        let local_theta = self.positive_f64("rope_local_base_freq")?.unwrap_or(10_000.0);
+        let local = local.map(|l| self.rope_in(l, local_theta)).transpose()?;
         Ok((global, local, fraction))
     }
 
@@ -912,16 +920,19 @@ mod tests {
     #[test]
     fn gemma3_multimodal_reads_its_text_config_and_both_ropes() {
         let c = parse(
+            // google/gemma-3-4b-it's config as published: the text_config gives only a few keys, transformers'
+            // Gemma3TextConfig the rest.
             r#"{"architectures":["Gemma3ForConditionalGeneration"],"model_type":"gemma3",
-            "text_config":{"head_dim":256,"hidden_size":2560,"intermediate_size":10240,"model_type":"gemma3_text",
-            "num_attention_heads":8,"num_hidden_layers":34,"num_key_value_heads":4,
-            "rope_scaling":{"factor":8.0,"rope_type":"linear"},"sliding_window":1024,"query_pre_attn_scalar":256,
-            "rope_local_base_freq":10000.0,"rope_theta":1000000.0,"vocab_size":262208},
-            "vision_config":{"hidden_size":1152}}"#,
+            "text_config":{"hidden_size":2560,"intermediate_size":10240,"model_type":"gemma3_text",
+            "num_hidden_layers":34,"rope_scaling":{"factor":8.0,"rope_type":"linear"},"sliding_window":1024},
+            "vision_config":{"hidden_size":1152},"final_logit_softcapping":30.0}"#,
         )
         .unwrap();
         assert_eq!((c.family.id(), c.num_layers, c.vocab_size), ("gemma3", 34, 262_208));
+        assert_eq!((c.num_heads, c.num_kv_heads, c.head_dim), (8, 4, 256));
+        assert_eq!(c.block.query_pre_attn_scalar, Some(256.0));
         assert_eq!(c.block.qk_norm, Some(QkNorm::PerHead));
+        // Only Gemma3ForCausalLM caps its logits.
         assert_eq!((c.block.attn_softcap, c.block.final_softcap), (None, None));
         // Every sixth layer is global, with the scaled 1e6 base; the others slide with the local 1e4 base.
         assert_eq!((c.window(4), c.window(5), c.window(6)), (Some(1024), None, Some(1024)));
@@ -1023,6 +1034,30 @@ mod tests {
             ("olmo2", Some(QkNorm::Whole), NormStyle::F32Weight)
         );
         assert_eq!(o.family.piece_name(super::super::Piece::AttnNorm), None);
+    }
+
+    #[test]
+    fn a_listed_architecture_without_a_language_model_head_selects_nothing() {
+        for arch in [
+            "Gemma2ForSequenceClassification",
+            "Qwen3Model",
+            "LlamaForTokenClassification",
+        ] {
+            let json = format!(
+                r#"{{"architectures":["{arch}"],"model_type":"gemma2","hidden_size":64,"intermediate_size":128,
+                "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512}}"#
+            );
+            let e = parse(&json).unwrap_err();
+            assert!(matches!(e, Error::UnsupportedArchitecture { .. }), "{arch}: {e}");
+            assert!(e.to_string().contains(arch), "{e}");
+        }
+        let e = parse(
+            r#"{"architectures":["Gemma2ForCausalLM"],"hidden_size":64,"intermediate_size":128,
+            "num_attention_heads":4,"num_hidden_layers":2,"vocab_size":512,"hidden_activation":"gelu_fancy"}"#,
+        )
+        .unwrap_err();
+        assert!(matches!(e, Error::UnsupportedArchitecture { .. }), "{e}");
+        assert!(e.to_string().contains("hidden_activation \"gelu_fancy\""), "{e}");
     }
 
     #[test]

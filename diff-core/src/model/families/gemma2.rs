@@ -29,13 +29,15 @@ pub(crate) const SANDWICH: Layout = Layout {
     ..super::llama::LAYOUT
 };
 
-/// What Gemma 2 and 3 share: (1 + w) norms in f32, √d embedding scale, GELU-tanh, the query scalar.
+/// What Gemma 2 and 3 share: (1 + w) norms in f32, GELU-tanh under its own key, tied embeddings, and
+/// `Gemma2Config`'s sizes (Gemma-2-2B's) for the keys a file omits.
 pub(crate) const GEMMA: Defaults = Defaults {
     norm: NormStyle::OnePlusWeight,
     head_dim: Some(256),
-    activation: "gelu_pytorch_tanh",
+    activation: ("hidden_activation", "gelu_pytorch_tanh"),
     tie_word_embeddings: true,
     context_len: 8192,
+    sizes: [Some(256_000), Some(2304), Some(9216), Some(26), Some(8), Some(4)],
     ..Defaults::LLAMA
 };
 

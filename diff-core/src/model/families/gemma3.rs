@@ -33,9 +33,11 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
     let mut c = f.decoder(
         &SPEC,
         architecture,
+        // Gemma3TextConfig's defaults: the published multimodal checkpoints' text_config omits most sizes.
         &Defaults {
             context_len: 131_072,
             rope_theta: 1_000_000.0,
+            sizes: [Some(262_208), Some(2304), Some(9216), Some(26), Some(8), Some(4)],
             ..GEMMA
         },
     )?;
@@ -47,7 +49,12 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
     gemma_options(f, &mut c)?;
     c.block.qk_norm = Some(QkNorm::PerHead);
     c.block.attn_softcap = f.softcap("attn_logit_softcapping", None)?;
-    c.block.final_softcap = f.softcap("final_logit_softcapping", None)?;
+    // Only Gemma3ForCausalLM caps its logits; the multimodal model's forward never reads the setting.
+    c.block.final_softcap = if c.architecture == "Gemma3ForConditionalGeneration" {
+        None
+    } else {
+        f.softcap("final_logit_softcapping", None)?
+    };
     c.block.sliding_window = Some(f.usize("sliding_window")?.unwrap_or(4096));
     c.block.sliding_layers = match f.layer_types()? {
         Some(listed) => SlidingLayers::Listed(listed),

@@ -71,7 +71,12 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
         Dialect::Mistral if !f.has("sliding_window") => (Some(4096), SlidingLayers::From(0)),
         Dialect::Mistral => (f.usize("sliding_window")?, SlidingLayers::From(0)),
         Dialect::Qwen2 if f.bool("use_sliding_window", false)? => (
-            f.usize("sliding_window")?,
+            // As Qwen3: 4096 unless given (null: none).
+            if f.has("sliding_window") {
+                f.usize("sliding_window")?
+            } else {
+                Some(4096)
+            },
             SlidingLayers::From(f.usize("max_window_layers")?.unwrap_or(28)),
         ),
         _ => (None, SlidingLayers::None),

@@ -227,13 +227,15 @@ impl fmt::Debug for Family {
     }
 }
 
-/// The family that `architecture` (or else `model_type`) selects.
-pub(crate) fn select(architecture: &str, model_type: &str) -> Option<Family> {
-    FAMILIES
-        .iter()
-        .find(|s| s.architectures.contains(&architecture))
-        .or_else(|| FAMILIES.iter().find(|s| s.model_types.contains(&model_type)))
-        .map(|s| Family(s))
+/// The family that `architectures[0]` selects, or `model_type` when the config lists no architecture. A listed
+/// architecture the table lacks selects nothing even when its `model_type` is known: `Gemma2ForSequenceClassification`
+/// or a bare `Qwen3Model` has no language-model head, and running its weights as one would give plausible nonsense.
+pub(crate) fn select(architecture: Option<&str>, model_type: &str) -> Option<Family> {
+    match architecture {
+        Some(architecture) => FAMILIES.iter().find(|s| s.architectures.contains(&architecture)),
+        None => FAMILIES.iter().find(|s| s.model_types.contains(&model_type)),
+    }
+    .map(|s| Family(s))
 }
 
 /// Whether the config describes a mixture-of-experts model.

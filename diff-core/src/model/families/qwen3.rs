@@ -36,7 +36,12 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
     c.block.qk_norm = Some(QkNorm::PerHead);
     // As Qwen2: a window only with use_sliding_window, and only from max_window_layers on (or as listed).
     if f.bool("use_sliding_window", false)? {
-        c.block.sliding_window = f.usize("sliding_window")?;
+        // transformers' default window is 4096; an explicit null means none.
+        c.block.sliding_window = if f.has("sliding_window") {
+            f.usize("sliding_window")?
+        } else {
+            Some(4096)
+        };
         c.block.sliding_layers = match f.layer_types()? {
             Some(listed) => SlidingLayers::Listed(listed),
             None => SlidingLayers::From(f.usize("max_window_layers")?.unwrap_or(28)),
