@@ -251,9 +251,8 @@ fn check_compatible(base: &ModelConfig, tuned: &ModelConfig) -> Result<()> {
             "{what} differs (base {b}, tuned {t}); mdiff compares a model with its own fine-tune"
         )))
     };
-    // One family, not one architecture string: a multimodal Gemma 3 runs its language tower, which compares with
-    // a text-only Gemma 3 fine-tune of it.
-    if base.family != tuned.family {
+    // A multimodal Gemma 3 runs its language tower, which compares with a text-only Gemma 3 fine-tune of it.
+    if base.language_model() != tuned.language_model() || base.family != tuned.family {
         return differ("architecture", base.architecture.clone(), tuned.architecture.clone());
     }
     if base.vocab_size != tuned.vocab_size {

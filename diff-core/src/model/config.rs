@@ -280,6 +280,17 @@ impl ModelConfig {
         (family.spec().config)(&fields, architecture.clone())?.validate()
     }
 
+    /// The architecture that runs: a multimodal checkpoint's language-model class (`Gemma3ForCausalLM` for
+    /// `Gemma3ForConditionalGeneration`), else the architecture itself. Two configs with the same one describe the
+    /// same network.
+    #[must_use]
+    pub fn language_model(&self) -> &str {
+        match self.family.spec().language_tower {
+            Some((multimodal, text)) if self.architecture == multimodal => text,
+            _ => &self.architecture,
+        }
+    }
+
     /// Whether `layer` attends through a sliding window, and its width.
     #[must_use]
     pub fn window(&self, layer: usize) -> Option<usize> {

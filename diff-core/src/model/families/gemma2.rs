@@ -15,6 +15,7 @@ pub(crate) const SPEC: Spec = Spec {
     model_types: &["gemma2"],
     config,
     layout: SANDWICH,
+    language_tower: None,
 };
 
 /// Gemma's block: the Llama names plus a norm after each sublayer; `pre_feedforward_layernorm` is the pre-MLP

@@ -27,6 +27,7 @@ pub(crate) const SPEC: Spec = Spec {
         },
         ..SANDWICH
     },
+    language_tower: Some(("Gemma3ForConditionalGeneration", "Gemma3ForCausalLM")),
 };
 
 fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {

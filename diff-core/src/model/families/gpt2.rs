@@ -42,6 +42,7 @@ pub(crate) const SPEC: Spec = Spec {
         conv1d: true,
         load,
     },
+    language_tower: None,
 };
 
 fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {

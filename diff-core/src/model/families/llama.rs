@@ -12,6 +12,7 @@ pub(crate) const SPEC: Spec = Spec {
     model_types: &["llama", "mistral", "qwen2"],
     config,
     layout: LAYOUT,
+    language_tower: None,
 };
 
 /// The Hugging Face decoder names that most families reuse.

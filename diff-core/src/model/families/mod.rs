@@ -62,6 +62,8 @@ pub(crate) struct Spec {
     pub config: fn(&Fields<'_>, String) -> Result<ModelConfig>,
     /// Tensor names.
     pub layout: Layout,
+    /// A multimodal architecture of the family that runs as its text one: (multimodal, text).
+    pub language_tower: Option<(&'static str, &'static str)>,
 }
 
 /// Where a family keeps its tensors.

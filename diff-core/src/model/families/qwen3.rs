@@ -21,6 +21,7 @@ pub(crate) const SPEC: Spec = Spec {
         },
         ..super::llama::LAYOUT
     },
+    language_tower: None,
 };
 
 fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
