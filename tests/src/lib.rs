@@ -464,3 +464,43 @@ impl Sandbox {
         serde_json::from_str(&std::fs::read_to_string(&out).expect("report")).expect("report JSON")
     }
 }
+
+/// Token ids as a `[1, t]` model input.
+///
+/// # Panics
+/// Never for a slice (the shape is its length).
+#[must_use]
+pub fn ids_tensor(ids: &[u32]) -> candle_core::Tensor {
+    candle_core::Tensor::from_vec(ids.to_vec(), (1, ids.len()), &candle_core::Device::Cpu).expect("ids tensor")
+}
+
+/// Largest |a − b| over two tensors of one shape.
+///
+/// # Panics
+/// When the shapes or dtypes differ.
+#[must_use]
+pub fn max_abs(a: &candle_core::Tensor, b: &candle_core::Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.max_all())
+        .and_then(|d| d.to_scalar())
+        .expect("tensors of one shape")
+}
+
+/// Every TransformerLens hook point of a model with `layers` blocks (no `hook_pos_embed`): the embedding, each
+/// block's residual and sublayer outputs, the final norm.
+#[must_use]
+pub fn every_hook(layers: usize) -> Vec<mdiff_core::model::HookPoint> {
+    use mdiff_core::model::HookPoint;
+    let mut points = vec![HookPoint::Embed, HookPoint::FinalNormalized];
+    for l in 0..layers {
+        points.extend([
+            HookPoint::ResidPre(l),
+            HookPoint::AttnOut(l),
+            HookPoint::ResidMid(l),
+            HookPoint::MlpOut(l),
+            HookPoint::ResidPost(l),
+        ]);
+    }
+    points
+}

@@ -14,7 +14,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use candle_core::{DType, Device, Tensor};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{HookPoint, Hooks, Model, ModelConfig, NormStyle};
-use mdiff_tests::{Sandbox, fixture, golden_logits};
+use mdiff_tests::{Sandbox, every_hook, fixture, golden_logits, ids_tensor, max_abs};
 use serde_json::Value;
 
 const FAMILIES: [&str; 5] = ["gemma2", "gemma3", "qwen3", "phi3", "olmo2"];
@@ -44,14 +44,6 @@ fn ids_of(tensors: &BTreeMap<String, Tensor>, prompt: &str) -> Vec<u32> {
     ids.into_iter().map(|id| u32::try_from(id).unwrap()).collect()
 }
 
-fn ids_tensor(ids: &[u32]) -> Tensor {
-    Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap()
-}
-
-fn max_abs(a: &Tensor, b: &Tensor) -> f32 {
-    (a - b).unwrap().abs().unwrap().max_all().unwrap().to_scalar().unwrap()
-}
-
 /// The longest golden prompt of a base model: (ids, logits `[t, vocab]`).
 fn longest_golden(family: &str) -> (Vec<u32>, Tensor) {
     let golden = safetensors(&format!("golden/logits/tiny-{family}-base.safetensors"));
@@ -67,20 +59,6 @@ fn longest_golden(family: &str) -> (Vec<u32>, Tensor) {
 fn logits(model: &Model, ids: &[u32]) -> Tensor {
     let normalized = model.forward(&ids_tensor(ids), &Hooks::new()).unwrap().normalized;
     model.unembed(&normalized.squeeze(0).unwrap()).unwrap()
-}
-
-fn every_hook(layers: usize) -> Vec<HookPoint> {
-    let mut points = vec![HookPoint::Embed, HookPoint::FinalNormalized];
-    for l in 0..layers {
-        points.extend([
-            HookPoint::ResidPre(l),
-            HookPoint::AttnOut(l),
-            HookPoint::ResidMid(l),
-            HookPoint::MlpOut(l),
-            HookPoint::ResidPost(l),
-        ]);
-    }
-    points
 }
 
 #[test]

@@ -21,7 +21,7 @@ use candle_nn::VarBuilder;
 use candle_transformers::models::{gemma2, gemma3, llama, olmo2, phi3, qwen2, qwen3};
 use mdiff_core::checkpoint::Checkpoint;
 use mdiff_core::model::{Hooks, Model, ModelConfig};
-use mdiff_tests::{fixture, golden_logits, max_abs_diff};
+use mdiff_tests::{fixture, golden_logits, ids_tensor, max_abs_diff};
 use serde_json::{Value, json};
 
 /// Both sides are float32 implementations of the same arithmetic summed in different orders, like ours and
@@ -404,10 +404,6 @@ fn build_gemma3(config: &Value, vb: VarBuilder<'static>) -> LastLogits {
         }
         last
     })
-}
-
-fn ids_tensor(ids: &[u32]) -> Tensor {
-    Tensor::from_vec(ids.to_vec(), (1, ids.len()), &Device::Cpu).unwrap()
 }
 
 /// The logits of a `[1, 1, vocab]` or `[1, vocab]` last-position result.
