@@ -134,6 +134,17 @@ pub struct RopeConfig {
     pub scaling: RopeScaling,
 }
 
+impl RopeConfig {
+    /// Unscaled RoPE with base `theta`.
+    #[must_use]
+    pub fn plain(theta: f64) -> Self {
+        Self {
+            theta,
+            scaling: RopeScaling::None,
+        }
+    }
+}
+
 /// Everything the runtime reads from `config.json`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ModelConfig {
@@ -373,20 +384,14 @@ impl ModelConfig {
         if self.block.sliding_layers == (SlidingLayers::Pattern { period: 0 }) {
             return Err(bad("sliding_window_pattern is 0; it must be positive".into()));
         }
-        let gpt2 = self.family.id() == "gpt2";
+        let keys = &self.family.spec().layout.keys;
         let sizes = [
-            (self.family.spec().layout.layers_key, self.num_layers),
-            (if gpt2 { "n_embd" } else { "hidden_size" }, self.hidden_size),
+            (keys.layers, self.num_layers),
+            (keys.hidden, self.hidden_size),
             ("vocab_size", self.vocab_size),
-            (
-                if gpt2 { "n_inner" } else { "intermediate_size" },
-                self.intermediate_size,
-            ),
+            (keys.intermediate, self.intermediate_size),
             ("head_dim", self.head_dim),
-            (
-                if gpt2 { "n_positions" } else { "max_position_embeddings" },
-                self.context_len,
-            ),
+            (keys.context, self.context_len),
         ];
         if let Some((key, _)) = sizes.iter().find(|(_, size)| *size == 0) {
             return Err(bad(format!("\"{key}\" is 0; every size of a model must be positive")));
@@ -622,14 +627,6 @@ impl Fields<'_> {
         })
     }
 
-    /// Plain RoPE with base `theta`.
-    pub fn local_rope(&self, theta: f64) -> RopeConfig {
-        RopeConfig {
-            theta,
-            scaling: RopeScaling::None,
-        }
-    }
-
     /// The keys every Hugging Face decoder shares, read with `defaults`; a family then sets its block options.
     pub fn decoder(&self, spec: &'static Spec, architecture: String, defaults: &Defaults) -> Result<ModelConfig> {
         let [vocab, hidden, intermediate, layers, heads, kv_heads] = defaults.sizes;
@@ -726,7 +723,7 @@ impl Fields<'_> {
             Some(g) => self.rope_in(g, top_theta)?,
             None => match old_scaling {
                 Some(s) => self.rope_in(s, top_theta)?,
-                None => self.local_rope(top_theta),
+                None => RopeConfig::plain(top_theta),
             },
         };
         // transformers reads a sliding_attention entry without a base as rope_local_base_freq's.

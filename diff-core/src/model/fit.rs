@@ -34,7 +34,7 @@ impl ModelConfig {
             reason,
         };
         let layout = &self.family.spec().layout;
-        let (layers_key, block_prefix) = (layout.layers_key, layout.blocks);
+        let (layers_key, block_prefix) = (layout.keys.layers, layout.blocks);
         let layers = layer_indices(tensors, block_prefix);
         if layers.len() != self.num_layers {
             let held = match (layers.first(), layers.last()) {

@@ -11,7 +11,7 @@
 use super::gemma2::{GEMMA, SANDWICH, gemma_options};
 use super::{BlockNames, Layout, Spec};
 use crate::error::Result;
-use crate::model::config::{Defaults, Fields, ModelConfig, QkNorm, SlidingLayers};
+use crate::model::config::{Defaults, Fields, ModelConfig, QkNorm, RopeConfig, SlidingLayers};
 
 pub(crate) const SPEC: Spec = Spec {
     id: "gemma3",
@@ -66,7 +66,9 @@ fn config(f: &Fields<'_>, architecture: String) -> Result<ModelConfig> {
     // transformers 5 nests the sliding layers' RoPE under rope_parameters.sliding_attention (read by decoder());
     // before, rope_local_base_freq held its base and the sliding layers were never scaled.
     if c.local_rope.is_none() {
-        c.local_rope = Some(f.local_rope(f.positive_f64("rope_local_base_freq")?.unwrap_or(10_000.0)));
+        c.local_rope = Some(RopeConfig::plain(
+            f.positive_f64("rope_local_base_freq")?.unwrap_or(10_000.0),
+        ));
     }
     Ok(c)
 }

@@ -6,7 +6,7 @@
 
 use candle_core::Tensor;
 
-use super::{BlockNames, Layout, MlpNames, Projections, Spec};
+use super::{BlockNames, Layout, MlpNames, Projections, SizeKeys, Spec};
 use crate::error::Result;
 use crate::model::config::{Activation, BlockOptions, Fields, ModelConfig, NormStyle};
 use crate::model::layers::{Attention, Block, Linear, Mlp};
@@ -24,7 +24,12 @@ pub(crate) const SPEC: Spec = Spec {
         pos_embed: Some("wpe"),
         blocks: "h",
         final_norm: "ln_f",
-        layers_key: "n_layer",
+        keys: SizeKeys {
+            layers: "n_layer",
+            hidden: "n_embd",
+            intermediate: "n_inner",
+            context: "n_positions",
+        },
         block: BlockNames {
             attn_norm: Some("ln_1"),
             qkv: Projections::Fused("attn.c_attn"),

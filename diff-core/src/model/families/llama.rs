@@ -1,7 +1,7 @@
 //! The Llama family (Llama 2/3, Mistral, Qwen2, SmolLM, TinyLlama): pre-norm RMSNorm, RoPE, grouped-query
 //! attention, SwiGLU MLP.
 
-use super::{BlockNames, Layout, MlpNames, Projections, Spec, decoder};
+use super::{BlockNames, Layout, MlpNames, Projections, SizeKeys, Spec, decoder};
 use crate::error::Result;
 use crate::model::config::{Defaults, Fields, ModelConfig, SlidingLayers};
 
@@ -21,7 +21,12 @@ pub(crate) const LAYOUT: Layout = Layout {
     pos_embed: None,
     blocks: "model.layers",
     final_norm: "model.norm",
-    layers_key: "num_hidden_layers",
+    keys: SizeKeys {
+        layers: "num_hidden_layers",
+        hidden: "hidden_size",
+        intermediate: "intermediate_size",
+        context: "max_position_embeddings",
+    },
     block: BlockNames {
         attn_norm: Some("input_layernorm"),
         qkv: Projections::Separate(["self_attn.q_proj", "self_attn.k_proj", "self_attn.v_proj"]),

@@ -76,14 +76,26 @@ pub(crate) struct Layout {
     pub blocks: &'static str,
     /// The final norm module (`model.norm`).
     pub final_norm: &'static str,
-    /// The config key holding the layer count (named in messages).
-    pub layers_key: &'static str,
+    /// How the config names its sizes (in messages).
+    pub keys: SizeKeys,
     /// Module names inside one block.
     pub block: BlockNames,
     /// Whether projection weights are stored `[in, out]` (GPT-2's `Conv1D`) rather than `[out, in]`.
     pub conv1d: bool,
     /// Builds the model's parts.
     pub load: fn(&ModelConfig, &Loader<'_>) -> Result<Parts>,
+}
+
+/// The `config.json` keys of the sizes a family's messages name.
+pub(crate) struct SizeKeys {
+    /// The layer count (`num_hidden_layers`).
+    pub layers: &'static str,
+    /// The residual width (`hidden_size`).
+    pub hidden: &'static str,
+    /// The MLP width (`intermediate_size`).
+    pub intermediate: &'static str,
+    /// The longest sequence (`max_position_embeddings`).
+    pub context: &'static str,
 }
 
 /// The modules of one block, as the family names them (relative to `{blocks}.{i}`). `None`: the family's block
