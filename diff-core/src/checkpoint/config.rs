@@ -49,7 +49,8 @@ pub fn read_config_summary(path: &Path) -> Result<ModelConfigSummary, String> {
         vocab_size: first_u64(&["vocab_size"]),
         dtype: first_str(&["dtype", "torch_dtype"]),
         // Absent, the architecture's default, as the model loader reads it: GPT-2 and Gemma tie, the Llama family
-        // does not.
+        // does not. This mirrors the families' `Defaults::tie_word_embeddings` because this reader is also built
+        // without the runtime (the viewer, the gate); keep the two in step.
         tie_word_embeddings: get("tie_word_embeddings").and_then(Value::as_bool).or_else(|| {
             Some(matches!(
                 first_str(&["model_type"]).as_deref(),

@@ -221,10 +221,7 @@ impl Attention {
         let group = self.heads / self.kv_heads;
         let q = (q * self.scale)?.reshape((b, self.kv_heads, group * t, self.head_dim))?;
         let scores = q.matmul(&k.t()?)?;
-        let scores = match self.softcap {
-            Some(cap) => (scores.affine(1.0 / cap, 0.0)?.tanh()? * cap)?,
-            None => scores,
-        };
+        let scores = softcap(scores, self.softcap)?;
         let scores = scores.broadcast_add(mask)?;
         // Softmax in f32 whatever the model dtype, as transformers does.
         let probs = match scores.dtype() {
@@ -361,6 +358,17 @@ pub struct Block {
     pub mlp: Mlp,
     /// Norm of the MLP output.
     pub mlp_post_norm: Option<Norm>,
+}
+
+/// `cap · tanh(x / cap)` in `x`'s dtype (Gemma 2's attention-score and logit softcaps), or `x` without a cap.
+///
+/// # Errors
+/// Tensor failures.
+pub fn softcap(x: Tensor, cap: Option<f64>) -> Result<Tensor> {
+    Ok(match cap {
+        Some(cap) => (x.affine(1.0 / cap, 0.0)?.tanh()? * cap)?,
+        None => x,
+    })
 }
 
 /// `norm(x)`, or `x` itself when there is no norm.

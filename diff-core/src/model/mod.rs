@@ -474,12 +474,8 @@ impl Model {
     /// Shape errors.
     pub fn unembed(&self, rows: &Tensor) -> Result<Tensor> {
         let rows = rows.to_device(&self.device)?.to_dtype(self.dtype)?;
-        let logits = rows.matmul(&self.unembed.t()?)?;
-        // In the run dtype, as transformers caps before any upcast.
-        let logits = match self.config.block.final_softcap {
-            Some(cap) => (logits.affine(1.0 / cap, 0.0)?.tanh()? * cap)?,
-            None => logits,
-        };
+        // Capped in the run dtype, as transformers caps before any upcast.
+        let logits = layers::softcap(rows.matmul(&self.unembed.t()?)?, self.config.block.final_softcap)?;
         Ok(logits.to_dtype(DType::F32)?)
     }
 
