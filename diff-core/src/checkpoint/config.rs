@@ -81,4 +81,30 @@ mod tests {
         std::fs::write(&path, "{not json").unwrap();
         assert!(read_config_summary(&path).unwrap_err().contains("not valid JSON"));
     }
+
+    #[test]
+    fn gemma_ties_by_default_and_a_multimodal_config_gives_its_text_sizes() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("config.json");
+        std::fs::write(
+            &path,
+            r#"{"architectures":["Gemma2ForCausalLM"],"model_type":"gemma2"}"#,
+        )
+        .unwrap();
+        assert_eq!(read_config_summary(&path).unwrap().tie_word_embeddings, Some(true));
+        std::fs::write(&path, r#"{"architectures":["Qwen3ForCausalLM"],"model_type":"qwen3"}"#).unwrap();
+        assert_eq!(read_config_summary(&path).unwrap().tie_word_embeddings, Some(false));
+        std::fs::write(
+            &path,
+            r#"{"architectures":["Gemma3ForConditionalGeneration"],"model_type":"gemma3",
+            "text_config":{"hidden_size":2560,"num_hidden_layers":34,"vocab_size":262208}}"#,
+        )
+        .unwrap();
+        let s = read_config_summary(&path).unwrap();
+        assert_eq!(
+            (s.num_layers, s.hidden_size, s.vocab_size),
+            (Some(34), Some(2560), Some(262_208))
+        );
+        assert_eq!(s.tie_word_embeddings, Some(true));
+    }
 }
